@@ -1,0 +1,107 @@
+"""The htpasswd text Envoy's basic_auth filter reads, and the rules it reads it by.
+
+Envoy splits `users` on '\n' only, takes the user name up to the first ':', skips empty
+lines and lines starting with '#', trims nothing, and rejects the whole listener for a
+line without ':', an empty name or hash, a repeated name, or a hash that is not `{SHA}`
+followed by 28 characters. Everything this module emits passes those rules by
+construction, and `parse_like_envoy` checks it once more before it leaves the compiler.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+
+from passlib.apache import HtpasswdFile
+from passlib.hash import ldap_sha1
+
+from compiler.model import HtpasswdEntry, Secret
+
+MAX_USERNAME_BYTES = 256
+MAX_PASSWORD_BYTES = 4096
+SHA_PREFIX = "{SHA}"
+SHA_LENGTH = len(SHA_PREFIX) + 28
+
+# Envoy rejects an empty DataSource, so a table that admits nobody is a comment line.
+DENY_ALL = "# extension-server: no user is admitted on this listener\n"
+
+# Unicode categories that have no place in a user name: controls (RFC 7617 forbids
+# CTLs; '\n', '\r' and NUL among them), invisible format characters (look-alike names),
+# surrogates (not encodable) and unassigned code points.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn"})
+
+
+class EnvoyWouldReject(ValueError):
+    """The text breaks one of Envoy's htpasswd rules (a bug if the compiler produced it)."""
+
+
+def username_problem(name: str) -> str | None:
+    """Why Envoy or RFC 7617 would not accept this user name, or None if it is fine."""
+    if not name:
+        return "is empty"
+    if ":" in name:
+        return "contains ':' (Envoy and RFC 7617 split user and password at the first ':')"
+    if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in name):
+        return "contains a control, format or unassigned character (RFC 7617 forbids them)"
+    if name.startswith("#"):
+        return "starts with '#' (Envoy would read the line as a comment and drop the user)"
+    if name != name.strip():
+        return "starts or ends with white space (clients and Envoy would disagree on it)"
+    if unicodedata.normalize("NFC", name) != name:
+        return "is not in Unicode Normalization Form C (RFC 7617 requires it)"
+    if len(name.encode()) > MAX_USERNAME_BYTES:
+        return f"is longer than {MAX_USERNAME_BYTES} bytes"
+    return None
+
+
+def password_problem(password: Secret) -> str | None:
+    """Why a password cannot be used, without ever quoting it."""
+    value = password.reveal()
+    if not value:
+        return "is empty"
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+        return "contains a control character (RFC 7617 forbids them)"
+    if len(value.encode()) > MAX_PASSWORD_BYTES:
+        return f"is longer than {MAX_PASSWORD_BYTES} bytes"
+    return None
+
+
+def sha_hash(password: Secret) -> str:
+    """The `{SHA}` (unsalted SHA-1, base64) hash, the only scheme Envoy verifies."""
+    return str(ldap_sha1.hash(password.reveal()))
+
+
+def render(entries: Iterable[HtpasswdEntry]) -> str:
+    """The htpasswd text for `entries`, sorted by user name so equal input gives equal bytes."""
+    table = HtpasswdFile(default_scheme="ldap_sha1")
+    for entry in sorted(entries, key=lambda entry: entry.username):
+        table.set_hash(entry.username, entry.sha_hash)
+    text = table.to_string().decode("utf-8")
+    if not text:
+        return DENY_ALL
+    parse_like_envoy(text)
+    return str(text)
+
+
+def parse_like_envoy(text: str) -> dict[str, str]:
+    """Read `text` with the rules of Envoy's basic_auth parser; raise EnvoyWouldReject.
+
+    Messages give line numbers, never the hash.
+    """
+    if not text:
+        raise EnvoyWouldReject("the users DataSource is empty")
+    users: dict[str, str] = {}
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line or line.startswith("#"):
+            continue
+        name, colon, hashed = line.partition(":")
+        if not colon:
+            raise EnvoyWouldReject(f"line {number} has no ':'")
+        if not name or not hashed:
+            raise EnvoyWouldReject(f"line {number} has an empty user name or hash")
+        if name in users:
+            raise EnvoyWouldReject(f"line {number} repeats a user name")
+        if not hashed.startswith(SHA_PREFIX) or len(hashed) != SHA_LENGTH:
+            raise EnvoyWouldReject(f"line {number} does not hold a {{SHA}} hash")
+        users[name] = hashed
+    return users

@@ -1,0 +1,121 @@
+"""The typed values that flow through the compiler pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+POLICY_GROUP = "example.extensions.io"
+POLICY_VERSION = "v1alpha1"
+POLICY_API_VERSION = f"{POLICY_GROUP}/{POLICY_VERSION}"
+POLICY_KIND = "ListenerContextExample"
+
+DEFAULT_FORWARD_USERNAME_HEADER = "X-Example-Ext"
+
+
+@dataclass(frozen=True, order=True)
+class PolicyRef:
+    """Where a policy lives; how every message and log line names it."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """One entry of spec.targetRefs (a Gateway, optionally one of its listeners)."""
+
+    group: str
+    kind: str
+    name: str
+    section_name: str | None = None
+
+
+class Secret:
+    """A password that never shows itself in a repr, a log line or an error message."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The plain value, for hashing only."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class PlainCredentials:
+    """spec.username + spec.password, written in the policy itself (the seed's form)."""
+
+    username: str
+    password: Secret
+
+
+# Later credential forms (passwordFrom, usersFrom) join this union.
+CredentialSpec = PlainCredentials
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A parsed ListenerContextExample, before its credentials are resolved."""
+
+    ref: PolicyRef
+    created: str
+    targets: tuple[TargetRef, ...]
+    credentials: CredentialSpec
+    forward_username_header: str | None = None
+
+    @property
+    def precedence(self) -> tuple[int, str, str, str]:
+        """Sort key for conflicts: the oldest policy wins, then namespace/name.
+
+        This is the Gateway API's own conflict rule; a policy without a creation
+        timestamp ranks after every policy that has one.
+        """
+        return (0 if self.created else 1, self.created, self.ref.namespace, self.ref.name)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One user as resolved from a policy: a user name and its password (or ready hash)."""
+
+    username: str
+    password: Secret
+    field: str  # where it came from, for messages: "spec.username", ...
+
+
+@dataclass(frozen=True)
+class HtpasswdEntry:
+    """One line of the compiled table: `username:{SHA}...`, and the policy it came from."""
+
+    username: str
+    sha_hash: str = field(repr=False)
+    policy: PolicyRef
+
+
+class UnprotectedMode(StrEnum):
+    """What to do with a listener (or filter chain) that no policy is attached to."""
+
+    DENY = "deny"  # add a basic_auth filter that admits nobody (the seed's behaviour)
+    PASSTHROUGH = "passthrough"  # leave it unchanged
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    unprotected: UnprotectedMode = UnprotectedMode.DENY
+    default_forward_username_header: str = DEFAULT_FORWARD_USERNAME_HEADER

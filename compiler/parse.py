@@ -1,0 +1,251 @@
+"""Step 1, parse: Kubernetes objects (JSON bytes, as Envoy Gateway sends them) to Policy values.
+
+Only the shape is checked here (types, required fields, known fields). What Envoy would
+reject in a user name or password is checked when the table is compiled, because user
+names also come from secret stores.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from compiler.errors import InvalidHeaderError, MalformedPolicyError
+from compiler.model import (
+    POLICY_GROUP,
+    POLICY_KIND,
+    POLICY_VERSION,
+    PlainCredentials,
+    Policy,
+    PolicyRef,
+    Secret,
+    TargetRef,
+)
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+DEFAULT_NAMESPACE = "default"  # what kubectl uses when a manifest names none
+
+# metadata.name / namespace: Kubernetes DNS-1123 subdomain rules (also keeps logs clean).
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# RFC 9110 field-name token.
+_HEADER_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+# Headers Envoy or HTTP itself owns: forwarding a user name in them breaks requests or auth.
+_RESERVED_HEADERS = frozenset(
+    {
+        "authorization",
+        "connection",
+        "content-length",
+        "host",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_SPEC_FIELDS = frozenset({"targetRefs", "username", "password", "forwardUsernameHeader"})
+_TARGET_FIELDS = frozenset({"group", "kind", "name", "sectionName"})
+
+
+@dataclass(frozen=True)
+class IgnoredResource:
+    """An object of another kind, which this server does not handle."""
+
+    api_version: str
+    kind: str
+    ref: PolicyRef
+
+
+ParsedResource = Policy | IgnoredResource | MalformedPolicyError
+
+
+def parse_resources(
+    raw: Sequence[bytes], sources: Sequence[str] | None = None
+) -> list[ParsedResource]:
+    """Parse every extension resource; one bad object never affects the others.
+
+    `sources` names where each object came from (a file, for the CLI); by default its
+    position in the hook call.
+    """
+    results: list[ParsedResource] = []
+    for index, data in enumerate(raw):
+        source = sources[index] if sources else f"extension_resources[{index}]"
+        try:
+            results.append(parse_resource(data, source))
+        except MalformedPolicyError as error:
+            results.append(error)
+    return results
+
+
+def parse_resource(data: bytes, source: str = "extension_resources[0]") -> Policy | IgnoredResource:
+    """Parse one object; raise MalformedPolicyError naming the policy and field."""
+    position = PolicyRef("<unknown>", source)
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise MalformedPolicyError(
+            position,
+            "unstructured_bytes",
+            f"is not valid JSON ({error.__class__.__name__})",
+            "Envoy Gateway should send one Kubernetes object as JSON",
+        ) from None
+    return parse_object(obj, position)
+
+
+def parse_object(obj: object, position: PolicyRef) -> Policy | IgnoredResource:
+    """Parse one decoded Kubernetes object (also used for YAML manifests by the CLI)."""
+    if not isinstance(obj, Mapping):
+        raise MalformedPolicyError(
+            position,
+            "unstructured_bytes",
+            f"is a JSON {_type_name(obj)}, not an object",
+            "send one Kubernetes object",
+        )
+    ref = _policy_ref(obj, position)
+    api_version = obj.get("apiVersion")
+    kind = obj.get("kind")
+    if not isinstance(api_version, str) or not isinstance(kind, str):
+        raise MalformedPolicyError(
+            ref,
+            "apiVersion/kind",
+            "are missing or not strings",
+            f"set apiVersion: {POLICY_GROUP}/{POLICY_VERSION} and kind: {POLICY_KIND}",
+        )
+    group, _, version = api_version.rpartition("/")
+    if kind != POLICY_KIND or group != POLICY_GROUP:
+        return IgnoredResource(api_version[:100], kind[:100], ref)
+    if version != POLICY_VERSION:
+        raise MalformedPolicyError(
+            ref,
+            "apiVersion",
+            f"version {version[:20]!r} is not supported",
+            f"use {POLICY_GROUP}/{POLICY_VERSION}",
+        )
+    return _parse_policy(obj, ref)
+
+
+def _policy_ref(obj: Mapping[str, Any], position: PolicyRef) -> PolicyRef:
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, Mapping):
+        raise MalformedPolicyError(position, "metadata", "is missing", "set metadata.name")
+    name = metadata.get("name")
+    namespace = metadata.get("namespace", DEFAULT_NAMESPACE)
+    for field, value in (("metadata.name", name), ("metadata.namespace", namespace)):
+        if not isinstance(value, str) or not _K8S_NAME.match(value):
+            raise MalformedPolicyError(
+                position,
+                field,
+                "is not a valid Kubernetes name",
+                "use lower-case letters, digits, '-' and '.' (at most 253 characters)",
+            )
+    assert isinstance(namespace, str) and isinstance(name, str)
+    return PolicyRef(namespace, name)
+
+
+def _parse_policy(obj: Mapping[str, Any], ref: PolicyRef) -> Policy:
+    metadata = obj["metadata"]
+    created = metadata.get("creationTimestamp") or ""
+    if not isinstance(created, str):
+        raise MalformedPolicyError(
+            ref, "metadata.creationTimestamp", "is not a string", "leave it to the API server"
+        )
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        raise MalformedPolicyError(ref, "spec", "is missing or not an object", "add a spec")
+    unknown = sorted(str(key)[:40] for key in spec if key not in _SPEC_FIELDS)
+    if unknown:
+        raise MalformedPolicyError(
+            ref,
+            f"spec.{unknown[0]}",
+            "is not a field of ListenerContextExample",
+            f"remove it or fix its spelling (known fields: {', '.join(sorted(_SPEC_FIELDS))})",
+        )
+    return Policy(
+        ref=ref,
+        created=created,
+        targets=_parse_targets(spec.get("targetRefs"), ref),
+        credentials=_parse_plain_credentials(spec, ref),
+        forward_username_header=_parse_header(spec.get("forwardUsernameHeader"), ref),
+    )
+
+
+def _parse_targets(value: object, ref: PolicyRef) -> tuple[TargetRef, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise MalformedPolicyError(ref, "spec.targetRefs", "is not a list", "list Gateways")
+    targets = []
+    for i, item in enumerate(value):
+        field = f"spec.targetRefs[{i}]"
+        if not isinstance(item, Mapping):
+            raise MalformedPolicyError(ref, field, "is not an object", "give kind, group, name")
+        unknown = sorted(str(key)[:40] for key in item if key not in _TARGET_FIELDS)
+        if unknown:
+            raise MalformedPolicyError(
+                ref,
+                f"{field}.{unknown[0]}",
+                "is not a field of a target reference",
+                "use group, kind, name and sectionName",
+            )
+        strings = {key: item.get(key) for key in _TARGET_FIELDS}
+        for key, text in strings.items():
+            if text is not None and not isinstance(text, str):
+                raise MalformedPolicyError(ref, f"{field}.{key}", "is not a string", "quote it")
+        name = strings["name"]
+        if not name:
+            raise MalformedPolicyError(ref, f"{field}.name", "is missing", "name a Gateway")
+        targets.append(
+            TargetRef(
+                group=strings["group"] or GATEWAY_GROUP,
+                kind=strings["kind"] or "Gateway",
+                name=str(name),
+                section_name=strings["sectionName"] or None,
+            )
+        )
+    return tuple(targets)
+
+
+def _parse_plain_credentials(spec: Mapping[str, Any], ref: PolicyRef) -> PlainCredentials:
+    username = spec.get("username")
+    password = spec.get("password")
+    if not isinstance(username, str):
+        raise MalformedPolicyError(
+            ref, "spec.username", "is missing or not a string", "set the user name to admit"
+        )
+    if not isinstance(password, str):
+        raise MalformedPolicyError(
+            ref, "spec.password", "is missing or not a string", "set the user's password"
+        )
+    return PlainCredentials(username, Secret(password))
+
+
+def _parse_header(value: object, ref: PolicyRef) -> str | None:
+    if value is None:
+        return None
+    field = "spec.forwardUsernameHeader"
+    if not isinstance(value, str) or not _HEADER_TOKEN.match(value):
+        raise InvalidHeaderError(
+            ref,
+            field,
+            "is not an HTTP header name",
+            "use letters, digits and '-' (RFC 9110 token, at most 256 characters)",
+        )
+    if value.lower() in _RESERVED_HEADERS:
+        raise InvalidHeaderError(
+            ref,
+            field,
+            f"{value!r} is a header HTTP or Envoy owns",
+            "choose a header of your own, such as X-Example-Ext",
+        )
+    return value
+
+
+def _type_name(value: object) -> str:
+    return {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )

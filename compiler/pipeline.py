@@ -1,0 +1,120 @@
+"""One hook call, start to finish: parse -> resolve -> compile -> apply.
+
+Nothing here raises for a bad policy: every problem becomes a PolicyError in the result,
+the policy (or entry) is left out, and the listener stays protected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from compiler.errors import PolicyError
+from compiler.listener import ApplyReport, ChainAuth, apply
+from compiler.model import CompileOptions, Credential, Policy, PolicyRef, UnprotectedMode
+from compiler.parse import IgnoredResource, parse_resources
+from compiler.scope import applies_to_chain
+from compiler.users import Resolved, UserTable, choose_header, compile_users
+
+# Step 2 (resolve) is the backends' job: the credentials a policy names, or a PolicyError.
+Resolver = Callable[[Policy], Sequence[Credential]]
+DEFAULT_OPTIONS = CompileOptions()
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """The extension resources of one call, parsed and resolved."""
+
+    resolved: tuple[Resolved, ...]
+    malformed: tuple[PolicyError, ...]
+    ignored: tuple[IgnoredResource, ...]
+
+    @property
+    def attached(self) -> bool:
+        """Whether any policy of ours is attached, readable or not: then protect."""
+        return bool(self.resolved or self.malformed)
+
+    @property
+    def refs(self) -> tuple[PolicyRef, ...]:
+        return tuple(sorted(item.policy.ref for item in self.resolved))
+
+
+@dataclass(frozen=True)
+class ListenerResult:
+    listener: Any
+    policies: PolicySet
+    errors: tuple[PolicyError, ...]
+    users: int
+    report: ApplyReport
+
+
+def load_policies(
+    raw: Sequence[bytes], resolve: Resolver, sources: Sequence[str] | None = None
+) -> PolicySet:
+    """Steps 1 and 2: parse every resource, resolve every policy's credentials."""
+    resolved: list[Resolved] = []
+    malformed: list[PolicyError] = []
+    ignored: list[IgnoredResource] = []
+    for parsed in parse_resources(raw, sources):
+        if isinstance(parsed, IgnoredResource):
+            ignored.append(parsed)
+        elif isinstance(parsed, PolicyError):
+            malformed.append(parsed)
+        else:
+            resolved.append(resolve_policy(parsed, resolve))
+    return PolicySet(tuple(resolved), tuple(malformed), tuple(ignored))
+
+
+def resolve_policy(policy: Policy, resolve: Resolver) -> Resolved:
+    try:
+        return Resolved(policy, tuple(resolve(policy)))
+    except PolicyError as error:
+        return Resolved(policy, error=error)
+
+
+def compile_listener(
+    listener: Any, policies: PolicySet, options: CompileOptions = DEFAULT_OPTIONS
+) -> ListenerResult:
+    """Steps 3 and 4 for one listener: a table per distinct set of applicable policies."""
+    tables: dict[tuple[int, ...], ChainTable] = {}
+    passthrough = options.unprotected is UnprotectedMode.PASSTHROUGH and not policies.malformed
+
+    def plan(chain_name: str | None, is_default: bool) -> ChainAuth | None:
+        chosen = tuple(
+            index
+            for index, item in enumerate(policies.resolved)
+            if applies_to_chain(item.policy, chain_name, is_default)
+        )
+        if not chosen and passthrough:
+            return None
+        if chosen not in tables:
+            tables[chosen] = compile_chain([policies.resolved[i] for i in chosen], options)
+        return tables[chosen].auth
+
+    result, report = apply(listener, plan)
+    errors: dict[str, PolicyError] = {str(error): error for error in policies.malformed}
+    for table in tables.values():
+        errors.update((str(error), error) for error in table.errors)
+    users = max((table.users for table in tables.values()), default=0)
+    return ListenerResult(result, policies, tuple(errors.values()), users, report)
+
+
+@dataclass(frozen=True)
+class ChainTable:
+    """The basic_auth settings for one set of policies, and what was left out of them."""
+
+    auth: ChainAuth
+    errors: tuple[PolicyError, ...]
+    users: int
+
+
+def compile_chain(resolved: Sequence[Resolved], options: CompileOptions) -> ChainTable:
+    table: UserTable = compile_users(resolved)
+    header, header_errors = choose_header(
+        [item.policy for item in resolved if item.error is None],
+        options.default_forward_username_header,
+    )
+    return ChainTable(
+        ChainAuth(table.htpasswd, header), table.errors + header_errors, len(table.entries)
+    )

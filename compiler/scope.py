@@ -1,0 +1,44 @@
+"""Which policies apply to which filter chain.
+
+Envoy Gateway merges the policies of every Gateway listener that shares an Envoy
+listener. On HTTPS (and HTTP/3) each Gateway listener keeps a filter chain of its own,
+named `<namespace>/<gateway>/<section>`: there a policy whose targetRef names a section
+applies to that section's chain only, so one section's users are not admitted on
+another. Plain HTTP sections share the default filter chain: every policy applies there,
+as it does on chains whose name is not of that form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.model import Policy
+
+
+@dataclass(frozen=True)
+class ChainName:
+    namespace: str
+    gateway: str
+    section: str
+
+    @classmethod
+    def parse(cls, name: str | None) -> ChainName | None:
+        parts = (name or "").split("/")
+        if len(parts) != 3 or not all(parts):
+            return None
+        return cls(*parts)
+
+
+def applies_to_chain(policy: Policy, chain_name: str | None, is_default: bool) -> bool:
+    """Whether `policy` governs the filter chain called `chain_name`."""
+    chain = None if is_default else ChainName.parse(chain_name)
+    if chain is None or not policy.targets:
+        return True
+    if policy.ref.namespace != chain.namespace:
+        return False
+    return any(
+        target.kind == "Gateway"
+        and target.name == chain.gateway
+        and target.section_name in (None, chain.section)
+        for target in policy.targets
+    )

@@ -1,0 +1,120 @@
+"""Step 3, compile: resolved credentials of several policies -> one conflict-free user table.
+
+Conflict rule (the Gateway API's own): when two policies name the same user, the oldest
+policy (metadata.creationTimestamp) wins, then the lower namespace/name; the other
+policy's entry is left out with a ConflictError. A name is never emitted twice.
+The same rule picks the forwarded-username header when policies disagree on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from compiler.errors import (
+    ConflictError,
+    InvalidPasswordError,
+    InvalidUsernameError,
+    PolicyError,
+    describe,
+)
+from compiler.htpasswd import password_problem, render, sha_hash, username_problem
+from compiler.model import Credential, HtpasswdEntry, Policy, PolicyRef
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A policy with the credentials its backend resolved (or the error that stopped it)."""
+
+    policy: Policy
+    credentials: tuple[Credential, ...] = ()
+    error: PolicyError | None = None
+
+
+@dataclass(frozen=True)
+class UserTable:
+    """The compiled table of one set of policies."""
+
+    entries: tuple[HtpasswdEntry, ...]
+    errors: tuple[PolicyError, ...]
+
+    @property
+    def htpasswd(self) -> str:
+        return render(self.entries)
+
+
+def compile_users(resolved: Sequence[Resolved]) -> UserTable:
+    """Validate, hash and de-duplicate every credential, in precedence order."""
+    entries: dict[str, HtpasswdEntry] = {}
+    errors: list[PolicyError] = []
+    for item in sorted(resolved, key=lambda item: item.policy.precedence):
+        if item.error is not None:
+            errors.append(item.error)
+            continue
+        for credential in item.credentials:
+            error = _credential_error(item.policy.ref, credential)
+            if error is None and credential.username in entries:
+                error = _conflict(item.policy.ref, credential, entries[credential.username].policy)
+            if error is not None:
+                errors.append(error)
+                continue
+            entries[credential.username] = HtpasswdEntry(
+                credential.username, sha_hash(credential.password), item.policy.ref
+            )
+    ordered = tuple(entries[name] for name in sorted(entries))
+    return UserTable(ordered, tuple(errors))
+
+
+def _credential_error(ref: PolicyRef, credential: Credential) -> PolicyError | None:
+    problem = username_problem(credential.username)
+    if problem is not None:
+        return InvalidUsernameError(
+            ref,
+            credential.field,
+            f"user name {describe(credential.username)} {problem}",
+            "choose a user name of printable characters without ':'",
+        )
+    problem = password_problem(credential.password)
+    if problem is not None:
+        return InvalidPasswordError(
+            ref,
+            credential.field,
+            f"the password of user {describe(credential.username)} {problem}",
+            "set a non-empty password of printable characters",
+        )
+    return None
+
+
+def _conflict(ref: PolicyRef, credential: Credential, winner: PolicyRef) -> ConflictError:
+    if winner == ref:
+        problem = f"user {describe(credential.username)} is listed twice"
+        fix = "list each user once"
+    else:
+        problem = f"user {describe(credential.username)} is already defined by policy {winner}"
+        fix = "the older policy wins; rename the user or remove it from one policy"
+    return ConflictError(ref, credential.field, problem, fix)
+
+
+def choose_header(policies: Sequence[Policy], default: str) -> tuple[str, tuple[PolicyError, ...]]:
+    """The forwarded-username header for a set of policies, and the policies overruled."""
+    chosen: Policy | None = None
+    errors: list[PolicyError] = []
+    for policy in sorted(policies, key=lambda policy: policy.precedence):
+        header = policy.forward_username_header
+        if header is None:
+            continue
+        if chosen is None:
+            chosen = policy
+        elif header.lower() != str(chosen.forward_username_header).lower():
+            errors.append(
+                ConflictError(
+                    policy.ref,
+                    "spec.forwardUsernameHeader",
+                    f"{header!r} differs from {chosen.forward_username_header!r} "
+                    f"set by policy {chosen.ref} on the same listener",
+                    "the older policy's header is used; set the same header in both",
+                )
+            )
+    if chosen is None or chosen.forward_username_header is None:
+        return default, tuple(errors)
+    return chosen.forward_username_header, tuple(errors)

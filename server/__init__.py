@@ -1,0 +1,1 @@
+"""The gRPC extension server Envoy Gateway calls, and the `extension-server` command."""

@@ -1,0 +1,1 @@
+"""Generated stubs of extension.proto (`make api` regenerates them; never edit by hand)."""

@@ -1,0 +1,91 @@
+"""Build, run and stop the gRPC server: the hook service, health checks and reflection."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from backends import resolve
+from compiler.model import CompileOptions
+from server.api import extension_pb2, extension_pb2_grpc
+from server.logs import get_logger
+from server.service import ExtensionService
+
+SERVICE_NAME = extension_pb2.DESCRIPTOR.services_by_name["EnvoyGatewayExtension"].full_name
+log = get_logger("server.app")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "0.0.0.0"  # noqa: S104 (a server in a pod listens on all addresses)
+    port: int = 5005
+    workers: int = 16
+    shutdown_grace: float = 15.0
+    options: CompileOptions = CompileOptions()
+
+
+class ExtensionServer:
+    """The running server; `stop` lets in-flight calls finish first."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="hook")
+        )
+        extension_pb2_grpc.add_EnvoyGatewayExtensionServicer_to_server(
+            ExtensionService(resolve, settings.options), self._grpc
+        )
+        self._health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
+        )
+        address = f"{_bracket(settings.host)}:{settings.port}"
+        self.port = self._grpc.add_insecure_port(address)
+        if not self.port:
+            raise OSError(f"cannot listen on {address}")
+
+    def start(self) -> None:
+        self._grpc.start()
+        for service in ("", SERVICE_NAME):
+            self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("server.started", host=self.settings.host, port=self.port,
+                 unprotected_listeners=self.settings.options.unprotected.value)
+
+    def stop(self) -> None:
+        """Report NOT_SERVING, refuse new calls, wait for in-flight ones (up to the grace)."""
+        log.info("server.stopping", grace_seconds=self.settings.shutdown_grace)
+        self._health.enter_graceful_shutdown()
+        self._grpc.stop(self.settings.shutdown_grace).wait()
+        log.info("server.stopped")
+
+
+def serve(settings: ServerSettings) -> int:
+    """Run until SIGTERM or SIGINT, then shut down cleanly; the process exit code."""
+    server = ExtensionServer(settings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("server.signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.start()
+        stop.wait()
+        server.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

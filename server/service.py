@@ -1,0 +1,91 @@
+"""The EnvoyGatewayExtension gRPC service.
+
+PostHTTPListenerModify runs the compiler; every other hook hands its input back
+unchanged (it is never UNIMPLEMENTED, so enabling more hooks in Envoy Gateway is safe).
+"""
+
+from __future__ import annotations
+
+import time
+import grpc
+
+from compiler.model import CompileOptions
+from compiler.pipeline import Resolver, compile_listener, load_policies
+from server.api import extension_pb2 as api
+from server.api import extension_pb2_grpc as api_grpc
+from server.logs import get_logger
+
+log = get_logger("server.service")
+
+
+class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):  # type: ignore[misc]
+    def __init__(self, resolve: Resolver, options: CompileOptions) -> None:
+        self._resolve = resolve
+        self._options = options
+
+    def PostHTTPListenerModify(  # noqa: N802 (gRPC method name)
+        self, request: api.PostHTTPListenerModifyRequest, context: grpc.ServicerContext
+    ) -> api.PostHTTPListenerModifyResponse:
+        started = time.perf_counter()
+        name = request.listener.name
+        raw = [r.unstructured_bytes for r in request.post_listener_context.extension_resources]
+        try:
+            policies = load_policies(raw, self._resolve)
+            result = compile_listener(request.listener, policies, self._options)
+        except Exception:
+            # A bug, not a bad policy. Failing the call keeps Envoy Gateway's last good
+            # config in place (fail closed) instead of sending an unprotected listener.
+            log.exception("hook.failed", listener=name)
+            context.abort(grpc.StatusCode.INTERNAL, f"extension server failed on listener {name}")
+            raise  # pragma: no cover (abort raises)
+        for ignored in policies.ignored:
+            log.info("policy.ignored", listener=name, kind=ignored.kind,
+                     api_version=ignored.api_version, resource=str(ignored.ref))
+        for error in result.errors:
+            log.warning("policy.rejected", listener=name, policy=str(error.policy),
+                        field=error.field, error=str(error), reason=type(error).__name__)
+        log.info(
+            "hook.listener",
+            listener=name,
+            policies=",".join(str(ref) for ref in policies.refs) or "-",
+            users=result.users,
+            rejected=len(result.errors),
+            managers_protected=result.report.managers_protected,
+            managers_unchanged=result.report.managers_skipped,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        for chain in result.report.undecodable:
+            log.error("listener.undecodable_manager", listener=name, filter_chain=chain)
+        return api.PostHTTPListenerModifyResponse(listener=result.listener)
+
+    def PostRouteModify(  # noqa: N802
+        self, request: api.PostRouteModifyRequest, context: grpc.ServicerContext
+    ) -> api.PostRouteModifyResponse:
+        return api.PostRouteModifyResponse(route=request.route)
+
+    def PostVirtualHostModify(  # noqa: N802
+        self, request: api.PostVirtualHostModifyRequest, context: grpc.ServicerContext
+    ) -> api.PostVirtualHostModifyResponse:
+        return api.PostVirtualHostModifyResponse(virtual_host=request.virtual_host)
+
+    def PostClusterModify(  # noqa: N802
+        self, request: api.PostClusterModifyRequest, context: grpc.ServicerContext
+    ) -> api.PostClusterModifyResponse:
+        return api.PostClusterModifyResponse(cluster=request.cluster)
+
+    def PostEndpointsModify(  # noqa: N802
+        self, request: api.PostEndpointsModifyRequest, context: grpc.ServicerContext
+    ) -> api.PostEndpointsModifyResponse:
+        return api.PostEndpointsModifyResponse(load_assignment=request.load_assignment)
+
+    def PostTranslateModify(  # noqa: N802
+        self, request: api.PostTranslateModifyRequest, context: grpc.ServicerContext
+    ) -> api.PostTranslateModifyResponse:
+        # The response replaces Envoy Gateway's lists whole: hand every resource back.
+        return api.PostTranslateModifyResponse(
+            clusters=request.clusters,
+            secrets=request.secrets,
+            listeners=request.listeners,
+            routes=request.routes,
+        )
+
