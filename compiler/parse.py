@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from compiler.errors import InvalidHeaderError, MalformedPolicyError
+from compiler.errors import InvalidHeaderError, MalformedPolicyError, PolicyError
 from compiler.model import (
     POLICY_GROUP,
     POLICY_KIND,
@@ -61,7 +61,7 @@ class IgnoredResource:
     ref: PolicyRef
 
 
-ParsedResource = Policy | IgnoredResource | MalformedPolicyError
+ParsedResource = Policy | IgnoredResource | PolicyError
 
 
 def parse_resources(
@@ -77,7 +77,7 @@ def parse_resources(
         source = sources[index] if sources else f"extension_resources[{index}]"
         try:
             results.append(parse_resource(data, source))
-        except MalformedPolicyError as error:
+        except PolicyError as error:
             results.append(error)
     return results
 

@@ -39,7 +39,7 @@ class ExtensionServer:
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="hook")
         )
-        extension_pb2_grpc.add_EnvoyGatewayExtensionServicer_to_server(
+        extension_pb2_grpc.add_EnvoyGatewayExtensionServicer_to_server(  # type: ignore[no-untyped-call]
             ExtensionService(resolve, settings.options), self._grpc
         )
         self._health = health.HealthServicer()

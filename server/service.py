@@ -18,7 +18,7 @@ from server.logs import get_logger
 log = get_logger("server.service")
 
 
-class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):  # type: ignore[misc]
+class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
     def __init__(self, resolve: Resolver, options: CompileOptions) -> None:
         self._resolve = resolve
         self._options = options

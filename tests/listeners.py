@@ -1,0 +1,111 @@
+"""Listeners shaped like Envoy Gateway's, built in code for the compiler's tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.basic_auth.v3 import basic_auth_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.http.health_check.v3 import health_check_pb2
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+from envoy.extensions.filters.http.oauth2.v3 import oauth_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from compiler.listener import FILTER_NAME
+
+
+def http_filter(name: str, config: Any) -> Any:
+    result = hcm_pb2.HttpFilter(name=name)
+    result.typed_config.Pack(config)
+    return result
+
+
+def router() -> Any:
+    return http_filter("envoy.filters.http.router", router_pb2.Router())
+
+
+def manager(*filters: Any, name: str = "envoy.filters.network.http_connection_manager") -> Any:
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix="http", http_filters=[*filters, router()])
+    hcm.rds.route_config_name = "default/eg/http"
+    network = listener_components_pb2.Filter(name=name)
+    network.typed_config.Pack(hcm)
+    return network
+
+
+def tcp_proxy() -> Any:
+    network = listener_components_pb2.Filter(name="envoy.filters.network.tcp_proxy")
+    network.typed_config.Pack(tcp_proxy_pb2.TcpProxy(stat_prefix="tcp", cluster="backend"))
+    return network
+
+
+def http_listener(*filters: Any, name: str = "default/eg/http") -> Any:
+    """Plain HTTP: every Gateway section shares the default filter chain."""
+    listener = listener_pb2.Listener(name=name)
+    listener.address.socket_address.address = "0.0.0.0"
+    listener.address.socket_address.port_value = 10080
+    listener.default_filter_chain.name = name
+    listener.default_filter_chain.filters.append(manager(*filters))
+    return listener
+
+
+def https_listener(*sections: str, gateway: str = "default/eg") -> Any:
+    """HTTPS: one filter chain per Gateway section, named <namespace>/<gateway>/<section>."""
+    listener = listener_pb2.Listener(name=f"{gateway}/https")
+    for section in sections:
+        chain = listener.filter_chains.add(name=f"{gateway}/{section}")
+        chain.filter_chain_match.server_names.append(f"{section}.example.com")
+        chain.filters.append(manager())
+    return listener
+
+
+def eg_security_filters() -> list[Any]:
+    """The HTTP filters Envoy Gateway generates for a route with several SecurityPolicies."""
+    eg_basic = http_filter(
+        "envoy.filters.http.basic_auth/securitypolicy/default/sp", basic_auth_pb2.BasicAuth()
+    )
+    eg_basic.disabled = True
+    return [
+        http_filter("envoy.filters.http.health_check", health_check_pb2.HealthCheck()),
+        http_filter("envoy.filters.http.cors", cors_pb2.Cors()),
+        http_filter(
+            "envoy.filters.http.ext_authz/securitypolicy/default/a", ext_authz_pb2.ExtAuthz()
+        ),
+        eg_basic,
+        http_filter("envoy.filters.http.oauth2/securitypolicy/default/o", oauth_pb2.OAuth2()),
+        http_filter("envoy.filters.http.jwt_authn", jwt_pb2.JwtAuthentication()),
+        http_filter("envoy.filters.http.rbac", rbac_pb2.RBAC()),
+    ]
+
+
+def managers(listener: Any) -> list[Any]:
+    """Every HTTP connection manager of the listener, decoded."""
+    found = []
+    chains = [*listener.filter_chains]
+    if listener.HasField("default_filter_chain"):
+        chains.append(listener.default_filter_chain)
+    for chain in chains:
+        for network in chain.filters:
+            hcm = hcm_pb2.HttpConnectionManager()
+            if network.typed_config.Unpack(hcm):
+                found.append(hcm)
+    return found
+
+
+def our_filter(hcm: Any) -> Any:
+    """Our basic_auth config in that manager (asserts there is exactly one)."""
+    ours = [f for f in hcm.http_filters if f.name == FILTER_NAME]
+    assert len(ours) == 1, [f.name for f in hcm.http_filters]
+    config = basic_auth_pb2.BasicAuth()
+    assert ours[0].typed_config.Unpack(config)
+    return config
+
+
+def filter_names(hcm: Any) -> list[str]:
+    return [f.name for f in hcm.http_filters]

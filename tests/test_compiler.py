@@ -1,0 +1,482 @@
+"""The compiler, as a user meets it: given these policies and this listener, Envoy gets this.
+
+No I/O here beyond the plaintext backend; every listener is built in code (tests/listeners.py).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+
+from backends import resolve
+from compiler.errors import (
+    ConflictError,
+    InvalidHeaderError,
+    InvalidPasswordError,
+    InvalidUsernameError,
+    MalformedPolicyError,
+)
+from compiler.htpasswd import DENY_ALL, EnvoyWouldReject, parse_like_envoy
+from compiler.listener import FILTER_NAME
+from compiler.model import CompileOptions, UnprotectedMode
+from compiler.pipeline import ListenerResult, compile_listener, load_policies
+from tests.listeners import (
+    eg_security_filters,
+    filter_names,
+    http_listener,
+    https_listener,
+    manager,
+    managers,
+    our_filter,
+    tcp_proxy,
+)
+
+SEED_LINE = "user:{SHA}V7KtmQRNM3GXwMOf04I1aP+B5Io=\n"
+
+
+def policy(
+    name: str = "listeneruser",
+    username: Any = "user",
+    password: Any = "p@ssw0rd",
+    *,
+    namespace: str = "default",
+    created: str | None = None,
+    header: str | None = None,
+    targets: list[dict[str, str]] | None = None,
+    **spec: Any,
+) -> bytes:
+    """A ListenerContextExample as Envoy Gateway sends it (JSON bytes)."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if created:
+        metadata["creationTimestamp"] = created
+    body: dict[str, Any] = {
+        "targetRefs": targets
+        or [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}],
+        "username": username,
+        "password": password,
+        **spec,
+    }
+    if header is not None:
+        body["forwardUsernameHeader"] = header
+    return json.dumps(
+        {
+            "apiVersion": "example.extensions.io/v1alpha1",
+            "kind": "ListenerContextExample",
+            "metadata": metadata,
+            "spec": body,
+        }
+    ).encode()
+
+
+def hook(
+    listener: Any, *resources: bytes, mode: UnprotectedMode = UnprotectedMode.DENY
+) -> ListenerResult:
+    return compile_listener(
+        listener, load_policies(resources, resolve), CompileOptions(unprotected=mode)
+    )
+
+
+def users_of(result: ListenerResult) -> dict[str, str]:
+    (hcm,) = managers(result.listener)
+    return parse_like_envoy(our_filter(hcm).users.inline_string)
+
+
+# --- The seed's story -----------------------------------------------------------------
+
+
+def test_no_policy_gives_a_filter_that_admits_nobody() -> None:
+    result = hook(http_listener())
+    (hcm,) = managers(result.listener)
+    config = our_filter(hcm)
+    assert config.users.inline_string == DENY_ALL
+    assert parse_like_envoy(DENY_ALL) == {}
+    assert config.forward_username_header == "X-Example-Ext"
+    assert result.errors == ()
+
+
+def test_seed_policy_admits_user_with_sha_hash_and_forwards_the_name() -> None:
+    result = hook(http_listener(), policy())
+    (hcm,) = managers(result.listener)
+    config = our_filter(hcm)
+    assert config.users.inline_string == SEED_LINE
+    assert config.forward_username_header == "X-Example-Ext"
+    assert filter_names(hcm) == [FILTER_NAME, "envoy.filters.http.router"]
+    assert result.users == 1
+
+
+def test_policy_may_choose_the_forwarded_header() -> None:
+    result = hook(http_listener(), policy(header="X-Authenticated-User"))
+    (hcm,) = managers(result.listener)
+    assert our_filter(hcm).forward_username_header == "X-Authenticated-User"
+
+
+def test_same_policies_in_any_order_give_identical_bytes() -> None:
+    policies = [policy(f"p{i}", f"user{i}", f"pw{i}") for i in range(20)]
+    first = hook(http_listener(), *policies).listener.SerializeToString(deterministic=True)
+    second = hook(http_listener(), *reversed(policies)).listener.SerializeToString(
+        deterministic=True
+    )
+    assert first == second
+    lines = users_of(hook(http_listener(), *policies))
+    assert list(lines) == sorted(lines)
+
+
+def test_running_the_hook_on_its_own_output_changes_nothing() -> None:
+    listener = http_listener(*eg_security_filters())
+    once = hook(listener, policy(), policy("other", "alice", "s3cret")).listener
+    twice = hook(once, policy(), policy("other", "alice", "s3cret")).listener
+    assert once.SerializeToString(deterministic=True) == twice.SerializeToString(deterministic=True)
+
+
+def test_the_input_listener_is_not_modified() -> None:
+    listener = http_listener()
+    before = listener.SerializeToString(deterministic=True)
+    hook(listener, policy())
+    assert listener.SerializeToString(deterministic=True) == before
+
+
+# --- Bad input: a clear error, and nothing else lost --------------------------------------
+
+HOSTILE_USERNAMES = {
+    "colon": "a:b",
+    "newline": "a\nb",
+    "carriage return": "a\rb",
+    "trailing carriage return": "user\r",
+    "NUL": "a\x00b",
+    "DEL": "a\x7fb",
+    "leading #": "#root",
+    "leading space": " user",
+    "trailing space": "user ",
+    "tab": "us\ter",
+    "empty": "",
+    "zero-width joiner": "us\u200der",
+    "right-to-left override": "\u202euser",
+    "not NFC": "ju\u0308rgen",
+    "lone surrogate": "\ud800",
+    "too long": "u" * 257,
+}
+
+
+@pytest.mark.parametrize("username", HOSTILE_USERNAMES.values(), ids=HOSTILE_USERNAMES.keys())
+def test_hostile_user_name_is_rejected_and_others_still_apply(username: str) -> None:
+    result = hook(http_listener(), policy("hostile", username, "pw"), policy())
+    assert users_of(result) == parse_like_envoy(SEED_LINE)
+    (error,) = result.errors
+    assert isinstance(error, InvalidUsernameError)
+    assert error.policy.namespace == "default" and error.policy.name == "hostile"
+    assert error.field == "spec.username"
+    assert "default/hostile" in str(error) and "spec.username" in str(error)
+
+
+@pytest.mark.parametrize("username", ["jürgen", "ユーザー", "user.name@example.com", "a b", "x#y"])
+def test_printable_unicode_user_names_are_accepted(username: str) -> None:
+    result = hook(http_listener(), policy(username=username))
+    assert list(users_of(result)) == [username]
+    assert result.errors == ()
+
+
+@pytest.mark.parametrize(
+    ("password", "problem"),
+    [
+        ("", "is empty"),
+        ("pass\nword", "control character"),
+        ("\x00", "control character"),
+        ("p" * 4097, "longer than 4096 bytes"),
+    ],
+    ids=["empty", "newline", "NUL", "too long"],
+)
+def test_unusable_password_is_rejected_without_quoting_it(password: str, problem: str) -> None:
+    result = hook(http_listener(), policy("weak", "bob", password), policy())
+    (error,) = result.errors
+    assert isinstance(error, InvalidPasswordError)
+    assert problem in str(error) and "default/weak" in str(error)
+    if password:
+        assert password not in str(error) and password not in repr(error)
+    assert list(users_of(result)) == ["user"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b"{not json", "unstructured_bytes"),
+        (b"\xff\xfe", "unstructured_bytes"),
+        (b"[1, 2]", "unstructured_bytes"),
+        (b'"a string"', "unstructured_bytes"),
+        (
+            json.dumps(
+                {"apiVersion": "example.extensions.io/v1alpha1", "kind": "ListenerContextExample"}
+            ).encode(),
+            "metadata",
+        ),
+        (policy(username=7), "spec.username"),
+        (policy(password=None), "spec.password"),
+        (policy(targets="eg"), "spec.targetRefs"),  # type: ignore[arg-type]
+        (policy(passwrd="typo"), "spec.passwrd"),
+        (policy(header=""), "spec.forwardUsernameHeader"),
+        (policy(header="Bad Header"), "spec.forwardUsernameHeader"),
+        (policy(header="Authorization"), "spec.forwardUsernameHeader"),
+        (policy(namespace="Not_A_Namespace"), "metadata.namespace"),
+    ],
+    ids=[
+        "truncated",
+        "not utf-8",
+        "array",
+        "string",
+        "no metadata",
+        "username type",
+        "no password",
+        "targetRefs type",
+        "unknown field",
+        "empty header",
+        "header with space",
+        "reserved header",
+        "bad namespace",
+    ],
+)
+def test_malformed_policy_is_reported_by_field_and_the_listener_stays_protected(
+    raw: bytes, field: str
+) -> None:
+    result = hook(http_listener(), raw, policy("good", "alice", "pw"))
+    (error,) = result.errors
+    assert isinstance(error, MalformedPolicyError | InvalidHeaderError)
+    assert error.field == field
+    assert list(users_of(result)) == ["alice"]
+
+
+def test_wrong_version_of_our_kind_is_rejected() -> None:
+    raw = policy().replace(b"v1alpha1", b"v2")
+    result = hook(http_listener(), raw)
+    (error,) = result.errors
+    assert error.field == "apiVersion"
+    assert users_of(result) == {}
+
+
+def test_other_kinds_are_ignored_and_count_as_no_policy() -> None:
+    config_map = json.dumps(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
+    ).encode()
+    result = hook(http_listener(), config_map, mode=UnprotectedMode.PASSTHROUGH)
+    assert [str(ignored.ref) for ignored in result.policies.ignored] == ["default/x"]
+    assert managers(result.listener)[0].http_filters[0].name == "envoy.filters.http.router"
+
+
+def test_only_broken_policies_still_protect_the_listener_in_passthrough_mode() -> None:
+    result = hook(http_listener(), b"{broken", mode=UnprotectedMode.PASSTHROUGH)
+    (hcm,) = managers(result.listener)
+    assert our_filter(hcm).users.inline_string == DENY_ALL
+
+
+# --- Conflicts --------------------------------------------------------------------------
+
+
+def test_same_user_in_two_policies_the_oldest_wins() -> None:
+    older = policy("older", "user", "first", created="2024-01-01T00:00:00Z")
+    newer = policy("a-newer", "user", "second", created="2024-06-01T00:00:00Z")
+    result = hook(http_listener(), newer, older)
+    (error,) = result.errors
+    assert isinstance(error, ConflictError)
+    assert error.policy.name == "a-newer" and "default/older" in str(error)
+    (hcm,) = managers(result.listener)
+    assert our_filter(hcm).users.inline_string.count("user:") == 1
+    # the winner's password is the one Envoy checks
+    first = hook(http_listener(), older).listener
+    assert our_filter(managers(first)[0]).users == our_filter(hcm).users
+
+
+def test_same_age_conflict_is_settled_by_namespace_then_name() -> None:
+    result = hook(http_listener(), policy("b", "user", "x"), policy("a", "user", "y"))
+    (error,) = result.errors
+    assert error.policy.name == "b"
+    result = hook(
+        http_listener(),
+        policy("a", "user", "y", namespace="team-b"),
+        policy("z", "user", "x", namespace="team-a"),
+    )
+    (error,) = result.errors
+    assert str(error.policy) == "team-b/a"
+
+
+def test_policy_without_creation_time_ranks_after_one_with_it() -> None:
+    result = hook(
+        http_listener(),
+        policy("a", "user", "x"),
+        policy("z", "user", "y", created="2030-01-01T00:00:00Z"),
+    )
+    (error,) = result.errors
+    assert error.policy.name == "a"
+
+
+def test_header_disagreement_keeps_the_older_header_and_both_users() -> None:
+    older = policy("older", "alice", "x", header="X-User", created="2024-01-01T00:00:00Z")
+    newer = policy("newer", "bob", "y", header="X-Other", created="2024-02-01T00:00:00Z")
+    result = hook(http_listener(), newer, older)
+    (error,) = result.errors
+    assert isinstance(error, ConflictError) and error.field == "spec.forwardUsernameHeader"
+    (hcm,) = managers(result.listener)
+    assert our_filter(hcm).forward_username_header == "X-User"
+    assert sorted(users_of(result)) == ["alice", "bob"]
+
+
+# --- Where the filter goes --------------------------------------------------------------
+
+
+def test_filter_sits_at_envoy_gateways_basic_auth_rank() -> None:
+    result = hook(http_listener(*eg_security_filters()), policy())
+    (hcm,) = managers(result.listener)
+    assert filter_names(hcm) == [
+        "envoy.filters.http.health_check",
+        "envoy.filters.http.cors",
+        "envoy.filters.http.ext_authz/securitypolicy/default/a",
+        FILTER_NAME,
+        "envoy.filters.http.basic_auth/securitypolicy/default/sp",
+        "envoy.filters.http.oauth2/securitypolicy/default/o",
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.rbac",
+        "envoy.filters.http.router",
+    ]
+
+
+def test_envoy_gateways_own_basic_auth_filters_are_left_exactly_as_they_were() -> None:
+    listener = http_listener(*eg_security_filters())
+    before = {
+        f.name: f.SerializeToString(deterministic=True) for f in managers(listener)[0].http_filters
+    }
+    (hcm,) = managers(hook(listener, policy()).listener)
+    after = {f.name: f.SerializeToString(deterministic=True) for f in hcm.http_filters}
+    del after[FILTER_NAME]
+    assert after == before
+
+
+def test_filters_of_unknown_type_pass_through_byte_for_byte() -> None:
+    unknown = hcm_pb2.HttpFilter(name="vendor.custom")
+    unknown.typed_config.type_url = "type.googleapis.com/vendor.v9.NotInThisBuild"
+    unknown.typed_config.value = b"\x0a\x03abc\x98\x01\x07"
+    (hcm,) = managers(hook(http_listener(unknown), policy()).listener)
+    assert filter_names(hcm) == ["vendor.custom", FILTER_NAME, "envoy.filters.http.router"]
+    assert hcm.http_filters[0].SerializeToString() == unknown.SerializeToString()
+
+
+def test_manager_is_found_by_type_whatever_its_name() -> None:
+    listener = listener_pb2.Listener(name="renamed")
+    listener.default_filter_chain.filters.append(manager(name="my-own-hcm-name"))
+    (hcm,) = managers(hook(listener, policy()).listener)
+    assert our_filter(hcm).users.inline_string == SEED_LINE
+
+
+def test_every_chain_with_a_manager_is_protected_and_tcp_chains_are_untouched() -> None:
+    listener = https_listener("https-a", "https-b")
+    tcp_chain = listener.filter_chains.add(name="tcproute/default/db")
+    tcp_chain.filters.append(tcp_proxy())
+    listener.default_filter_chain.filters.append(manager())
+    before_tcp = tcp_chain.SerializeToString(deterministic=True)
+    result = hook(listener, policy())
+    assert len(managers(result.listener)) == 3
+    for hcm in managers(result.listener):
+        our_filter(hcm)
+    assert result.listener.filter_chains[2].SerializeToString(deterministic=True) == before_tcp
+    assert result.report.managers_protected == 3
+
+
+def test_http3_quic_listener_is_protected() -> None:
+    listener = https_listener("https")
+    listener.udp_listener_config.quic_options.SetInParent()
+    listener.address.socket_address.protocol = listener.address.socket_address.UDP
+    (hcm,) = managers(hook(listener, policy()).listener)
+    assert our_filter(hcm).users.inline_string == SEED_LINE
+
+
+def test_listener_without_filter_chains_comes_back_unchanged() -> None:
+    listener = listener_pb2.Listener(name="empty")
+    assert hook(listener, policy()).listener == listener
+
+
+def test_websocket_upgrade_with_its_own_filters_authenticates_too() -> None:
+    listener = http_listener()
+    hcm = managers(listener)[0]
+    upgrade = hcm.upgrade_configs.add(upgrade_type="websocket")
+    upgrade.filters.append(hcm.http_filters[0])
+    listener.default_filter_chain.filters[0].typed_config.Pack(hcm)
+    (out,) = managers(hook(listener, policy()).listener)
+    assert [f.name for f in out.upgrade_configs[0].filters] == [
+        FILTER_NAME,
+        "envoy.filters.http.router",
+    ]
+
+
+def test_undecodable_manager_is_left_alone_and_reported() -> None:
+    listener = http_listener()
+    listener.default_filter_chain.filters[0].typed_config.value = b"\xff\xff\xff"
+    result = hook(listener, policy())
+    assert result.listener == listener
+    assert result.report.undecodable == ["default/eg/http"]
+
+
+# --- Which policies apply where ---------------------------------------------------------
+
+
+def test_section_policy_applies_to_its_own_https_chain_only() -> None:
+    listener = https_listener("admin", "public")
+    admin_only = policy(
+        "admin", "root", "x", targets=[{"kind": "Gateway", "name": "eg", "sectionName": "admin"}]
+    )
+    whole_gateway = policy("all", "alice", "y")
+    result = hook(listener, admin_only, whole_gateway)
+    admin, public = managers(result.listener)
+    assert sorted(parse_like_envoy(our_filter(admin).users.inline_string)) == ["alice", "root"]
+    assert sorted(parse_like_envoy(our_filter(public).users.inline_string)) == ["alice"]
+
+
+def test_chain_of_a_gateway_no_policy_targets_admits_nobody() -> None:
+    listener = https_listener("https", gateway="default/other")
+    (hcm,) = managers(hook(listener, policy()).listener)
+    assert our_filter(hcm).users.inline_string == DENY_ALL
+
+
+def test_plain_http_sections_share_the_default_chain_so_all_policies_apply() -> None:
+    section = policy(
+        "a", "root", "x", targets=[{"kind": "Gateway", "name": "eg", "sectionName": "http"}]
+    )
+    other = policy(
+        "b", "alice", "x", targets=[{"kind": "Gateway", "name": "eg", "sectionName": "http-2"}]
+    )
+    assert sorted(users_of(hook(http_listener(), section, other))) == ["alice", "root"]
+
+
+def test_passthrough_leaves_unprotected_listeners_unchanged_and_still_protects_the_others() -> None:
+    listener = http_listener()
+    assert hook(listener, mode=UnprotectedMode.PASSTHROUGH).listener == listener
+    assert users_of(hook(listener, policy(), mode=UnprotectedMode.PASSTHROUGH)) == parse_like_envoy(
+        SEED_LINE
+    )
+
+
+# --- Envoy's htpasswd rules, as the compiler checks them --------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "nocolon\n",
+        ":{SHA}V7KtmQRNM3GXwMOf04I1aP+B5Io=\n",
+        "user:\n",
+        "user:$apr1$abc\n",
+        "user:{SHA}short\n",
+        SEED_LINE + SEED_LINE,
+    ],
+    ids=["empty", "no colon", "empty name", "empty hash", "apr1", "short sha", "duplicate"],
+)
+def test_envoy_rules_reject_what_envoy_rejects(text: str) -> None:
+    with pytest.raises(EnvoyWouldReject) as caught:
+        parse_like_envoy(text)
+    assert "V7KtmQRNM3GXwMOf04I1aP" not in str(caught.value)
+
+
+def test_envoy_rules_skip_comments_and_blank_lines() -> None:
+    assert parse_like_envoy("# comment\n\n" + SEED_LINE) == {"user": SEED_LINE[5:-1]}
