@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 import grpc
@@ -28,7 +28,7 @@ class ServerSettings:
     port: int = 5005
     workers: int = 16
     shutdown_grace: float = 15.0
-    options: CompileOptions = CompileOptions()
+    options: CompileOptions = field(default_factory=CompileOptions)
 
 
 class ExtensionServer:
@@ -56,8 +56,12 @@ class ExtensionServer:
         self._grpc.start()
         for service in ("", SERVICE_NAME):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("server.started", host=self.settings.host, port=self.port,
-                 unprotected_listeners=self.settings.options.unprotected.value)
+        log.info(
+            "server.started",
+            host=self.settings.host,
+            port=self.port,
+            unprotected_listeners=self.settings.options.unprotected.value,
+        )
 
     def stop(self) -> None:
         """Report NOT_SERVING, refuse new calls, wait for in-flight ones (up to the grace)."""

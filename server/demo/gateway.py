@@ -1,0 +1,117 @@
+"""Envoy Gateway's part, played locally: run the extension server, call its hook over gRPC.
+
+`ExtensionServerProcess` runs `extension-server serve` as its own process on a free
+loopback port, as a cluster would run it next to Envoy Gateway. `GatewayStandIn` sends a
+listener and the policies attached to it to PostHTTPListenerModify, exactly as Envoy
+Gateway does on each translation, and returns the listener Envoy should get.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.api import extension_pb2, extension_pb2_grpc
+from server.demo.envoy import free_port
+
+
+class ExtensionServerProcess:
+    """`extension-server serve` on 127.0.0.1; a context manager that waits for SERVING."""
+
+    def __init__(self, log_path: Path, *extra_args: str, timeout: float = 20.0) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._args = extra_args
+        self._timeout = timeout
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ExtensionServerProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "server",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self._args,
+        ]
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self._wait_until_serving()
+        return self
+
+    def _wait_until_serving(self) -> None:
+        deadline = time.monotonic() + self._timeout
+        with grpc.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                assert self._process is not None
+                if self._process.poll() is not None:
+                    raise RuntimeError(f"extension server exited; see {self.log_path}")
+                try:
+                    answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"extension server not serving after {self._timeout}s")
+                time.sleep(0.1)
+
+    def stop(self) -> int:
+        """SIGTERM, as Kubernetes stops a pod; the exit code."""
+        if self._process is None:
+            return 0
+        self._process.terminate()
+        try:
+            return self._process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            return self._process.wait()
+        finally:
+            self._process = None
+
+    def __enter__(self) -> ExtensionServerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class GatewayStandIn:
+    """Calls PostHTTPListenerModify the way Envoy Gateway does on every translation."""
+
+    def __init__(self, address: str) -> None:
+        self._channel = grpc.insecure_channel(address)
+        self._stub = extension_pb2_grpc.EnvoyGatewayExtensionStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def translate(self, listener: Any, policies: Sequence[dict[str, Any]] = ()) -> Any:
+        """The listener as the hook returns it, for these attached policies."""
+        request = extension_pb2.PostHTTPListenerModifyRequest(listener=listener)
+        for policy in policies:
+            request.post_listener_context.extension_resources.add(
+                unstructured_bytes=json.dumps(policy).encode()
+            )
+        response = self._stub.PostHTTPListenerModify(request, timeout=10)
+        # An unset listener in the response means "no change".
+        return response.listener if response.HasField("listener") else listener
+
+    def close(self) -> None:
+        self._channel.close()
