@@ -43,10 +43,18 @@ def unprotected_setting() -> Callable[[F], F]:
 
 
 def log_settings(function: F) -> F:
-    function = setting("log-format", type=click.Choice(logs.FORMATS), default="logfmt",
-                       help="One line per event, key=value or JSON.")(function)
-    return setting("log-level", type=click.Choice(logs.LEVELS, case_sensitive=False),
-                   default="info", help="Least severe event to log.")(function)
+    function = setting(
+        "log-format",
+        type=click.Choice(logs.FORMATS),
+        default="logfmt",
+        help="One line per event, key=value or JSON.",
+    )(function)
+    return setting(
+        "log-level",
+        type=click.Choice(logs.LEVELS, case_sensitive=False),
+        default="info",
+        help="Least severe event to log.",
+    )(function)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -60,14 +68,28 @@ def main() -> None:
 @log_settings
 @unprotected_setting()
 @setting("workers", type=click.IntRange(1, 256), default=16, help="Concurrent hook calls.")
-@setting("shutdown-grace", type=click.FloatRange(0), default=15.0,
-         help="Seconds in-flight calls may take to finish on SIGTERM/SIGINT.")
-def serve_command(host: str, port: int, log_level: str, log_format: str,
-                  unprotected_listeners: str, workers: int, shutdown_grace: float) -> None:
+@setting(
+    "shutdown-grace",
+    type=click.FloatRange(0),
+    default=15.0,
+    help="Seconds in-flight calls may take to finish on SIGTERM/SIGINT.",
+)
+def serve_command(
+    host: str,
+    port: int,
+    log_level: str,
+    log_format: str,
+    unprotected_listeners: str,
+    workers: int,
+    shutdown_grace: float,
+) -> None:
     """Serve the EnvoyGatewayExtension gRPC service (with health and reflection)."""
     logs.configure(log_level.lower(), log_format)
     settings = ServerSettings(
-        host=host, port=port, workers=workers, shutdown_grace=shutdown_grace,
+        host=host,
+        port=port,
+        workers=workers,
+        shutdown_grace=shutdown_grace,
         options=CompileOptions(unprotected=UnprotectedMode(unprotected_listeners)),
     )
     sys.exit(serve(settings))
@@ -75,11 +97,15 @@ def serve_command(host: str, port: int, log_level: str, log_format: str,
 
 @main.command(name="compile")
 @click.argument("policies", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--listener", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Print this listener (YAML, proto3 JSON form) as the hook would return it.")
+@click.option(
+    "--listener",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Print this listener (YAML, proto3 JSON form) as the hook would return it.",
+)
 @unprotected_setting()
-def compile_command(policies: tuple[Path, ...], listener: Path | None,
-                    unprotected_listeners: str) -> None:
+def compile_command(
+    policies: tuple[Path, ...], listener: Path | None, unprotected_listeners: str
+) -> None:
     """Print the htpasswd the POLICIES compile to (user names and hashes, never passwords).
 
     Exit status 1 when a policy, or an entry of one, is rejected; the errors go to stderr.
@@ -107,8 +133,12 @@ def compile_command(policies: tuple[Path, ...], listener: Path | None,
 
 
 @main.command(name="demo")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where Envoy's files go (default: a temporary directory, removed after).")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where Envoy's files go (default: a temporary directory, removed after).",
+)
 def demo_command(workdir: Path | None) -> None:
     """Run the seed's Testing section on this machine with a real Envoy."""
     from server.demo.story import run_demo  # noqa: PLC0415 (only the demo needs Envoy)

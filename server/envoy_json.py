@@ -7,8 +7,8 @@ xds-protos (about a second). The gRPC path works on binary protobuf and never ne
 from __future__ import annotations
 
 import functools
-import json
 import importlib
+import json
 import pkgutil
 from typing import Any
 

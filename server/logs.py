@@ -19,7 +19,9 @@ FORMATS = ("logfmt", "json")
 _SHA = re.compile(r"\{SHA\}[A-Za-z0-9+/=]{0,28}")
 
 
-def _redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _redact(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key, value in event.items():
         if isinstance(value, str) and "{SHA}" in value:
             event[key] = _SHA.sub("{SHA}<redacted>", value)
@@ -47,8 +49,12 @@ def configure(level: str = "info", fmt: str = "logfmt", stream: TextIO | None = 
         cache_logger_on_first_use=False,
     )
     # grpc and other libraries log through the standard library: same stream, same level.
-    logging.basicConfig(level=numeric, stream=stream or sys.stderr, force=True,
-                        format="level=%(levelname)s logger=%(name)s event=%(message)r")
+    logging.basicConfig(
+        level=numeric,
+        stream=stream or sys.stderr,
+        force=True,
+        format="level=%(levelname)s logger=%(name)s event=%(message)r",
+    )
 
 
 def get_logger(name: str) -> Any:

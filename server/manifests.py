@@ -21,7 +21,7 @@ _Loader.yaml_implicit_resolvers = {
 
 
 def load_yaml_documents(text: str) -> list[Any]:
-    return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]  # noqa: S506
+    return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
 
 
 def read_policies(paths: Iterable[Path]) -> tuple[list[bytes], list[str]]:

@@ -7,6 +7,7 @@ unchanged (it is never UNIMPLEMENTED, so enabling more hooks in Envoy Gateway is
 from __future__ import annotations
 
 import time
+
 import grpc
 
 from compiler.model import CompileOptions
@@ -23,7 +24,7 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         self._resolve = resolve
         self._options = options
 
-    def PostHTTPListenerModify(  # noqa: N802 (gRPC method name)
+    def PostHTTPListenerModify(
         self, request: api.PostHTTPListenerModifyRequest, context: grpc.ServicerContext
     ) -> api.PostHTTPListenerModifyResponse:
         started = time.perf_counter()
@@ -39,11 +40,22 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             context.abort(grpc.StatusCode.INTERNAL, f"extension server failed on listener {name}")
             raise  # pragma: no cover (abort raises)
         for ignored in policies.ignored:
-            log.info("policy.ignored", listener=name, kind=ignored.kind,
-                     api_version=ignored.api_version, resource=str(ignored.ref))
+            log.info(
+                "policy.ignored",
+                listener=name,
+                kind=ignored.kind,
+                api_version=ignored.api_version,
+                resource=str(ignored.ref),
+            )
         for error in result.errors:
-            log.warning("policy.rejected", listener=name, policy=str(error.policy),
-                        field=error.field, error=str(error), reason=type(error).__name__)
+            log.warning(
+                "policy.rejected",
+                listener=name,
+                policy=str(error.policy),
+                field=error.field,
+                error=str(error),
+                reason=type(error).__name__,
+            )
         log.info(
             "hook.listener",
             listener=name,
@@ -58,27 +70,27 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             log.error("listener.undecodable_manager", listener=name, filter_chain=chain)
         return api.PostHTTPListenerModifyResponse(listener=result.listener)
 
-    def PostRouteModify(  # noqa: N802
+    def PostRouteModify(
         self, request: api.PostRouteModifyRequest, context: grpc.ServicerContext
     ) -> api.PostRouteModifyResponse:
         return api.PostRouteModifyResponse(route=request.route)
 
-    def PostVirtualHostModify(  # noqa: N802
+    def PostVirtualHostModify(
         self, request: api.PostVirtualHostModifyRequest, context: grpc.ServicerContext
     ) -> api.PostVirtualHostModifyResponse:
         return api.PostVirtualHostModifyResponse(virtual_host=request.virtual_host)
 
-    def PostClusterModify(  # noqa: N802
+    def PostClusterModify(
         self, request: api.PostClusterModifyRequest, context: grpc.ServicerContext
     ) -> api.PostClusterModifyResponse:
         return api.PostClusterModifyResponse(cluster=request.cluster)
 
-    def PostEndpointsModify(  # noqa: N802
+    def PostEndpointsModify(
         self, request: api.PostEndpointsModifyRequest, context: grpc.ServicerContext
     ) -> api.PostEndpointsModifyResponse:
         return api.PostEndpointsModifyResponse(load_assignment=request.load_assignment)
 
-    def PostTranslateModify(  # noqa: N802
+    def PostTranslateModify(
         self, request: api.PostTranslateModifyRequest, context: grpc.ServicerContext
     ) -> api.PostTranslateModifyResponse:
         # The response replaces Envoy Gateway's lists whole: hand every resource back.
@@ -88,4 +100,3 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             listeners=request.listeners,
             routes=request.routes,
         )
-
