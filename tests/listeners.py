@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from envoy.config.core.v3 import config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.basic_auth.v3 import basic_auth_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
@@ -13,10 +14,12 @@ from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.oauth2.v3 import oauth_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf.wrappers_pb2 import BoolValue
 
 from compiler.listener import FILTER_NAME
 
@@ -34,6 +37,8 @@ def router() -> Any:
 def manager(*filters: Any, name: str = "envoy.filters.network.http_connection_manager") -> Any:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix="http", http_filters=[*filters, router()])
     hcm.rds.route_config_name = "default/eg/http"
+    hcm.rds.config_source.ads.SetInParent()
+    hcm.rds.config_source.resource_api_version = config_source_pb2.V3
     network = listener_components_pb2.Filter(name=name)
     network.typed_config.Pack(hcm)
     return network
@@ -58,6 +63,11 @@ def http_listener(*filters: Any, name: str = "default/eg/http") -> Any:
 def https_listener(*sections: str, gateway: str = "default/eg") -> Any:
     """HTTPS: one filter chain per Gateway section, named <namespace>/<gateway>/<section>."""
     listener = listener_pb2.Listener(name=f"{gateway}/https")
+    listener.address.socket_address.address = "0.0.0.0"
+    listener.address.socket_address.port_value = 10443
+    listener.listener_filters.add(name="envoy.filters.listener.tls_inspector").typed_config.Pack(
+        tls_inspector_pb2.TlsInspector()
+    )
     for section in sections:
         chain = listener.filter_chains.add(name=f"{gateway}/{section}")
         chain.filter_chain_match.server_names.append(f"{section}.example.com")
@@ -67,12 +77,15 @@ def https_listener(*sections: str, gateway: str = "default/eg") -> Any:
 
 def eg_security_filters() -> list[Any]:
     """The HTTP filters Envoy Gateway generates for a route with several SecurityPolicies."""
-    eg_basic = http_filter(
-        "envoy.filters.http.basic_auth/securitypolicy/default/sp", basic_auth_pb2.BasicAuth()
-    )
+    eg_users = basic_auth_pb2.BasicAuth()
+    eg_users.users.inline_string = "eg-user:{SHA}V7KtmQRNM3GXwMOf04I1aP+B5Io=\n"
+    eg_basic = http_filter("envoy.filters.http.basic_auth/securitypolicy/default/sp", eg_users)
     eg_basic.disabled = True
     return [
-        http_filter("envoy.filters.http.health_check", health_check_pb2.HealthCheck()),
+        http_filter(
+            "envoy.filters.http.health_check",
+            health_check_pb2.HealthCheck(pass_through_mode=BoolValue(value=False)),
+        ),
         http_filter("envoy.filters.http.cors", cors_pb2.Cors()),
         http_filter(
             "envoy.filters.http.ext_authz/securitypolicy/default/a", ext_authz_pb2.ExtAuthz()
