@@ -1,7 +1,9 @@
 """Structured logs: one line per event, logfmt (key=value) or JSON.
 
-Log calls pass names, counts and error messages, never a password or a hash; as a
-second line of defence, `_redact` blanks anything shaped like a `{SHA}` hash.
+Our events and the libraries' (grpc logs through the standard library) share one
+handler, one format and one level. Log calls pass names, counts and error messages,
+never a password or a hash; as a second line of defence, `_redact` blanks anything
+shaped like a `{SHA}` hash before a line is rendered.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("logfmt", "json")
 _SHA = re.compile(r"\{SHA\}[A-Za-z0-9+/=]{0,28}")
 
+EventDict = MutableMapping[str, Any]
 
-def _redact(
-    _logger: Any, _method: str, event: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
+
+def _redact(_logger: Any, _method: str, event: EventDict) -> EventDict:
     for key, value in event.items():
         if isinstance(value, str) and "{SHA}" in value:
             event[key] = _SHA.sub("{SHA}<redacted>", value)
@@ -30,31 +32,38 @@ def _redact(
 
 def configure(level: str = "info", fmt: str = "logfmt", stream: TextIO | None = None) -> None:
     """Send every log line, ours and the libraries', to `stream` (stderr) in one format."""
-    renderer: Any = (
-        structlog.processors.JSONRenderer(sort_keys=False)
-        if fmt == "json"
-        else structlog.processors.LogfmtRenderer(key_order=["ts", "level", "event"])
-    )
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.processors.LogfmtRenderer(key_order=["ts", "level", "logger", "event"])
+    )
+    shared: list[Any] = [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    ]
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-            structlog.processors.format_exc_info,
-            _redact,
-            renderer,
-        ],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )
-    # grpc and other libraries log through the standard library: same stream, same level.
-    logging.basicConfig(
-        level=numeric,
-        stream=stream or sys.stderr,
-        force=True,
-        format="level=%(levelname)s logger=%(name)s event=%(message)r",
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                _redact,
+                renderer,
+            ],
+        )
     )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric)
 
 
 def get_logger(name: str) -> Any:
