@@ -6,4 +6,6 @@ from compiler.model import Credential, PlainCredentials
 
 
 def resolve_plaintext(credentials: PlainCredentials) -> list[Credential]:
-    return [Credential(credentials.username, credentials.password, "spec.username")]
+    return [
+        Credential(credentials.username, credentials.password, "spec.username", "spec.password")
+    ]

@@ -96,7 +96,9 @@ class Credential:
 
     username: str
     password: Secret
-    field: str  # where it came from, for messages: "spec.username", ...
+    # where each came from, for messages: "spec.username", "spec.password", ...
+    username_field: str
+    password_field: str
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def _credential_error(ref: PolicyRef, credential: Credential) -> PolicyError | N
     if problem is not None:
         return InvalidUsernameError(
             ref,
-            credential.field,
+            credential.username_field,
             f"user name {describe(credential.username)} {problem}",
             "choose a user name of printable characters without ':'",
         )
@@ -78,7 +78,7 @@ def _credential_error(ref: PolicyRef, credential: Credential) -> PolicyError | N
     if problem is not None:
         return InvalidPasswordError(
             ref,
-            credential.field,
+            credential.password_field,
             f"the password of user {describe(credential.username)} {problem}",
             "set a non-empty password of printable characters",
         )
@@ -92,7 +92,7 @@ def _conflict(ref: PolicyRef, credential: Credential, winner: PolicyRef) -> Conf
     else:
         problem = f"user {describe(credential.username)} is already defined by policy {winner}"
         fix = "the older policy wins; rename the user or remove it from one policy"
-    return ConflictError(ref, credential.field, problem, fix)
+    return ConflictError(ref, credential.username_field, problem, fix)
 
 
 def choose_header(policies: Sequence[Policy], default: str) -> tuple[str, tuple[PolicyError, ...]]:

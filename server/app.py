@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
@@ -15,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from backends import resolve
 from compiler.model import CompileOptions
 from server.api import extension_pb2, extension_pb2_grpc
+from server.drain import Drain
 from server.logs import get_logger
 from server.service import ExtensionService
 
@@ -36,8 +38,10 @@ class ExtensionServer:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        self._drain = Drain()
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="hook")
+            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="hook"),
+            interceptors=[self._drain],
         )
         extension_pb2_grpc.add_EnvoyGatewayExtensionServicer_to_server(  # type: ignore[no-untyped-call]
             ExtensionService(resolve, settings.options), self._grpc
@@ -64,10 +68,17 @@ class ExtensionServer:
         )
 
     def stop(self) -> None:
-        """Report NOT_SERVING, refuse new calls, wait for in-flight ones (up to the grace)."""
-        log.info("server.stopping", grace_seconds=self.settings.shutdown_grace)
+        """Report NOT_SERVING, refuse new calls, let in-flight ones finish, then close.
+
+        Everything together takes at most the shutdown grace.
+        """
+        grace = self.settings.shutdown_grace
+        deadline = time.monotonic() + grace
+        log.info("server.stopping", grace_seconds=grace, calls_in_flight=self._drain.active)
         self._health.enter_graceful_shutdown()
-        self._grpc.stop(self.settings.shutdown_grace).wait()
+        if not self._drain.drain(grace):
+            log.warning("server.drain_timeout", calls_in_flight=self._drain.active)
+        self._grpc.stop(max(0.0, deadline - time.monotonic())).wait()
         log.info("server.stopped")
 
 

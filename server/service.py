@@ -7,16 +7,25 @@ unchanged (it is never UNIMPLEMENTED, so enabling more hooks in Envoy Gateway is
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import grpc
 
-from compiler.model import CompileOptions
+from compiler.model import CompileOptions, PolicyRef
 from compiler.pipeline import Resolver, compile_listener, load_policies
 from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.logs import get_logger
 
 log = get_logger("server.service")
+LOGGED_POLICIES = 20  # a listener can carry thousands: name the first ones, count the rest
+
+
+def summarize(refs: Sequence[PolicyRef]) -> str:
+    """`ns/a,ns/b,...(+N more)`: bounded, so one log line stays readable."""
+    shown = ",".join(str(ref) for ref in refs[:LOGGED_POLICIES]) or "-"
+    hidden = len(refs) - LOGGED_POLICIES
+    return f"{shown},...(+{hidden} more)" if hidden > 0 else shown
 
 
 class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
@@ -59,7 +68,8 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         log.info(
             "hook.listener",
             listener=name,
-            policies=",".join(str(ref) for ref in policies.refs) or "-",
+            policies=summarize(policies.refs),
+            policy_count=len(policies.refs),
             users=result.users,
             rejected=len(result.errors),
             managers_protected=result.report.managers_protected,

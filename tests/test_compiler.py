@@ -26,7 +26,7 @@ from compiler.htpasswd import DENY_ALL, EnvoyWouldReject, parse_like_envoy
 from compiler.listener import FILTER_NAME
 from compiler.model import CompileOptions, UnprotectedMode
 from compiler.pipeline import ListenerResult, compile_listener, load_policies
-from tests.listeners import (
+from tests.builders import (
     eg_security_filters,
     filter_names,
     http_listener,
@@ -34,44 +34,11 @@ from tests.listeners import (
     manager,
     managers,
     our_filter,
+    policy,
     tcp_proxy,
 )
 
 SEED_LINE = "user:{SHA}V7KtmQRNM3GXwMOf04I1aP+B5Io=\n"
-
-
-def policy(
-    name: str = "listeneruser",
-    username: Any = "user",
-    password: Any = "p@ssw0rd",
-    *,
-    namespace: str = "default",
-    created: str | None = None,
-    header: str | None = None,
-    targets: list[dict[str, str]] | None = None,
-    **spec: Any,
-) -> bytes:
-    """A ListenerContextExample as Envoy Gateway sends it (JSON bytes)."""
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
-    if created:
-        metadata["creationTimestamp"] = created
-    body: dict[str, Any] = {
-        "targetRefs": targets
-        or [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}],
-        "username": username,
-        "password": password,
-        **spec,
-    }
-    if header is not None:
-        body["forwardUsernameHeader"] = header
-    return json.dumps(
-        {
-            "apiVersion": "example.extensions.io/v1alpha1",
-            "kind": "ListenerContextExample",
-            "metadata": metadata,
-            "spec": body,
-        }
-    ).encode()
 
 
 def hook(
@@ -195,6 +162,7 @@ def test_unusable_password_is_rejected_without_quoting_it(password: str, problem
     result = hook(http_listener(), policy("weak", "bob", password), policy())
     (error,) = result.errors
     assert isinstance(error, InvalidPasswordError)
+    assert error.field == "spec.password"
     assert problem in str(error) and "default/weak" in str(error)
     if password:
         assert password not in str(error) and password not in repr(error)

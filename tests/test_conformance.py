@@ -21,7 +21,7 @@ from compiler.listener import FILTER_NAME
 from compiler.pipeline import compile_listener, load_policies
 from server.demo.gateway import ExtensionServerProcess, GatewayStandIn
 from server.demo.story import seed_policy
-from tests.listeners import managers
+from tests.builders import managers
 from tests.support.corpus import require_corpus
 from tests.support.validate import load_corpus_listeners, validate_listeners
 

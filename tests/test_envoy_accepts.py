@@ -11,9 +11,9 @@ from pathlib import Path
 from backends import resolve
 from compiler.listener import ChainAuth, apply
 from compiler.pipeline import compile_listener, load_policies
-from tests.listeners import eg_security_filters, http_listener, https_listener
+from tests.builders import eg_security_filters, http_listener, https_listener, policy
 from tests.support.validate import validate_listeners
-from tests.test_compiler import HOSTILE_USERNAMES, policy
+from tests.test_compiler import HOSTILE_USERNAMES
 
 HOSTILE_PASSWORDS = ["", "pass\nword", "\x00", "p" * 4097, "ünïcödé", "a:b", "#x", " spaced "]
 

@@ -1,7 +1,8 @@
-"""Listeners shaped like Envoy Gateway's, built in code for the compiler's tests."""
+"""What Envoy Gateway sends the hook, built in code: policies as JSON bytes, listeners as protobuf."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from envoy.config.core.v3 import config_source_pb2
@@ -122,3 +123,37 @@ def our_filter(hcm: Any) -> Any:
 
 def filter_names(hcm: Any) -> list[str]:
     return [f.name for f in hcm.http_filters]
+
+
+def policy(
+    name: str = "listeneruser",
+    username: Any = "user",
+    password: Any = "p@ssw0rd",
+    namespace: str = "default",
+    created: str | None = None,
+    *,
+    header: str | None = None,
+    targets: list[dict[str, str]] | None = None,
+    **spec: Any,
+) -> bytes:
+    """A ListenerContextExample as Envoy Gateway sends it (JSON bytes)."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if created:
+        metadata["creationTimestamp"] = created
+    body: dict[str, Any] = {
+        "targetRefs": targets
+        or [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}],
+        "username": username,
+        "password": password,
+        **spec,
+    }
+    if header is not None:
+        body["forwardUsernameHeader"] = header
+    return json.dumps(
+        {
+            "apiVersion": "example.extensions.io/v1alpha1",
+            "kind": "ListenerContextExample",
+            "metadata": metadata,
+            "spec": body,
+        }
+    ).encode()

@@ -1,0 +1,81 @@
+"""The `served` fixture: a real `extension-server serve` process, stopped after the test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+
+def wait_until_serving(target: str, timeout: float = 15.0) -> None:
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+
+
+class ServedProcess:
+    """A real `extension-server serve` process; its stdout and stderr go to files."""
+
+    def __init__(self, tmp: Path, args: list[str], env: dict[str, str] | None = None) -> None:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("EXTENSION_SERVER_")}
+        self.stdout_path, self.stderr_path = tmp / "server.stdout", tmp / "server.stderr"
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.process = subprocess.Popen(
+                ["extension-server", "serve", *args],
+                stdout=out,
+                stderr=err,
+                env={**clean, **(env or {})},
+            )
+
+    def send(self, signum: signal.Signals) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self, signum: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Send `signum` once and return the exit status."""
+        self.send(signum)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        return self.process.wait(timeout=timeout)
+
+    @property
+    def output(self) -> str:
+        return self.stdout_path.read_text() + self.stderr_path.read_text()
+
+    @property
+    def log_lines(self) -> list[str]:
+        return [line for line in self.output.splitlines() if line.strip()]
+
+    def wait_for_log(self, text: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            assert self.process.poll() is None, f"server exited early:\n{self.output}"
+            assert time.monotonic() < deadline, f"no {text!r} in the log:\n{self.output}"
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Any]:
+    """Start `extension-server serve ARGS` (with ENV) and wait until it answers on PORT."""
+    started: list[ServedProcess] = []
+
+    def start(args: list[str], port: int, env: dict[str, str] | None = None) -> ServedProcess:
+        workdir = tmp_path / f"server-{len(started)}"
+        workdir.mkdir()
+        process = ServedProcess(workdir, args, env)
+        started.append(process)
+        process.wait_for_log("server.started")
+        wait_until_serving(f"127.0.0.1:{port}")
+        return process
+
+    yield start
+    for process in started:
+        if process.process.poll() is None:
+            process.process.kill()
+            process.process.wait()

@@ -1,0 +1,430 @@
+"""The gRPC server as Envoy Gateway meets it: real calls over a socket on 127.0.0.1.
+
+Most tests share one in-process ExtensionServer; what is about the process itself
+(signals, environment variables) runs `extension-server serve` as a subprocess.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from compiler.listener import FILTER_NAME as OUR_FILTER
+from server.api import extension_pb2 as api
+from server.api import extension_pb2_grpc as api_grpc
+from server.app import ExtensionServer, ServerSettings
+from server.demo.envoy import free_port
+from tests.builders import http_listener, managers, policy
+from tests.builders import our_filter as our_basic_auth
+
+SERVICE = "envoygateway.extension.EnvoyGatewayExtension"
+SEED_HTPASSWD = "user:{SHA}V7KtmQRNM3GXwMOf04I1aP+B5Io=\n"
+SEED_POLICY = policy("listeneruser", "user", "p@ssw0rd")
+
+
+@pytest.fixture(scope="module")
+def channel() -> Iterator[grpc.Channel]:
+    server = ExtensionServer(ServerSettings(host="127.0.0.1", port=0, shutdown_grace=1.0))
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as chan:
+        yield chan
+    server.stop()
+
+
+@pytest.fixture
+def hooks(channel: grpc.Channel) -> api_grpc.EnvoyGatewayExtensionStub:
+    return api_grpc.EnvoyGatewayExtensionStub(channel)
+
+
+def listener_call(listener: Any, *policies: bytes) -> api.PostHTTPListenerModifyRequest:
+    resources = [api.ExtensionResource(unstructured_bytes=p) for p in policies]
+    return api.PostHTTPListenerModifyRequest(
+        listener=listener,
+        post_listener_context=api.PostHTTPListenerExtensionContext(extension_resources=resources),
+    )
+
+
+def users_of(listener: Any) -> str:
+    (manager,) = managers(listener)
+    return str(our_basic_auth(manager).users.inline_string)
+
+
+def user_lines(htpasswd: str) -> list[str]:
+    return [line for line in htpasswd.split("\n") if line and not line.startswith("#")]
+
+
+# --- The hooks Envoy Gateway may enable -------------------------------------------------------
+
+ROUTE = route_components_pb2.Route(
+    name="httproute/default/backend/rule/0/match/0/www_example_com",
+    match=route_components_pb2.RouteMatch(prefix="/example"),
+    route=route_components_pb2.RouteAction(cluster="httproute/default/backend/rule/0"),
+)
+VIRTUAL_HOST = route_components_pb2.VirtualHost(
+    name="default/eg/http/www_example_com", domains=["www.example.com"], routes=[ROUTE]
+)
+CLUSTER = cluster_pb2.Cluster(name="httproute/default/backend/rule/0", type=cluster_pb2.Cluster.EDS)
+LOAD_ASSIGNMENT = endpoint_pb2.ClusterLoadAssignment(cluster_name=CLUSTER.name)
+LOAD_ASSIGNMENT.endpoints.add().lb_endpoints.add().endpoint.address.socket_address.port_value = 8080
+ROUTE_CONFIG = route_pb2.RouteConfiguration(name="default/eg/http", virtual_hosts=[VIRTUAL_HOST])
+SECRET = secret_pb2.Secret(name="default/eg-https")
+POLICY_RESOURCE = api.ExtensionResource(unstructured_bytes=SEED_POLICY)
+
+PASSTHROUGH_HOOKS: dict[str, tuple[Callable[[], Any], Callable[[Any, Any], None]]] = {
+    "PostRouteModify": (
+        lambda: api.PostRouteModifyRequest(
+            route=ROUTE,
+            post_route_context=api.PostRouteExtensionContext(
+                extension_resources=[POLICY_RESOURCE], hostnames=["www.example.com"]
+            ),
+        ),
+        lambda req, res: _same(res.route, req.route),
+    ),
+    "PostVirtualHostModify": (
+        lambda: api.PostVirtualHostModifyRequest(virtual_host=VIRTUAL_HOST),
+        lambda req, res: _same(res.virtual_host, req.virtual_host),
+    ),
+    "PostClusterModify": (
+        lambda: api.PostClusterModifyRequest(
+            cluster=CLUSTER,
+            post_cluster_context=api.PostClusterExtensionContext(
+                backend_extension_resources=[POLICY_RESOURCE]
+            ),
+        ),
+        lambda req, res: _same(res.cluster, req.cluster),
+    ),
+    "PostEndpointsModify": (
+        lambda: api.PostEndpointsModifyRequest(load_assignment=LOAD_ASSIGNMENT),
+        lambda req, res: _same(res.load_assignment, req.load_assignment),
+    ),
+    "PostTranslateModify": (
+        lambda: api.PostTranslateModifyRequest(
+            post_translate_context=api.PostTranslateExtensionContext(
+                extension_resources=[POLICY_RESOURCE]
+            ),
+            clusters=[CLUSTER, cluster_pb2.Cluster(name="second")],
+            secrets=[SECRET],
+            listeners=[http_listener(), http_listener(name="default/eg/https")],
+            routes=[ROUTE_CONFIG],
+        ),
+        lambda req, res: [
+            _same(list(res.clusters), list(req.clusters)),
+            _same(list(res.secrets), list(req.secrets)),
+            _same(list(res.listeners), list(req.listeners)),
+            _same(list(res.routes), list(req.routes)),
+        ],
+    ),
+}
+
+
+def _same(got: Any, sent: Any) -> None:
+    assert got == sent
+    assert got  # the resource came back, not "unset" (which would also mean "no change")
+
+
+@pytest.mark.parametrize("method", PASSTHROUGH_HOOKS)
+def test_every_other_hook_hands_its_input_back_unchanged(
+    hooks: api_grpc.EnvoyGatewayExtensionStub, method: str
+) -> None:
+    build, check = PASSTHROUGH_HOOKS[method]
+    request = build()
+    check(request, getattr(hooks, method)(request, timeout=10))
+
+
+def test_no_hook_is_unimplemented_even_with_an_empty_request(channel: grpc.Channel) -> None:
+    for method in [*PASSTHROUGH_HOOKS, "PostHTTPListenerModify"]:
+        call = channel.unary_unary(f"/{SERVICE}/{method}")
+        assert call(b"", timeout=10) is not None, method  # an error would raise RpcError
+
+
+# --- Health and reflection --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["", SERVICE])
+def test_health_check_reports_serving(channel: grpc.Channel, service: str) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_extension_service_health_and_reflection(
+    channel: grpc.Channel,
+) -> None:
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    ask = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE),
+    ]
+    listed, described = reflection.ServerReflectionInfo(iter(ask), timeout=10)
+    services = {s.name for s in listed.list_services_response.service}
+    assert {
+        SERVICE,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= services
+    # grpcurl and friends can describe the service from what reflection serves.
+    files = described.file_descriptor_response.file_descriptor_proto
+    protos = [descriptor_pb2.FileDescriptorProto.FromString(data) for data in files]
+    assert any(
+        p.package == "envoygateway.extension" and len(p.service[0].method) == 6 for p in protos
+    )
+
+
+# --- PostHTTPListenerModify: the seed's story --------------------------------------------------
+
+
+def test_the_seed_policy_adds_one_basic_auth_filter_before_the_router(
+    hooks: api_grpc.EnvoyGatewayExtensionStub,
+) -> None:
+    sent = http_listener()
+    answer = hooks.PostHTTPListenerModify(listener_call(sent, SEED_POLICY), timeout=10)
+
+    (manager,) = managers(answer.listener)
+    names = [f.name for f in manager.http_filters]
+    assert names == [OUR_FILTER, "envoy.filters.http.router"]
+    config = our_basic_auth(manager)
+    assert config.users.inline_string == SEED_HTPASSWD
+    assert config.forward_username_header == "X-Example-Ext"
+
+    # Nothing else changed: take our filter out again and the manager is the one we sent.
+    (original,) = managers(sent)
+    del manager.http_filters[0]
+    assert manager == original
+    assert answer.listener.name == sent.name
+    assert answer.listener.address == sent.address
+
+
+def test_without_a_policy_the_listener_admits_nobody(
+    hooks: api_grpc.EnvoyGatewayExtensionStub,
+) -> None:
+    answer = hooks.PostHTTPListenerModify(listener_call(http_listener()), timeout=10)
+    htpasswd = users_of(answer.listener)
+    assert htpasswd  # Envoy rejects an empty DataSource
+    assert user_lines(htpasswd) == []
+
+
+def test_a_broken_policy_and_a_configmap_do_not_stop_a_valid_policy(
+    hooks: api_grpc.EnvoyGatewayExtensionStub,
+) -> None:
+    broken = b'{"apiVersion": "example.extensions.io/v1alpha1", "kind": "ListenerCon'
+    configmap = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "envoy-gateway-config", "namespace": "envoy-gateway-system"},
+            "data": {"envoy-gateway.yaml": "kind: EnvoyGateway"},
+        }
+    ).encode()
+    answer = hooks.PostHTTPListenerModify(
+        listener_call(http_listener(), broken, SEED_POLICY, configmap), timeout=10
+    )
+    assert user_lines(users_of(answer.listener)) == [SEED_HTPASSWD.rstrip("\n")]
+
+
+# --- The process: signals and configuration ---------------------------------------------------
+
+
+def https_listener(sections: int) -> Any:
+    """An HTTPS Gateway listener: one filter chain per section, `default/eg/s<k>`."""
+    listener = http_listener(name="default/eg/https")
+    template = listener.default_filter_chain
+    listener.ClearField("default_filter_chain")
+    for k in range(sections):
+        chain = listener.filter_chains.add()
+        chain.CopyFrom(template)
+        chain.name = f"default/eg/s{k}"
+    return listener
+
+
+def busy_listener_call() -> api.PostHTTPListenerModifyRequest:
+    """5,000 teams all claim the user `admin` on a Gateway with 100 HTTPS sections.
+
+    One policy wins (the first by namespace/name), so the answer is small, but the
+    server weighs every policy for every section: a call of over a second.
+    """
+    policies = [policy(f"team-{i}", "admin", f"pw-{i}") for i in range(5000)]
+    return listener_call(https_listener(100), *policies)
+
+
+def big_listener_call(sections: int = 300, users: int = 300) -> api.PostHTTPListenerModifyRequest:
+    """300 users for the whole Gateway plus one per section: 300 tables of 301 users.
+
+    About a second and a half of compiling, and an answer of about 3.6 MB (under
+    Envoy Gateway's default maxMessageSize of 4M).
+    """
+    policies = [policy(f"shared-{i}", f"user-{i}", f"pw-{i}") for i in range(users)]
+    target = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}
+    for k in range(sections):
+        own = [{**target, "sectionName": f"s{k}"}]
+        policies.append(policy(f"own-{k}", f"own-{k}", f"pw-own-{k}", targets=own))
+    return listener_call(https_listener(sections), *policies)
+
+
+def sigterm_during(
+    server: Any, target: str, request: Any
+) -> tuple[api.PostHTTPListenerModifyResponse, list[str]]:
+    """Send SIGTERM while `request` is being compiled; the answer and the server's events."""
+    big = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    with grpc.insecure_channel(target, options=big) as chan:
+        in_flight = api_grpc.EnvoyGatewayExtensionStub(chan).PostHTTPListenerModify.future(
+            request, timeout=30
+        )
+        time.sleep(0.3)  # the request is on the server and being compiled
+        server.send(signal.SIGTERM)
+        try:
+            answer = in_flight.result()
+        finally:
+            assert server.wait() == 0
+    events = [event_of(line) for line in server.log_lines]
+    # The log proves the call was still running when the signal arrived.
+    assert events.index("server.signal") < events.index("hook.listener"), server.output
+    return answer, events
+
+
+def test_sigterm_lets_the_call_in_flight_finish_then_exits_0(served: Any) -> None:
+    port = free_port()
+    server = served(["--host", "127.0.0.1", "--port", str(port)], port=port)
+    answer, events = sigterm_during(server, f"127.0.0.1:{port}", busy_listener_call())
+
+    protected = managers(answer.listener)
+    assert len(protected) == 100
+    admin = "admin:{SHA}" + base64.b64encode(hashlib.sha1(b"pw-0").digest()).decode()
+    assert all(user_lines(our_basic_auth(m).users.inline_string) == [admin] for m in protected)
+    assert events.index("hook.listener") < events.index("server.stopped")
+
+
+class SlowLink:
+    """A TCP relay whose server-to-client direction runs at about 2 MB/s: a slow network."""
+
+    def __init__(self, upstream: tuple[str, int], chunk: int = 16384, pause: float = 0.008):
+        self.upstream, self.chunk, self.pause = upstream, chunk, pause
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.socket()
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            server.connect(self.upstream)
+            self.sockets += [client, server]
+            for source, sink, pause in ((client, server, 0.0), (server, client, self.pause)):
+                pump = threading.Thread(target=self._pump, args=(source, sink, pause), daemon=True)
+                pump.start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, pause: float) -> None:
+        try:
+            while data := source.recv(self.chunk):
+                sink.sendall(data)
+                time.sleep(pause)
+        except OSError:
+            pass
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_sigterm_lets_a_large_answer_reach_a_slow_client(served: Any) -> None:
+    port = free_port()
+    server = served(["--host", "127.0.0.1", "--port", str(port)], port=port)
+    link = SlowLink(("127.0.0.1", port))
+    try:
+        answer, _ = sigterm_during(server, f"127.0.0.1:{link.port}", big_listener_call())
+    finally:
+        link.close()
+    protected = managers(answer.listener)
+    assert len(protected) == 300
+    assert all(len(user_lines(our_basic_auth(m).users.inline_string)) == 301 for m in protected)
+
+
+def event_of(line: str) -> str:
+    return line.partition("event=")[2].split(" ")[0]
+
+
+def test_sigint_exits_0(served: Any) -> None:
+    port = free_port()
+    server = served(["--host", "127.0.0.1", "--port", str(port)], port=port)
+    assert server.stop(signal.SIGINT) == 0
+    assert "signal=SIGINT" in server.output
+    assert "server.stopped" in server.output
+
+
+def test_environment_variables_configure_the_port_and_passthrough(served: Any) -> None:
+    port = free_port()
+    server = served(
+        [],
+        port=port,
+        env={
+            "EXTENSION_SERVER_HOST": "127.0.0.1",
+            "EXTENSION_SERVER_PORT": str(port),
+            "EXTENSION_SERVER_UNPROTECTED_LISTENERS": "passthrough",
+        },
+    )
+    # Raw bytes in and out: a listener without a policy comes back byte for byte.
+    request = api.PostHTTPListenerModifyRequest(listener=http_listener()).SerializeToString()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
+        answer = chan.unary_unary(f"/{SERVICE}/PostHTTPListenerModify")(request, timeout=10)
+    assert answer == request
+    assert server.stop() == 0
+    assert "unprotected_listeners=passthrough" in server.output
+
+
+def test_a_flag_wins_over_its_environment_variable(served: Any) -> None:
+    env_port, flag_port = free_port(), free_port()
+    served(
+        ["--host", "127.0.0.1", "--port", str(flag_port), "--unprotected-listeners", "deny"],
+        port=flag_port,
+        env={
+            "EXTENSION_SERVER_PORT": str(env_port),
+            "EXTENSION_SERVER_UNPROTECTED_LISTENERS": "passthrough",
+        },
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{flag_port}") as chan:
+        answer = api_grpc.EnvoyGatewayExtensionStub(chan).PostHTTPListenerModify(
+            listener_call(http_listener()), timeout=10
+        )
+    assert user_lines(users_of(answer.listener)) == []  # deny, not passthrough
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", env_port)):
+        pass
+
+
+def test_calls_are_answered_concurrently(hooks: api_grpc.EnvoyGatewayExtensionStub) -> None:
+    answers: list[str] = []
+
+    def call() -> None:
+        answer = hooks.PostHTTPListenerModify(listener_call(http_listener(), SEED_POLICY))
+        answers.append(users_of(answer.listener))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert answers == [SEED_HTPASSWD] * 8
