@@ -13,6 +13,8 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.support.commands import EXTENSION_SERVER
+
 
 def wait_until_serving(target: str, timeout: float = 15.0) -> None:
     with grpc.insecure_channel(target) as channel:
@@ -27,7 +29,7 @@ class ServedProcess:
         self.stdout_path, self.stderr_path = tmp / "server.stdout", tmp / "server.stderr"
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
-                ["extension-server", "serve", *args],
+                [EXTENSION_SERVER, "serve", *args],
                 stdout=out,
                 stderr=err,
                 env={**clean, **(env or {})},

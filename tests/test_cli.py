@@ -16,6 +16,7 @@ from compiler.listener import FILTER_NAME as OUR_FILTER
 from server.envoy_json import to_dict
 from server.manifests import dump_yaml
 from tests.builders import http_listener
+from tests.support.commands import EXTENSION_SERVER
 
 SEED_HTPASSWD = "user:{SHA}V7KtmQRNM3GXwMOf04I1aP+B5Io=\n"
 SEED_PASSWORD = "p@ssw0rd"
@@ -53,7 +54,7 @@ spec:
 
 def compile_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        ["extension-server", "compile", *map(str, args)],
+        [EXTENSION_SERVER, "compile", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=60,
