@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from compiler.listener import FILTER_NAME as OUR_FILTER
+from server.demo.story import SEED_POLICY
 from server.envoy_json import to_dict
 from server.manifests import dump_yaml
 from tests.builders import http_listener
@@ -21,21 +22,6 @@ from tests.support.commands import EXTENSION_SERVER
 SEED_HTPASSWD = "user:{SHA}V7KtmQRNM3GXwMOf04I1aP+B5Io=\n"
 SEED_PASSWORD = "p@ssw0rd"
 BAD_PASSWORD = "c0lon-user-s3cret"
-
-# The policy from the seed's "Testing" section, verbatim.
-SEED_POLICY_YAML = """\
-apiVersion: example.extensions.io/v1alpha1
-kind: ListenerContextExample
-metadata:
-  name: listeneruser
-spec:
-  targetRefs:
-  - kind: Gateway
-    name: eg
-    group: gateway.networking.k8s.io
-  username: user
-  password: p@ssw0rd
-"""
 
 COLON_POLICY_YAML = f"""\
 apiVersion: example.extensions.io/v1alpha1
@@ -69,7 +55,7 @@ def compile_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def seed_policy(tmp_path: Path) -> Path:
     path = tmp_path / "listeneruser.yaml"
-    path.write_text(SEED_POLICY_YAML)
+    path.write_text(SEED_POLICY)
     return path
 
 
