@@ -42,6 +42,8 @@ class ExtensionServer:
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="hook"),
             interceptors=[self._drain],
+            # A second server on the same port must fail, not silently share it.
+            options=[("grpc.so_reuseport", 0)],
         )
         extension_pb2_grpc.add_EnvoyGatewayExtensionServicer_to_server(  # type: ignore[no-untyped-call]
             ExtensionService(resolve, settings.options), self._grpc

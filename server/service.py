@@ -36,6 +36,8 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
     def PostHTTPListenerModify(
         self, request: api.PostHTTPListenerModifyRequest, context: grpc.ServicerContext
     ) -> api.PostHTTPListenerModifyResponse:
+        if not request.HasField("listener"):
+            return api.PostHTTPListenerModifyResponse()  # nothing sent, nothing changed
         started = time.perf_counter()
         name = request.listener.name
         raw = [r.unstructured_bytes for r in request.post_listener_context.extension_resources]

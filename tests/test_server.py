@@ -155,6 +155,22 @@ def test_no_hook_is_unimplemented_even_with_an_empty_request(channel: grpc.Chann
         assert call(b"", timeout=10) is not None, method  # an error would raise RpcError
 
 
+def test_a_request_without_a_listener_gets_no_listener_back(
+    hooks: api_grpc.EnvoyGatewayExtensionStub,
+) -> None:
+    answer = hooks.PostHTTPListenerModify(api.PostHTTPListenerModifyRequest(), timeout=10)
+    assert not answer.HasField("listener")  # unset means "no change" to Envoy Gateway
+
+
+def test_a_second_server_on_a_taken_port_fails_instead_of_sharing_it() -> None:
+    first = ExtensionServer(ServerSettings(host="127.0.0.1", port=0))
+    try:
+        with pytest.raises((OSError, RuntimeError)):
+            ExtensionServer(ServerSettings(host="127.0.0.1", port=first.port))
+    finally:
+        first.stop()
+
+
 # --- Health and reflection --------------------------------------------------------------------
 
 
