@@ -45,6 +45,22 @@ class ConflictError(PolicyError):
     """Two policies claim the same user name or disagree on a shared setting."""
 
 
+class UnsupportedHashError(PolicyError):
+    """A stored hash of a scheme Envoy cannot verify (bcrypt, apr1, crypt, ...)."""
+
+
+class PlaintextForbiddenError(PolicyError):
+    """spec.password on a server that runs with --forbid-plaintext."""
+
+
+class TenancyError(PolicyError):
+    """A store reference outside the paths the policy's namespace may read."""
+
+
+class UnresolvedCredentialError(PolicyError):
+    """The store could not give the credential (down, denied, missing): its users are denied."""
+
+
 def describe(value: str, limit: int = 64) -> str:
     """A printable, bounded rendering of a non-secret value (a user name) for messages."""
     shown = value if len(value) <= limit else value[:limit] + "..."

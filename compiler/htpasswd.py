@@ -9,6 +9,8 @@ construction, and `parse_like_envoy` checks it once more before it leaves the co
 
 from __future__ import annotations
 
+import base64
+import binascii
 import unicodedata
 from collections.abc import Iterable
 
@@ -20,6 +22,7 @@ from compiler.model import HtpasswdEntry, Secret
 MAX_USERNAME_BYTES = 256
 MAX_PASSWORD_BYTES = 4096
 SHA_PREFIX = "{SHA}"
+SHA_SCHEME = "ldap_sha1"  # passlib's name for {SHA}
 SHA_LENGTH = len(SHA_PREFIX) + 28
 
 # Envoy rejects an empty DataSource, so a table that admits nobody is a comment line.
@@ -63,6 +66,20 @@ def password_problem(password: Secret) -> str | None:
         return "contains a control character (RFC 7617 forbids them)"
     if len(value.encode()) > MAX_PASSWORD_BYTES:
         return f"is longer than {MAX_PASSWORD_BYTES} bytes"
+    return None
+
+
+def sha_hash_problem(value: Secret) -> str | None:
+    """Why a stored `{SHA}` value is not a usable SHA-1 hash, or None."""
+    text = value.reveal()
+    if len(text) != SHA_LENGTH or not text.startswith(SHA_PREFIX):
+        return "is not {SHA} followed by 28 base64 characters"
+    try:
+        digest = base64.b64decode(text[len(SHA_PREFIX) :], validate=True)
+    except binascii.Error:
+        return "is not valid base64 after {SHA}"
+    if len(digest) != 20:
+        return "does not hold a 20-byte SHA-1 digest"
     return None
 
 

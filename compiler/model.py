@@ -66,8 +66,62 @@ class PlainCredentials:
     password: Secret
 
 
-# Later credential forms (passwordFrom, usersFrom) join this union.
-CredentialSpec = PlainCredentials
+@dataclass(frozen=True)
+class VaultRef:
+    """A secret in HashiCorp Vault, by its HTTP API path (`secret/data/...` for KV v2)."""
+
+    path: str
+    engine: str = "kv-v2"  # or "kv-v1"
+    key: str | None = None
+    version: int | None = None
+
+    @property
+    def store(self) -> str:
+        return "vault"
+
+    @property
+    def document(self) -> tuple[str, str, str, int | None]:
+        """What one backend request reads: the whole secret, whichever key is used."""
+        return ("vault", self.engine, self.path, self.version)
+
+
+@dataclass(frozen=True)
+class AwsSecretRef:
+    """A secret in AWS Secrets Manager, by name or ARN."""
+
+    secret_id: str
+    key: str | None = None  # a JSON key of SecretString; None: the whole string
+    version_stage: str | None = None  # AWSCURRENT when neither is set
+    version_id: str | None = None
+
+    @property
+    def store(self) -> str:
+        return "aws"
+
+    @property
+    def document(self) -> tuple[str, str, str | None, str | None]:
+        return ("aws", self.secret_id, self.version_stage, self.version_id)
+
+
+StoreRef = VaultRef | AwsSecretRef
+
+
+@dataclass(frozen=True)
+class PasswordFrom:
+    """spec.username + spec.passwordFrom: one user, its password (or {SHA} hash) in a store."""
+
+    username: str
+    store: StoreRef
+
+
+@dataclass(frozen=True)
+class UsersFrom:
+    """spec.usersFrom: many users from one secret (user -> password or hash, or htpasswd)."""
+
+    store: StoreRef
+
+
+CredentialSpec = PlainCredentials | PasswordFrom | UsersFrom
 
 
 @dataclass(frozen=True)
@@ -99,6 +153,9 @@ class Credential:
     # where each came from, for messages: "spec.username", "spec.password", ...
     username_field: str
     password_field: str
+    # None: `password` is a plain password; otherwise it is a hash of this scheme
+    # ("ldap_sha1" is Envoy's {SHA}, used as is; any other is rejected).
+    scheme: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,17 @@ from compiler.model import (
     POLICY_GROUP,
     POLICY_KIND,
     POLICY_VERSION,
+    AwsSecretRef,
+    CredentialSpec,
+    PasswordFrom,
     PlainCredentials,
     Policy,
     PolicyRef,
     Secret,
+    StoreRef,
     TargetRef,
+    UsersFrom,
+    VaultRef,
 )
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -48,7 +54,13 @@ _RESERVED_HEADERS = frozenset(
         "upgrade",
     }
 )
-_SPEC_FIELDS = frozenset({"targetRefs", "username", "password", "forwardUsernameHeader"})
+_SPEC_FIELDS = frozenset(
+    {"targetRefs", "username", "password", "passwordFrom", "usersFrom", "forwardUsernameHeader"}
+)
+_SOURCES = ("password", "passwordFrom", "usersFrom")
+_VAULT_FIELDS = frozenset({"path", "engine", "key", "version"})
+_VAULT_ENGINES = ("kv-v2", "kv-v1")
+_AWS_FIELDS = frozenset({"secretId", "key", "versionStage", "versionId"})
 _TARGET_FIELDS = frozenset({"group", "kind", "name", "sectionName"})
 
 
@@ -169,7 +181,7 @@ def _parse_policy(obj: Mapping[str, Any], ref: PolicyRef) -> Policy:
         ref=ref,
         created=created,
         targets=_parse_targets(spec.get("targetRefs"), ref),
-        credentials=_parse_plain_credentials(spec, ref),
+        credentials=_parse_credentials(spec, ref),
         forward_username_header=_parse_header(spec.get("forwardUsernameHeader"), ref),
     )
 
@@ -210,18 +222,115 @@ def _parse_targets(value: object, ref: PolicyRef) -> tuple[TargetRef, ...]:
     return tuple(targets)
 
 
-def _parse_plain_credentials(spec: Mapping[str, Any], ref: PolicyRef) -> PlainCredentials:
+def _parse_credentials(spec: Mapping[str, Any], ref: PolicyRef) -> CredentialSpec:
+    """Exactly one source: password, passwordFrom or usersFrom."""
+    given = [source for source in _SOURCES if spec.get(source) is not None]
+    if len(given) != 1:
+        problem = "name no credential" if not given else f"name {' and '.join(given)}"
+        raise MalformedPolicyError(
+            ref, "spec", problem, "set exactly one of password, passwordFrom, usersFrom"
+        )
+    (source,) = given
     username = spec.get("username")
-    password = spec.get("password")
+    if source == "usersFrom":
+        if username is not None:
+            raise MalformedPolicyError(
+                ref,
+                "spec.username",
+                "cannot be used with usersFrom",
+                "the secret names the users; remove spec.username",
+            )
+        return UsersFrom(_parse_store(spec["usersFrom"], ref, "spec.usersFrom", key_required=False))
     if not isinstance(username, str):
         raise MalformedPolicyError(
             ref, "spec.username", "is missing or not a string", "set the user name to admit"
         )
+    if source == "passwordFrom":
+        field = "spec.passwordFrom"
+        return PasswordFrom(username, _parse_store(spec[source], ref, field, key_required=True))
+    password = spec["password"]
     if not isinstance(password, str):
         raise MalformedPolicyError(
-            ref, "spec.password", "is missing or not a string", "set the user's password"
+            ref, "spec.password", "is not a string", "set the user's password"
         )
     return PlainCredentials(username, Secret(password))
+
+
+def _parse_store(value: object, ref: PolicyRef, field: str, *, key_required: bool) -> StoreRef:
+    if (
+        not isinstance(value, Mapping)
+        or len(value) != 1
+        or not ("vault" in value or "awsSecretsManager" in value)
+    ):
+        raise MalformedPolicyError(
+            ref, field, "must name exactly one store", "use either vault or awsSecretsManager"
+        )
+    if "vault" in value:
+        return _parse_vault(value["vault"], ref, f"{field}.vault", key_required)
+    return _parse_aws(value["awsSecretsManager"], ref, f"{field}.awsSecretsManager")
+
+
+def _parse_vault(value: object, ref: PolicyRef, field: str, key_required: bool) -> VaultRef:
+    fields = _object(value, ref, field, _VAULT_FIELDS)
+    path = _string(fields, "path", ref, field, required=True)
+    engine = _string(fields, "engine", ref, field) or "kv-v2"
+    if engine not in _VAULT_ENGINES:
+        raise MalformedPolicyError(
+            ref, f"{field}.engine", f"{engine[:20]!r} is not supported", "use kv-v2 or kv-v1"
+        )
+    key = _string(fields, "key", ref, field, required=key_required)
+    version = fields.get("version")
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 1
+    ):
+        raise MalformedPolicyError(
+            ref, f"{field}.version", "is not a positive whole number", "give a KV v2 version"
+        )
+    if version is not None and engine == "kv-v1":
+        raise MalformedPolicyError(
+            ref, f"{field}.version", "is not available with kv-v1", "remove it or use kv-v2"
+        )
+    return VaultRef(str(path), engine, key, version)
+
+
+def _parse_aws(value: object, ref: PolicyRef, field: str) -> AwsSecretRef:
+    fields = _object(value, ref, field, _AWS_FIELDS)
+    secret_id = _string(fields, "secretId", ref, field, required=True)
+    stage = _string(fields, "versionStage", ref, field)
+    version_id = _string(fields, "versionId", ref, field)
+    if stage and version_id:
+        raise MalformedPolicyError(
+            ref, field, "names both versionStage and versionId", "keep one of them"
+        )
+    key = _string(fields, "key", ref, field)
+    return AwsSecretRef(str(secret_id), key, stage, version_id)
+
+
+def _object(value: object, ref: PolicyRef, field: str, known: frozenset[str]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise MalformedPolicyError(ref, field, "is not an object", "see docs/backends.md")
+    unknown = sorted(str(key)[:40] for key in value if key not in known)
+    if unknown:
+        raise MalformedPolicyError(
+            ref,
+            f"{field}.{unknown[0]}",
+            "is not a known field",
+            f"use {', '.join(sorted(known))}",
+        )
+    return value
+
+
+def _string(
+    fields: Mapping[str, Any], name: str, ref: PolicyRef, field: str, *, required: bool = False
+) -> str | None:
+    value = fields.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise MalformedPolicyError(
+            ref, f"{field}.{name}", "is missing or not a non-empty string", f"set {name}"
+        )
+    return value
 
 
 def _parse_header(value: object, ref: PolicyRef) -> str | None:

@@ -6,19 +6,24 @@ the policy (or entry) is left out, and the listener stays protected.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from compiler.errors import PolicyError
 from compiler.listener import ApplyReport, ChainAuth, apply
-from compiler.model import CompileOptions, Credential, Policy, PolicyRef, UnprotectedMode
+from compiler.model import CompileOptions, Policy, PolicyRef, UnprotectedMode
 from compiler.parse import IgnoredResource, parse_resources
 from compiler.scope import applies_to_chain
 from compiler.users import Resolved, UserTable, choose_header, compile_users
 
-# Step 2 (resolve) is the backends' job: the credentials a policy names, or a PolicyError.
-Resolver = Callable[[Policy], Sequence[Credential]]
+
+class Resolver(Protocol):
+    """Step 2 (resolve) is the backends' job: each policy's credentials, or its PolicyError."""
+
+    def resolve_all(self, policies: Sequence[Policy]) -> list[Resolved]: ...
+
+
 DEFAULT_OPTIONS = CompileOptions()
 
 
@@ -50,10 +55,10 @@ class ListenerResult:
 
 
 def load_policies(
-    raw: Sequence[bytes], resolve: Resolver, sources: Sequence[str] | None = None
+    raw: Sequence[bytes], resolver: Resolver, sources: Sequence[str] | None = None
 ) -> PolicySet:
     """Steps 1 and 2: parse every resource, resolve every policy's credentials."""
-    resolved: list[Resolved] = []
+    policies: list[Policy] = []
     malformed: list[PolicyError] = []
     ignored: list[IgnoredResource] = []
     for parsed in parse_resources(raw, sources):
@@ -62,15 +67,9 @@ def load_policies(
         elif isinstance(parsed, PolicyError):
             malformed.append(parsed)
         else:
-            resolved.append(resolve_policy(parsed, resolve))
+            policies.append(parsed)
+    resolved = resolver.resolve_all(policies)
     return PolicySet(tuple(resolved), tuple(malformed), tuple(ignored))
-
-
-def resolve_policy(policy: Policy, resolve: Resolver) -> Resolved:
-    try:
-        return Resolved(policy, tuple(resolve(policy)))
-    except PolicyError as error:
-        return Resolved(policy, error=error)
 
 
 def compile_listener(

@@ -16,9 +16,17 @@ from compiler.errors import (
     InvalidPasswordError,
     InvalidUsernameError,
     PolicyError,
+    UnsupportedHashError,
     describe,
 )
-from compiler.htpasswd import password_problem, render, sha_hash, username_problem
+from compiler.htpasswd import (
+    SHA_SCHEME,
+    password_problem,
+    render,
+    sha_hash,
+    sha_hash_problem,
+    username_problem,
+)
 from compiler.model import Credential, HtpasswdEntry, Policy, PolicyRef
 
 
@@ -58,8 +66,11 @@ def compile_users(resolved: Sequence[Resolved]) -> UserTable:
             if error is not None:
                 errors.append(error)
                 continue
+            hashed = (
+                credential.password.reveal() if credential.scheme else sha_hash(credential.password)
+            )
             entries[credential.username] = HtpasswdEntry(
-                credential.username, sha_hash(credential.password), item.policy.ref
+                credential.username, hashed, item.policy.ref
             )
     ordered = tuple(entries[name] for name in sorted(entries))
     return UserTable(ordered, tuple(errors))
@@ -74,6 +85,8 @@ def _credential_error(ref: PolicyRef, credential: Credential) -> PolicyError | N
             f"user name {describe(credential.username)} {problem}",
             "choose a user name of printable characters without ':'",
         )
+    if credential.scheme is not None:
+        return _hash_error(ref, credential)
     problem = password_problem(credential.password)
     if problem is not None:
         return InvalidPasswordError(
@@ -81,6 +94,27 @@ def _credential_error(ref: PolicyRef, credential: Credential) -> PolicyError | N
             credential.password_field,
             f"the password of user {describe(credential.username)} {problem}",
             "set a non-empty password of printable characters",
+        )
+    return None
+
+
+def _hash_error(ref: PolicyRef, credential: Credential) -> PolicyError | None:
+    user = describe(credential.username)
+    if credential.scheme != SHA_SCHEME:
+        return UnsupportedHashError(
+            ref,
+            credential.password_field,
+            f"the stored value for user {user} is a {credential.scheme} hash",
+            "Envoy only verifies {SHA} (unsalted SHA-1) hashes: store a {SHA} hash "
+            "or the password itself",
+        )
+    problem = sha_hash_problem(credential.password)
+    if problem is not None:
+        return UnsupportedHashError(
+            ref,
+            credential.password_field,
+            f"the stored {{SHA}} value for user {user} {problem}",
+            "store the output of `htpasswd -nbs USER PASSWORD` after the ':'",
         )
     return None
 

@@ -8,12 +8,17 @@ import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 import grpc
+import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from backends import resolve
+from backends import CredentialResolver, ResolverSettings
+from backends.aws import AwsSecretsManagerStore, AwsSettings
+from backends.stores import SecretStore
+from backends.vault import VaultSettings, VaultStore
 from compiler.model import CompileOptions
 from server.api import extension_pb2, extension_pb2_grpc
 from server.drain import Drain
@@ -31,6 +36,18 @@ class ServerSettings:
     workers: int = 16
     shutdown_grace: float = 15.0
     options: CompileOptions = field(default_factory=CompileOptions)
+    resolver: ResolverSettings = field(default_factory=ResolverSettings)
+    vault: VaultSettings | None = None  # None: no Vault configured
+    aws: AwsSettings = field(default_factory=AwsSettings)
+    metrics_port: int | None = None  # None: no metrics endpoint
+
+
+def build_resolver(settings: ServerSettings) -> CredentialResolver:
+    """The resolver with every configured store behind one shared cache."""
+    stores: dict[str, SecretStore] = {"aws": AwsSecretsManagerStore(settings.aws)}
+    if settings.vault is not None:
+        stores["vault"] = VaultStore(settings.vault)
+    return CredentialResolver(settings.resolver, stores)
 
 
 class ExtensionServer:
@@ -46,7 +63,7 @@ class ExtensionServer:
             options=[("grpc.so_reuseport", 0)],
         )
         extension_pb2_grpc.add_EnvoyGatewayExtensionServicer_to_server(  # type: ignore[no-untyped-call]
-            ExtensionService(resolve, settings.options), self._grpc
+            ExtensionService(build_resolver(settings), settings.options), self._grpc
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
@@ -57,6 +74,12 @@ class ExtensionServer:
         self.port = self._grpc.add_insecure_port(address)
         if not self.port:
             raise OSError(f"cannot listen on {address}")
+        self._metrics: Any = None
+        if settings.metrics_port is not None:
+            self._metrics, _ = prometheus_client.start_http_server(
+                settings.metrics_port, addr=settings.host
+            )
+            self.metrics_port = self._metrics.server_port
 
     def start(self) -> None:
         self._grpc.start()
@@ -81,6 +104,9 @@ class ExtensionServer:
         if not self._drain.drain(grace):
             log.warning("server.drain_timeout", calls_in_flight=self._drain.active)
         self._grpc.stop(max(0.0, deadline - time.monotonic())).wait()
+        if self._metrics is not None:
+            self._metrics.shutdown()
+            self._metrics.server_close()
         log.info("server.stopped")
 
 

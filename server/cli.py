@@ -8,53 +8,20 @@ EXTENSION_SERVER_LOG_LEVEL. A flag on the command line wins over the variable.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from backends import resolve
+from backends import CredentialResolver
 from compiler.model import CompileOptions, UnprotectedMode
 from compiler.pipeline import compile_listener, load_policies
 from compiler.users import compile_users
 from server import logs
-from server.app import ServerSettings, serve
+from server.app import serve
 from server.envoy_json import listener_from_dict, to_dict
 from server.manifests import dump_yaml, read_listeners, read_policies
-
-ENV_PREFIX = "EXTENSION_SERVER_"
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def setting(name: str, **kwargs: Any) -> Callable[[F], F]:
-    """A `--name` option that also reads EXTENSION_SERVER_NAME."""
-    envvar = ENV_PREFIX + name.upper().replace("-", "_")
-    return click.option(f"--{name}", envvar=envvar, show_envvar=True, show_default=True, **kwargs)
-
-
-def unprotected_setting() -> Callable[[F], F]:
-    return setting(
-        "unprotected-listeners",
-        type=click.Choice([mode.value for mode in UnprotectedMode]),
-        default=UnprotectedMode.DENY.value,
-        help="A listener no policy is attached to: deny every request, or pass it through.",
-    )
-
-
-def log_settings(function: F) -> F:
-    function = setting(
-        "log-format",
-        type=click.Choice(logs.FORMATS),
-        default="logfmt",
-        help="One line per event, key=value or JSON.",
-    )(function)
-    return setting(
-        "log-level",
-        type=click.Choice(logs.LEVELS, case_sensitive=False),
-        default="info",
-        help="Least severe event to log.",
-    )(function)
+from server.settings import serve_options, server_settings, unprotected_setting
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -63,35 +30,11 @@ def main() -> None:
 
 
 @main.command(name="serve")
-@setting("host", default="0.0.0.0", help="Address to listen on.")  # noqa: S104
-@setting("port", type=click.IntRange(0, 65535), default=5005, help="gRPC port (0: any free).")
-@log_settings
-@unprotected_setting()
-@setting("workers", type=click.IntRange(1, 256), default=16, help="Concurrent hook calls.")
-@setting(
-    "shutdown-grace",
-    type=click.FloatRange(0),
-    default=15.0,
-    help="Seconds in-flight calls may take to finish on SIGTERM/SIGINT.",
-)
-def serve_command(
-    host: str,
-    port: int,
-    log_level: str,
-    log_format: str,
-    unprotected_listeners: str,
-    workers: int,
-    shutdown_grace: float,
-) -> None:
-    """Serve the EnvoyGatewayExtension gRPC service (with health and reflection)."""
-    logs.configure(log_level.lower(), log_format)
-    settings = ServerSettings(
-        host=host,
-        port=port,
-        workers=workers,
-        shutdown_grace=shutdown_grace,
-        options=CompileOptions(unprotected=UnprotectedMode(unprotected_listeners)),
-    )
+@serve_options
+def serve_command(**options: Any) -> None:
+    """Serve the EnvoyGatewayExtension gRPC service (with health, reflection and metrics)."""
+    settings = server_settings(options)
+    logs.configure(options["log_level"].lower(), options["log_format"])
     sys.exit(serve(settings))
 
 
@@ -111,7 +54,7 @@ def compile_command(
     Exit status 1 when a policy, or an entry of one, is rejected; the errors go to stderr.
     """
     raw, sources = read_policies(policies)
-    policy_set = load_policies(raw, resolve, sources)
+    policy_set = load_policies(raw, CredentialResolver(), sources)
     options = CompileOptions(unprotected=UnprotectedMode(unprotected_listeners))
     errors: list[str] = []
     if listener is None:

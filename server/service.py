@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 
 import grpc
+from prometheus_client import Histogram
 
 from compiler.model import CompileOptions, PolicyRef
 from compiler.pipeline import Resolver, compile_listener, load_policies
@@ -18,6 +19,12 @@ from server.api import extension_pb2_grpc as api_grpc
 from server.logs import get_logger
 
 log = get_logger("server.service")
+HOOK_LATENCY = Histogram(
+    "extension_server_hook_duration_seconds",
+    "Time to answer a hook call, by method.",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 LOGGED_POLICIES = 20  # a listener can carry thousands: name the first ones, count the rest
 
 
@@ -78,6 +85,7 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             managers_unchanged=result.report.managers_skipped,
             ms=round((time.perf_counter() - started) * 1000, 2),
         )
+        HOOK_LATENCY.labels("PostHTTPListenerModify").observe(time.perf_counter() - started)
         for chain in result.report.undecodable:
             log.error("listener.undecodable_manager", listener=name, filter_chain=chain)
         return api.PostHTTPListenerModifyResponse(listener=result.listener)

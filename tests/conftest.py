@@ -32,7 +32,8 @@ class ServedProcess:
                 [EXTENSION_SERVER, "serve", *args],
                 stdout=out,
                 stderr=err,
-                env={**clean, **(env or {})},
+                # no metrics endpoint unless a test asks: several servers run at once
+                env={**clean, "EXTENSION_SERVER_METRICS_PORT": "0", **(env or {})},
             )
 
     def send(self, signum: signal.Signals) -> None:

@@ -14,7 +14,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
-from backends import resolve
+from backends import CredentialResolver
 from compiler.errors import (
     ConflictError,
     InvalidHeaderError,
@@ -45,7 +45,7 @@ def hook(
     listener: Any, *resources: bytes, mode: UnprotectedMode = UnprotectedMode.DENY
 ) -> ListenerResult:
     return compile_listener(
-        listener, load_policies(resources, resolve), CompileOptions(unprotected=mode)
+        listener, load_policies(resources, CredentialResolver()), CompileOptions(unprotected=mode)
     )
 
 
@@ -183,7 +183,7 @@ def test_unusable_password_is_rejected_without_quoting_it(password: str, problem
             "metadata",
         ),
         (policy(username=7), "spec.username"),
-        (policy(password=None), "spec.password"),
+        (policy(password=None), "spec"),
         (policy(targets="eg"), "spec.targetRefs"),  # type: ignore[arg-type]
         (policy(passwrd="typo"), "spec.passwrd"),
         (policy(header=""), "spec.forwardUsernameHeader"),

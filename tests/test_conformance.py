@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from backends import resolve
+from backends import CredentialResolver
 from compiler.listener import FILTER_NAME
 from compiler.pipeline import compile_listener, load_policies
 from server.demo.gateway import ExtensionServerProcess, GatewayStandIn
@@ -115,7 +115,7 @@ def test_every_accepted_corpus_listener_is_still_accepted_after_the_hook(
 def test_the_hook_applied_to_its_own_output_changes_nothing(
     accepted: list[tuple[str, Any]],
 ) -> None:
-    policies = load_policies([_json(seed_policy()), _json(team_policy())], resolve)
+    policies = load_policies([_json(seed_policy()), _json(team_policy())], CredentialResolver())
     for ident, listener in accepted:
         once = compile_listener(listener, policies).listener
         twice = compile_listener(once, policies).listener

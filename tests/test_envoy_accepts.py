@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backends import resolve
+from backends import CredentialResolver
 from compiler.listener import ChainAuth, apply
 from compiler.pipeline import compile_listener, load_policies
 from tests.builders import eg_security_filters, http_listener, https_listener, policy
@@ -31,7 +31,7 @@ def test_envoy_accepts_what_the_compiler_emits_for_hostile_policies(tmp_path: Pa
     ]
     listeners = []
     for resources in cases:
-        policies = load_policies(resources, resolve)
+        policies = load_policies(resources, CredentialResolver())
         listeners.append(compile_listener(http_listener(*eg_security_filters()), policies).listener)
         listeners.append(compile_listener(https_listener("a", "b"), policies).listener)
     assert validate_listeners(listeners, tmp_path) == [None] * len(listeners)

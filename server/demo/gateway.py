@@ -45,6 +45,8 @@ class ExtensionServerProcess:
             "127.0.0.1",
             "--port",
             str(self.port),
+            "--metrics-port",
+            "0",
             *self._args,
         ]
         with self.log_path.open("ab") as log:

@@ -1,0 +1,152 @@
+"""AWS Secrets Manager as a secret store, through boto3.
+
+Credentials come from boto3's default chain (environment, IRSA web identity, instance
+or task role, shared config), optionally exchanged for a role given by --aws-role-arn;
+the region and endpoint from the settings or boto3's own variables (AWS_REGION,
+AWS_ENDPOINT_URL, ...). One attempt per request, bounded by the backend timeout: the
+cache, not boto3's retries, rides out a failing store.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+from botocore.credentials import CredentialProvider, DeferredRefreshableCredentials
+from botocore.session import get_session
+
+from backends.stores import (
+    ERROR,
+    FORBIDDEN,
+    INVALID,
+    NOT_CONFIGURED,
+    NOT_FOUND,
+    TIMEOUT,
+    UNAVAILABLE,
+    StoreError,
+)
+from compiler.model import AwsSecretRef, StoreRef
+
+_OUTCOMES = {
+    "ResourceNotFoundException": (NOT_FOUND, "has no secret {id} (or not that version)"),
+    "AccessDeniedException": (FORBIDDEN, "denied the server access to {id}"),
+    "DecryptionFailure": (FORBIDDEN, "could not decrypt {id} with its KMS key"),
+    "InvalidRequestException": (NOT_FOUND, "refused to read {id} (deleted or scheduled for it?)"),
+    "ThrottlingException": (UNAVAILABLE, "is throttling the server"),
+    "InternalServiceError": (UNAVAILABLE, "failed internally"),
+}
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    region: str | None = None
+    endpoint_url: str | None = None
+    role_arn: str | None = None
+    timeout: float = 2.0
+
+
+class AwsSecretsManagerStore:
+    """Reads SecretString values from AWS Secrets Manager; thread-safe (one boto3 client)."""
+
+    name = "aws"
+
+    def __init__(self, settings: AwsSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._client: Any = None  # made on first use: botocore's models cost memory
+
+    def client(self) -> Any:
+        """The secretsmanager client; StoreError if no region is configured anywhere."""
+        with self._lock:
+            if self._client is None:
+                session = boto3.session.Session(
+                    botocore_session=_session(self.settings.role_arn),
+                    region_name=self.settings.region,
+                )
+                if not session.region_name:
+                    raise StoreError(
+                        self.name, NOT_CONFIGURED, "no AWS region is configured (--aws-region)"
+                    )
+                self._client = session.client(
+                    "secretsmanager",
+                    endpoint_url=self.settings.endpoint_url,
+                    config=Config(
+                        connect_timeout=self.settings.timeout,
+                        read_timeout=self.settings.timeout,
+                        retries={"total_max_attempts": 1, "mode": "standard"},
+                    ),
+                )
+            return self._client
+
+    def fetch(self, ref: StoreRef) -> str:
+        assert isinstance(ref, AwsSecretRef)
+        client = self.client()
+        request: dict[str, Any] = {"SecretId": ref.secret_id}
+        if ref.version_id:
+            request["VersionId"] = ref.version_id
+        else:
+            request["VersionStage"] = ref.version_stage or "AWSCURRENT"
+        try:
+            response = client.get_secret_value(**request)
+        except botocore.exceptions.ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            outcome, text = _OUTCOMES.get(code, (ERROR, "answered " + code + " for {id}"))
+            raise StoreError(
+                self.name, outcome, "Secrets Manager " + text.format(id=ref.secret_id)
+            ) from None
+        except (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError):
+            raise StoreError(
+                self.name,
+                TIMEOUT,
+                f"Secrets Manager did not answer within {self.settings.timeout:g}s",
+            ) from None
+        except botocore.exceptions.EndpointConnectionError:
+            raise StoreError(self.name, UNAVAILABLE, "Secrets Manager cannot be reached") from None
+        except botocore.exceptions.NoCredentialsError:
+            raise StoreError(self.name, FORBIDDEN, "the server has no AWS credentials") from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise StoreError(
+                self.name, ERROR, f"Secrets Manager request failed ({type(error).__name__})"
+            ) from None
+        if "SecretString" not in response:
+            raise StoreError(
+                self.name, INVALID, f"{ref.secret_id} is a binary secret; store text or JSON"
+            )
+        return str(response["SecretString"])
+
+
+def _session(role_arn: str | None) -> Any:
+    """A botocore session: the default chain, or that chain assuming `role_arn` (refreshed)."""
+    session = get_session()
+    if role_arn:
+        # Put our provider first in the session's credential chain (botocore's extension point).
+        session.get_component("credential_provider").insert_before("env", _AssumeRole(role_arn))
+    return session
+
+
+class _AssumeRole(CredentialProvider):
+    """Credentials of `role_arn`, assumed with the default chain and refreshed before expiry."""
+
+    METHOD = "extension-server-assume-role"
+
+    def __init__(self, role_arn: str) -> None:
+        super().__init__()
+        self.role_arn = role_arn
+
+    def load(self) -> DeferredRefreshableCredentials:
+        return DeferredRefreshableCredentials(refresh_using=self._assume, method=self.METHOD)
+
+    def _assume(self) -> dict[str, str]:
+        sts = boto3.session.Session(botocore_session=get_session()).client("sts")
+        answer = sts.assume_role(RoleArn=self.role_arn, RoleSessionName="extension-server")
+        credentials = answer["Credentials"]
+        return {
+            "access_key": credentials["AccessKeyId"],
+            "secret_key": credentials["SecretAccessKey"],
+            "token": credentials["SessionToken"],
+            "expiry_time": credentials["Expiration"].isoformat(),
+        }

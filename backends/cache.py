@@ -1,0 +1,116 @@
+"""The secret cache: TTL, stale-if-error, single flight. Never a reason to let anyone in.
+
+Timeline of one secret (TTL 60 s, max-stale 15 min by default):
+
+    fetched ---- fresh: served from memory ---- TTL ---- refreshed on the next use
+                                                  |
+                           refresh fails: the last good value keeps serving,
+                           counted as stale, until TTL + max-stale; after that, or
+                           if no value was ever fetched, the store's error denies.
+
+Envoy Gateway calls the hook for every listener on every translation, so many calls
+want the same secret at once: one backend request serves them all (single flight).
+A failed request is remembered for a few seconds, so a store that is down is not asked
+again by every one of a hundred listeners.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from cachetools import TTLCache
+
+from backends import metrics
+from backends.stores import StoreError
+
+ERROR_TTL = 5.0  # how long a failed request is remembered
+
+
+@dataclass(frozen=True)
+class _Entry:
+    value: Any
+    fetched_at: float
+
+
+class SecretCache:
+    """Thread-safe; `get` fetches at most once per key at a time."""
+
+    def __init__(
+        self,
+        ttl: float,
+        max_stale: float,
+        *,
+        wait: float,
+        maxsize: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.max_stale = max_stale
+        self._wait = wait
+        self._clock = clock
+        self._lock = threading.Lock()
+        # Values live until even a stale serve is over; freshness is checked on read.
+        self._values: TTLCache[Hashable, _Entry] = TTLCache(
+            maxsize, ttl + max_stale if ttl + max_stale > 0 else 1e-9, timer=clock
+        )
+        self._errors: TTLCache[Hashable, StoreError] = TTLCache(
+            maxsize, min(ERROR_TTL, ttl) or 1e-9, timer=clock
+        )
+        self._in_flight: dict[Hashable, Future[Any]] = {}
+
+    def get(self, key: Hashable, store: str, fetch: Callable[[], Any]) -> Any:
+        """The secret for `key`: fresh, fetched (once for all callers), or stale on error."""
+        with self._lock:
+            entry = self._values.get(key)
+            if entry is not None and self._clock() - entry.fetched_at < self.ttl:
+                metrics.CACHE_HITS.labels(store).inc()
+                return entry.value
+            metrics.CACHE_MISSES.labels(store).inc()
+            error = self._errors.get(key)
+            future = self._in_flight.get(key)
+            leader = error is None and future is None
+            if leader:
+                future = self._in_flight[key] = Future()
+        if error is not None:
+            return self._stale_or_raise(entry, store, error)
+        assert future is not None
+        if leader:
+            self._fetch(key, fetch, future)
+        try:
+            return future.result(timeout=self._wait)
+        except StoreError as failure:
+            return self._stale_or_raise(entry, store, failure)
+        except TimeoutError:
+            timeout = StoreError(store, "timeout", f"no answer from {store} in {self._wait:g}s")
+            return self._stale_or_raise(entry, store, timeout)
+
+    def _fetch(self, key: Hashable, fetch: Callable[[], Any], future: Future[Any]) -> None:
+        try:
+            value = fetch()
+        except StoreError as failure:
+            with self._lock:
+                self._errors[key] = failure
+                del self._in_flight[key]
+            future.set_exception(failure)
+        except BaseException as failure:  # a bug: release the waiters, then re-raise
+            with self._lock:
+                del self._in_flight[key]
+            future.set_exception(failure)
+            raise
+        else:
+            with self._lock:
+                self._values[key] = _Entry(value, self._clock())
+                self._errors.pop(key, None)
+                del self._in_flight[key]
+            future.set_result(value)
+
+    def _stale_or_raise(self, entry: _Entry | None, store: str, error: StoreError) -> Any:
+        if entry is not None and self._clock() - entry.fetched_at < self.ttl + self.max_stale:
+            metrics.STALE_SERVES.labels(store).inc()
+            return entry.value
+        raise error

@@ -1,0 +1,160 @@
+"""Step 2 of the pipeline, resolve: a policy's credentials, from wherever it names them.
+
+Plain text comes from the policy itself; `passwordFrom` and `usersFrom` go through the
+tenancy guard, then the shared cache, then the store. Policies that need a store are
+resolved in parallel, so one slow store costs a call at most one request timeout.
+Every failure becomes a PolicyError that denies that policy's users: nothing here ever
+lets anyone in on failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from backends import metrics
+from backends.cache import SecretCache
+from backends.stores import (
+    FORBIDDEN,
+    INVALID,
+    NOT_CONFIGURED,
+    NOT_FOUND,
+    SecretStore,
+    StoreError,
+)
+from backends.tenancy import (
+    DEFAULT_AWS_TEMPLATE,
+    DEFAULT_VAULT_TEMPLATE,
+    check_template,
+    tenancy_problem,
+)
+from backends.values import StoredValueError, password_credential, user_credentials
+from compiler.errors import (
+    PlaintextForbiddenError,
+    PolicyError,
+    TenancyError,
+    UnresolvedCredentialError,
+)
+from compiler.model import (
+    Credential,
+    PasswordFrom,
+    PlainCredentials,
+    Policy,
+    StoreRef,
+    UsersFrom,
+    VaultRef,
+)
+from compiler.users import Resolved
+
+PARALLEL_LOOKUPS = 16
+
+_FIXES = {
+    NOT_FOUND: "create the secret or correct the reference",
+    FORBIDDEN: "grant the server read access to it (docs/backends.md)",
+    NOT_CONFIGURED: "configure that store on the server (docs/backends.md)",
+    INVALID: "store the value in a form docs/backends.md describes",
+}
+_RETRY_FIX = "its users are denied until the store answers again; check the store"
+
+
+@dataclass(frozen=True)
+class ResolverSettings:
+    cache_ttl: float = 60.0
+    max_stale: float = 900.0
+    timeout: float = 2.0
+    forbid_plaintext: bool = False
+    vault_path_template: str = DEFAULT_VAULT_TEMPLATE
+    aws_secret_template: str = DEFAULT_AWS_TEMPLATE
+
+
+class CredentialResolver:
+    """Resolves policies' credentials; one instance is shared by every hook call."""
+
+    def __init__(
+        self,
+        settings: ResolverSettings | None = None,
+        stores: Mapping[str, SecretStore] | None = None,
+    ) -> None:
+        self.settings = settings or ResolverSettings()
+        check_template(self.settings.vault_path_template)
+        check_template(self.settings.aws_secret_template)
+        self.stores = dict(stores or {})
+        self._cache = SecretCache(
+            self.settings.cache_ttl, self.settings.max_stale, wait=self.settings.timeout + 1.0
+        )
+        self._pool = ThreadPoolExecutor(PARALLEL_LOOKUPS, thread_name_prefix="resolve")
+
+    def resolve_all(self, policies: Sequence[Policy]) -> list[Resolved]:
+        """Every policy's credentials or error, those that need a store in parallel."""
+        if sum(not isinstance(p.credentials, PlainCredentials) for p in policies) <= 1:
+            return [self.resolve(policy) for policy in policies]
+        return list(self._pool.map(self.resolve, policies))
+
+    def resolve(self, policy: Policy) -> Resolved:
+        try:
+            return Resolved(policy, tuple(self._credentials(policy)))
+        except PolicyError as error:
+            return Resolved(policy, error=error)
+
+    def _credentials(self, policy: Policy) -> list[Credential]:
+        spec = policy.credentials
+        if isinstance(spec, PlainCredentials):
+            if self.settings.forbid_plaintext:
+                raise PlaintextForbiddenError(
+                    policy.ref,
+                    "spec.password",
+                    "is plain text, which this server forbids",
+                    "move the password to a store and use passwordFrom",
+                )
+            return [Credential(spec.username, spec.password, "spec.username", "spec.password")]
+        source = "spec.passwordFrom" if isinstance(spec, PasswordFrom) else "spec.usersFrom"
+        field = f"{source}.{_store_field(spec.store)}"
+        document = self._fetch(policy, spec.store, field)
+        try:
+            if isinstance(spec, UsersFrom):
+                return user_credentials(document, spec.store, source)
+            return [password_credential(document, spec.store, spec.username, source)]
+        except StoredValueError as error:
+            raise self._unresolved(policy, spec.store, field, str(error), INVALID) from None
+
+    def _fetch(self, policy: Policy, ref: StoreRef, field: str) -> object:
+        problem = tenancy_problem(
+            ref,
+            policy.ref.namespace,
+            self.settings.vault_path_template,
+            self.settings.aws_secret_template,
+        )
+        if problem is not None:
+            raise TenancyError(
+                policy.ref,
+                field,
+                problem,
+                "reference a secret under the path of the policy's own namespace",
+            )
+        store = self.stores.get(ref.store)
+        if store is None:
+            raise self._unresolved(
+                policy,
+                ref,
+                field,
+                f"no {ref.store} store is configured on the server",
+                NOT_CONFIGURED,
+            )
+        try:
+            return self._cache.get(ref.document, store.name, lambda: store.fetch(ref))
+        except StoreError as error:
+            raise self._unresolved(policy, ref, field, str(error), error.outcome) from None
+
+    @staticmethod
+    def _unresolved(
+        policy: Policy, ref: StoreRef, field: str, problem: str, outcome: str
+    ) -> UnresolvedCredentialError:
+        metrics.UNRESOLVED_DENIALS.labels(ref.store).inc()
+        return UnresolvedCredentialError(
+            policy.ref, field, problem, _FIXES.get(outcome, _RETRY_FIX)
+        )
+
+
+def _store_field(ref: StoreRef) -> str:
+    return "vault.path" if isinstance(ref, VaultRef) else "awsSecretsManager.secretId"

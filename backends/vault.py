@@ -1,0 +1,182 @@
+"""HashiCorp Vault as a secret store, through hvac.
+
+Secrets are read by their HTTP API path, as Vault policies spell it: a KV v2 secret is
+`secret/data/<path>` (`?version=N` for an older version), a KV v1 secret `<mount>/<path>`.
+The server logs in with a token (a file, or VAULT_TOKEN), Kubernetes auth (its service
+account JWT and a role) or AppRole, and renews or logs in again before the token expires.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import requests
+import structlog
+
+from backends.stores import (
+    ERROR,
+    FORBIDDEN,
+    INVALID,
+    NOT_FOUND,
+    TIMEOUT,
+    UNAVAILABLE,
+    StoreError,
+)
+from compiler.model import StoreRef, VaultRef
+
+AUTH_METHODS = ("token", "kubernetes", "approle")
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105
+RENEW_AT = 2 / 3  # of a token's lifetime: renew (or log in again) then
+log = structlog.get_logger("backends.vault")
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    addr: str
+    namespace: str | None = None
+    ca_cert: str | None = None
+    auth: str = "token"
+    role: str | None = None  # Kubernetes auth role
+    token_file: str | None = None  # token auth; without it VAULT_TOKEN / ~/.vault-token
+    kubernetes_jwt_file: str = SERVICE_ACCOUNT_TOKEN
+    kubernetes_mount: str = "kubernetes"
+    approle_role_id: str | None = None
+    approle_secret_id_file: str | None = None
+    approle_mount: str = "approle"
+    timeout: float = 2.0
+
+    def check(self) -> None:
+        """Refuse at start-up what cannot work, naming the setting to fix."""
+        if self.auth not in AUTH_METHODS:
+            raise ValueError(f"--vault-auth must be one of {', '.join(AUTH_METHODS)}")
+        if self.auth == "kubernetes" and not self.role:
+            raise ValueError("--vault-auth=kubernetes needs --vault-role")
+        if self.auth == "approle" and not (self.approle_role_id and self.approle_secret_id_file):
+            raise ValueError(
+                "--vault-auth=approle needs --vault-approle-role-id and "
+                "--vault-approle-secret-id-file"
+            )
+
+
+class VaultStore:
+    """Reads whole secrets from Vault; thread-safe."""
+
+    name = "vault"
+
+    def __init__(self, settings: VaultSettings) -> None:
+        settings.check()
+        self.settings = settings
+        self._client = hvac.Client(
+            url=settings.addr,
+            namespace=settings.namespace or os.environ.get("VAULT_NAMESPACE") or None,
+            verify=settings.ca_cert if settings.ca_cert else None,
+            timeout=settings.timeout,  # type: ignore[arg-type]  # requests takes a float
+        )
+        self._lock = threading.Lock()
+        self._renew_at: float | None = None  # None: log in / look the token up first
+        if settings.auth == "token" and settings.token_file:
+            self._client.token = _read(settings.token_file)
+
+    def fetch(self, ref: StoreRef) -> Mapping[str, Any]:
+        assert isinstance(ref, VaultRef)
+        try:
+            return self._read(ref)
+        except StoreError as error:
+            if error.outcome != FORBIDDEN or not self._can_log_in_again:
+                raise
+        # A token revoked or expired early: log in (or re-read the token file) once more.
+        with self._lock:
+            self._renew_at = None
+        return self._read(ref)
+
+    @property
+    def _can_log_in_again(self) -> bool:
+        return self.settings.auth != "token" or bool(self.settings.token_file)
+
+    def _read(self, ref: VaultRef) -> Mapping[str, Any]:
+        params = {"version": ref.version} if ref.version is not None else None
+        try:
+            self._ensure_token()
+            response = self._client.adapter.get(f"/v1/{ref.path}", params=params)
+        except hvac.exceptions.InvalidPath:
+            raise StoreError(self.name, NOT_FOUND, f"Vault has no secret at {ref.path}") from None
+        except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
+            raise StoreError(
+                self.name, FORBIDDEN, f"Vault denied the server read access to {ref.path}"
+            ) from None
+        except (hvac.exceptions.VaultDown, hvac.exceptions.VaultNotInitialized):
+            raise StoreError(self.name, UNAVAILABLE, "Vault is sealed or not initialised") from None
+        except hvac.exceptions.RateLimitExceeded:
+            raise StoreError(self.name, UNAVAILABLE, "Vault is rate limiting the server") from None
+        except requests.Timeout:
+            raise StoreError(
+                self.name, TIMEOUT, f"Vault did not answer within {self.settings.timeout:g}s"
+            ) from None
+        except requests.ConnectionError:
+            raise StoreError(self.name, UNAVAILABLE, "Vault cannot be reached") from None
+        except hvac.exceptions.VaultError as error:
+            status = type(error).__name__
+            raise StoreError(self.name, ERROR, f"Vault answered an error ({status})") from None
+        return _kv_data(response, ref)
+
+    def _ensure_token(self) -> None:
+        with self._lock:
+            if self._renew_at is not None and time.monotonic() < self._renew_at:
+                return
+            lifetime = self._refresh_token()
+            self._renew_at = (
+                time.monotonic() + lifetime * RENEW_AT if lifetime > 0 else float("inf")
+            )
+
+    def _refresh_token(self) -> float:
+        """Log in, renew or look up the token; its lifetime in seconds (0: never expires)."""
+        settings = self.settings
+        if settings.auth == "kubernetes":
+            auth = self._client.auth.kubernetes.login(
+                settings.role,
+                _read(settings.kubernetes_jwt_file),
+                mount_point=settings.kubernetes_mount,
+            )
+            log.info("vault.login", method="kubernetes", role=settings.role)
+            return float(auth["auth"]["lease_duration"])
+        if settings.auth == "approle":
+            auth = self._client.auth.approle.login(
+                settings.approle_role_id,
+                _read(str(settings.approle_secret_id_file)),
+                mount_point=settings.approle_mount,
+            )
+            log.info("vault.login", method="approle")
+            return float(auth["auth"]["lease_duration"])
+        if settings.token_file:
+            self._client.token = _read(settings.token_file)
+        info = self._client.auth.token.lookup_self()["data"]
+        if self._renew_at is not None and info.get("renewable") and info.get("ttl"):
+            renewed = self._client.auth.token.renew_self()
+            log.info("vault.token_renewed")
+            return float(renewed["auth"]["lease_duration"])
+        return float(info.get("ttl") or 0)
+
+
+def _kv_data(response: Any, ref: VaultRef) -> Mapping[str, Any]:
+    data = response.get("data") if isinstance(response, Mapping) else None
+    if ref.engine == "kv-v2":
+        data = data.get("data") if isinstance(data, Mapping) else None
+    if not isinstance(data, Mapping):
+        hint = " (is it a KV v1 secret? set engine: kv-v1)" if ref.engine == "kv-v2" else ""
+        raise StoreError("vault", INVALID, f"{ref.path} holds no key/value data{hint}")
+    return data
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as error:
+        raise StoreError("vault", ERROR, f"cannot read {path}: {error.strerror}") from None

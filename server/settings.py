@@ -1,0 +1,191 @@
+"""Server settings from flags, EXTENSION_SERVER_<NAME> variables or a config file.
+
+Precedence, highest first: a flag on the command line, its environment variable
+(EXTENSION_SERVER_<NAME>, upper case, dashes as underscores; for a few settings also the
+store's own variable such as VAULT_ADDR), the `--config` YAML file (keys are the flag
+names), the default. Settings never come from a policy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+
+from backends import ResolverSettings
+from backends.aws import AwsSettings
+from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE, check_template
+from backends.vault import AUTH_METHODS, SERVICE_ACCOUNT_TOKEN, VaultSettings
+from compiler.model import CompileOptions, UnprotectedMode
+from server import logs
+from server.app import ServerSettings
+
+ENV_PREFIX = "EXTENSION_SERVER_"
+F = TypeVar("F", bound=Callable[..., Any])
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class Duration(click.ParamType[float]):
+    """`30s`, `5m`, `1h`, `250ms` or plain seconds, as a float of seconds."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        match = _DURATION.match(str(value))
+        if not match:
+            self.fail(f"{value!r} is not a duration such as 30s, 5m or 10", param, ctx)
+        return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def setting(name: str, *also: str, **kwargs: Any) -> Callable[[F], F]:
+    """A `--name` option that also reads EXTENSION_SERVER_NAME (and the variables `also`)."""
+    envvar = [ENV_PREFIX + name.upper().replace("-", "_"), *also]
+    return click.option(
+        f"--{name}",
+        envvar=envvar if also else envvar[0],
+        show_envvar=True,
+        show_default=True,
+        **kwargs,
+    )
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, path: str | None) -> None:
+    if not path:
+        return
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise click.BadParameter(f"cannot read {path}: {error}") from None
+    if not isinstance(data, Mapping):
+        raise click.BadParameter(f"{path} must be a YAML mapping of setting names to values")
+    known = {param.name for param in ctx.command.params}
+    defaults = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in known or name == "config":
+            raise click.BadParameter(f"{path}: unknown setting {key!r}")
+        defaults[name] = value
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+def unprotected_setting() -> Callable[[F], F]:
+    return setting(
+        "unprotected-listeners",
+        type=click.Choice([mode.value for mode in UnprotectedMode]),
+        default=UnprotectedMode.DENY.value,
+        help="A listener no policy is attached to: deny every request, or pass it through.",
+    )
+
+
+SERVE_OPTIONS: list[Callable[[F], F]] = [
+    setting("config", type=click.Path(exists=True, dir_okay=False), is_eager=True,
+            expose_value=False, callback=_load_config,
+            help="YAML file of settings (keys are these option names)."),
+    setting("host", default="0.0.0.0", help="Address to listen on."),  # noqa: S104
+    setting("port", type=click.IntRange(0, 65535), default=5005, help="gRPC port (0: any)."),
+    setting("log-level", type=click.Choice(logs.LEVELS, case_sensitive=False), default="info",
+            help="Least severe event to log."),
+    setting("log-format", type=click.Choice(logs.FORMATS), default="logfmt",
+            help="One line per event, key=value or JSON."),
+    unprotected_setting(),
+    setting("workers", type=click.IntRange(1, 256), default=16, help="Concurrent hook calls."),
+    setting("shutdown-grace", type=Duration(), default="15s",
+            help="How long in-flight calls may take to finish on SIGTERM/SIGINT."),
+    setting("metrics-port", type=click.IntRange(0, 65535), default=9090,
+            help="Prometheus metrics port (0: no metrics endpoint)."),
+    setting("forbid-plaintext", is_flag=True, default=False,
+            help="Reject policies with spec.password: passwords only from a store."),
+    setting("secret-cache-ttl", type=Duration(), default="60s",
+            help="How long a fetched secret is used before it is fetched again."),
+    setting("secret-max-stale", type=Duration(), default="15m",
+            help="How long past its TTL a secret keeps serving while its store fails."),
+    setting("backend-timeout", type=Duration(), default="2s",
+            help="Timeout of one request to a secret store."),
+    setting("vault-addr", "VAULT_ADDR", help="Vault's address; unset: no Vault."),
+    setting("vault-namespace", "VAULT_NAMESPACE", help="Vault Enterprise namespace."),
+    setting("vault-ca-cert", "VAULT_CACERT", help="CA bundle to verify Vault's certificate."),
+    setting("vault-auth", type=click.Choice(AUTH_METHODS), default="token",
+            help="How the server logs in to Vault."),
+    setting("vault-role", help="Vault role for --vault-auth=kubernetes."),
+    setting("vault-token-file", help="File holding the Vault token (default: VAULT_TOKEN)."),
+    setting("vault-kubernetes-jwt-file", default=SERVICE_ACCOUNT_TOKEN,
+            help="Service-account JWT for --vault-auth=kubernetes."),
+    setting("vault-auth-mount", help="Mount of the auth method (default: its own name)."),
+    setting("vault-approle-role-id", help="AppRole role_id for --vault-auth=approle."),
+    setting("vault-approle-secret-id-file", help="File holding the AppRole secret_id."),
+    setting("vault-path-template", default=DEFAULT_VAULT_TEMPLATE,
+            help="Vault paths a policy may read; {namespace} is its namespace."),
+    setting("aws-region", help="AWS region (default: boto3's, e.g. AWS_REGION)."),
+    setting("aws-endpoint-url", help="Secrets Manager endpoint (default: boto3's)."),
+    setting("aws-role-arn", help="Role to assume for Secrets Manager."),
+    setting("aws-secret-template", default=DEFAULT_AWS_TEMPLATE,
+            help="Secret names a policy may read; {namespace} is its namespace."),
+]  # fmt: skip
+
+
+def serve_options(function: F) -> F:
+    for option in reversed(SERVE_OPTIONS):
+        function = option(function)
+    return function
+
+
+def server_settings(options: Mapping[str, Any]) -> ServerSettings:
+    """ServerSettings from the parsed options; a click.UsageError names a bad combination."""
+    for name in ("vault_path_template", "aws_secret_template"):
+        try:
+            check_template(options[name])
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
+    vault = None
+    if options["vault_addr"]:
+        mount = options["vault_auth_mount"]
+        vault = VaultSettings(
+            addr=options["vault_addr"],
+            namespace=options["vault_namespace"],
+            ca_cert=options["vault_ca_cert"],
+            auth=options["vault_auth"],
+            role=options["vault_role"],
+            token_file=options["vault_token_file"],
+            kubernetes_jwt_file=options["vault_kubernetes_jwt_file"],
+            kubernetes_mount=mount or "kubernetes",
+            approle_role_id=options["vault_approle_role_id"],
+            approle_secret_id_file=options["vault_approle_secret_id_file"],
+            approle_mount=mount or "approle",
+            timeout=options["backend_timeout"],
+        )
+        try:
+            vault.check()
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
+    return ServerSettings(
+        host=options["host"],
+        port=options["port"],
+        workers=options["workers"],
+        shutdown_grace=options["shutdown_grace"],
+        options=CompileOptions(unprotected=UnprotectedMode(options["unprotected_listeners"])),
+        resolver=ResolverSettings(
+            cache_ttl=options["secret_cache_ttl"],
+            max_stale=options["secret_max_stale"],
+            timeout=options["backend_timeout"],
+            forbid_plaintext=options["forbid_plaintext"],
+            vault_path_template=options["vault_path_template"],
+            aws_secret_template=options["aws_secret_template"],
+        ),
+        vault=vault,
+        aws=AwsSettings(
+            region=options["aws_region"],
+            endpoint_url=options["aws_endpoint_url"],
+            role_arn=options["aws_role_arn"],
+            timeout=options["backend_timeout"],
+        ),
+        metrics_port=options["metrics_port"] or None,
+    )
