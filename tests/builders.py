@@ -23,6 +23,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf.wrappers_pb2 import BoolValue
 
 from compiler.listener import FILTER_NAME
+from tests.support.secrets import remember
 
 
 def http_filter(name: str, config: Any) -> Any:
@@ -137,6 +138,7 @@ def policy(
     **spec: Any,
 ) -> bytes:
     """A ListenerContextExample as Envoy Gateway sends it (JSON bytes)."""
+    remember(password)
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
     if created:
         metadata["creationTimestamp"] = created
@@ -149,6 +151,7 @@ def policy(
     }
     if header is not None:
         body["forwardUsernameHeader"] = header
+    body = {key: value for key, value in body.items() if value is not None}
     return json.dumps(
         {
             "apiVersion": "example.extensions.io/v1alpha1",

@@ -1,4 +1,10 @@
-"""The `served` fixture: a real `extension-server serve` process, stopped after the test."""
+"""Suite-wide fixtures: the no-secrets-in-logs check, and a real `extension-server serve`.
+
+Every log the suite produces, from servers run in-process (sent to one file by
+`_logs_hold_no_secret`) and from subprocesses (their `*.log`, `*.stdout`, `*.stderr`
+files under pytest's temporary directory), is read at the end of the session: a test
+password, token or any `{SHA}` hash in any of them fails the run.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +19,27 @@ from typing import Any
 import grpc
 import pytest
 
+from server import logs
 from tests.support.commands import EXTENSION_SERVER
+from tests.support.secrets import leaks, log_files
 
 
 def wait_until_serving(target: str, timeout: float = 15.0) -> None:
     with grpc.insecure_channel(target) as channel:
         grpc.channel_ready_future(channel).result(timeout=timeout)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logs_hold_no_secret(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    root = tmp_path_factory.getbasetemp()
+    with (root / "in-process.log").open("w") as in_process:
+        logs.configure("debug", "logfmt", stream=in_process)
+        yield
+    found = leaks(
+        (str(path.relative_to(root)), path.read_text(errors="replace")) for path in log_files(root)
+    )
+    if found:
+        pytest.fail("secrets in logs:\n" + "\n".join(sorted(set(found))), pytrace=False)
 
 
 class ServedProcess:

@@ -244,8 +244,8 @@ def test_only_broken_policies_still_protect_the_listener_in_passthrough_mode() -
 
 
 def test_same_user_in_two_policies_the_oldest_wins() -> None:
-    older = policy("older", "user", "first", created="2024-01-01T00:00:00Z")
-    newer = policy("a-newer", "user", "second", created="2024-06-01T00:00:00Z")
+    older = policy("older", "user", "first-password", created="2024-01-01T00:00:00Z")
+    newer = policy("a-newer", "user", "second-password", created="2024-06-01T00:00:00Z")
     result = hook(http_listener(), newer, older)
     (error,) = result.errors
     assert isinstance(error, ConflictError)

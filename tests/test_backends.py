@@ -1,0 +1,365 @@
+"""The credential backends' own rules: stored values, the cache's timeline, the guard.
+
+Stores are exercised for real in test_backend_vault.py and test_backend_aws.py; here the
+cache is driven by a counting fetch function and a clock the test moves, so its
+timeline (fresh, stale, denied) can be shown step by step without waiting.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from backends import CredentialResolver, ResolverSettings
+from backends.cache import ERROR_TTL, SecretCache
+from backends.stores import UNAVAILABLE, StoreError
+from backends.tenancy import check_template, tenancy_problem
+from backends.values import StoredValueError, password_credential, scheme_of, user_credentials
+from compiler.errors import (
+    MalformedPolicyError,
+    PlaintextForbiddenError,
+    TenancyError,
+    UnresolvedCredentialError,
+    UnsupportedHashError,
+)
+from compiler.model import AwsSecretRef, PasswordFrom, UsersFrom, VaultRef
+from compiler.parse import parse_resource
+from compiler.pipeline import compile_listener, load_policies
+from tests.builders import http_listener, managers, our_filter, policy
+from tests.support.secrets import sha
+
+VAULT = {"vault": {"path": "secret/data/gateways/default/eg", "key": "password"}}
+AWS = {"awsSecretsManager": {"secretId": "gateways/default/eg"}}
+
+
+# --- The policy API ---------------------------------------------------------------------
+
+
+def test_password_from_vault_and_users_from_aws_parse_into_store_references() -> None:
+    parsed = parse_resource(policy(password=None, passwordFrom=VAULT))
+    assert parsed.credentials == PasswordFrom(  # type: ignore[union-attr]
+        "user", VaultRef("secret/data/gateways/default/eg", "kv-v2", "password", None)
+    )
+    parsed = parse_resource(policy(username=None, password=None, usersFrom=AWS))
+    assert parsed.credentials == UsersFrom(AwsSecretRef("gateways/default/eg"))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"passwordFrom": VAULT}, "spec"),  # password and passwordFrom
+        ({"password": None}, "spec"),  # no source at all
+        ({"password": None, "usersFrom": AWS}, "spec.username"),  # usersFrom with a username
+        (
+            {"password": None, "passwordFrom": {"vault": {"path": "secret/data/x"}}},
+            "spec.passwordFrom.vault.key",
+        ),
+        ({"password": None, "passwordFrom": {**VAULT, **AWS}}, "spec.passwordFrom"),
+        (
+            {"password": None, "passwordFrom": {"vault": {**VAULT["vault"], "version": 0}}},
+            "spec.passwordFrom.vault.version",
+        ),
+        (
+            {
+                "password": None,
+                "passwordFrom": {"vault": {**VAULT["vault"], "engine": "kv-v1", "version": 2}},
+            },
+            "spec.passwordFrom.vault.version",
+        ),
+        (
+            {"password": None, "passwordFrom": {"vault": {**VAULT["vault"], "engine": "kv-v3"}}},
+            "spec.passwordFrom.vault.engine",
+        ),
+        (
+            {
+                "password": None,
+                "passwordFrom": {
+                    "awsSecretsManager": {"secretId": "x", "versionStage": "A", "versionId": "B"}
+                },
+            },
+            "spec.passwordFrom.awsSecretsManager",
+        ),
+        (
+            {
+                "password": None,
+                "passwordFrom": {"awsSecretsManager": {"secretId": "x", "region": "eu"}},
+            },
+            "spec.passwordFrom.awsSecretsManager.region",
+        ),
+    ],
+    ids=[
+        "two sources",
+        "no source",
+        "usersFrom with username",
+        "vault without key",
+        "two stores",
+        "version 0",
+        "version on kv-v1",
+        "unknown engine",
+        "stage and id",
+        "unknown aws field",
+    ],
+)
+def test_a_policy_names_its_credentials_in_exactly_one_way(
+    spec: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(MalformedPolicyError) as caught:
+        parse_resource(policy(**spec))
+    assert caught.value.field == field
+
+
+# --- What a stored value may be -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "scheme"),
+    [
+        ("p@ssw0rd", None),
+        ("$not a hash", None),
+        (sha("p@ssw0rd"), "ldap_sha1"),
+        ("$2y$05$bvIG6Nmid91Mu9RcmmWZfO5HJIMCT8riNW0hEp8f6/FuA2/mHZFpe", "bcrypt"),
+        ("$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/", "apr_md5_crypt"),
+        ("$6$rounds=5000$salt$hash", "sha512_crypt"),
+        ("$y$j9T$F5Jx5fExrKuPp53xLKQ..1$X3DX6M94c7o.9agCG9G317fhZg9SqC.5i5rd.RhAtQ7", "crypt"),
+        ("{SSHA}abcdefghijklmnopqrstuvwxyz012345", "ldap_salted_sha1"),
+        ("{CRYPT}$1$abc", "LDAP {CRYPT}"),
+    ],
+)
+def test_stored_values_are_plain_passwords_sha_hashes_or_named_unsupported_hashes(
+    value: str, scheme: str | None
+) -> None:
+    assert scheme_of(value) == scheme
+
+
+def test_users_from_a_map_an_htpasswd_text_and_a_json_string() -> None:
+    vault = VaultRef("secret/data/gateways/default/users")
+    users = user_credentials({"alice": "pw-a", "bob": sha("pw-b")}, vault, "spec.usersFrom")
+    assert [(c.username, c.scheme) for c in users] == [("alice", None), ("bob", "ldap_sha1")]
+    text = f"# team\nalice:{sha('pw-a')}\n\ncarol:{sha('pw-c')}\n"
+    users = user_credentials(
+        {"htpasswd": text}, VaultRef(vault.path, key="htpasswd"), "spec.usersFrom"
+    )
+    assert [c.username for c in users] == ["alice", "carol"]
+    aws = AwsSecretRef("gateways/default/users")
+    assert [c.username for c in user_credentials('{"dave": "pw-d"}', aws, "f")] == ["dave"]
+    assert [c.username for c in user_credentials(text, aws, "f")] == ["alice", "carol"]
+
+
+@pytest.mark.parametrize(
+    ("document", "ref"),
+    [
+        ({"user": "pw"}, VaultRef("secret/data/x", key="password")),
+        ("not json", AwsSecretRef("x", key="password")),
+        ('{"broken": ', AwsSecretRef("x", key="password")),
+        ({"password": 42}, VaultRef("secret/data/x", key="password")),
+    ],
+    ids=["missing vault key", "aws key in plain text", "invalid json", "not a string"],
+)
+def test_a_secret_without_the_value_the_reference_names_is_an_error_that_quotes_nothing(
+    document: Any, ref: Any
+) -> None:
+    with pytest.raises(StoredValueError) as caught:
+        password_credential(document, ref, "user", "spec.passwordFrom")
+    assert "pw" not in str(caught.value).replace("password", "")
+
+
+# --- The tenancy guard ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ref", "allowed"),
+    [
+        (VaultRef("secret/data/gateways/team-a/eg"), True),
+        (VaultRef("secret/data/gateways/team-a/sub/eg"), True),
+        (VaultRef("secret/data/gateways/team-b/eg"), False),
+        (VaultRef("secret/data/gateways/team-a/../team-b/eg"), False),
+        (VaultRef("secret/data/gateways/team-a//eg"), False),
+        (VaultRef("secret/data/gateways/team-a/"), False),
+        (VaultRef("secret/data/gateways/team-ab/eg"), False),
+        (VaultRef("secret/data/gateways/team-a/eg?version=1"), False),
+        (AwsSecretRef("gateways/team-a/eg"), True),
+        (
+            AwsSecretRef(
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:gateways/team-a/eg-AbCdEf"
+            ),
+            True,
+        ),
+        (
+            AwsSecretRef("arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf"),
+            False,
+        ),
+        (AwsSecretRef("gateways/team-b/eg"), False),
+        (AwsSecretRef("prod/database"), False),
+    ],
+)
+def test_a_policy_reads_only_under_its_own_namespace(ref: Any, allowed: bool) -> None:
+    problem = tenancy_problem(
+        ref, "team-a", "secret/data/gateways/{namespace}/", "gateways/{namespace}/"
+    )
+    assert (problem is None) == allowed, problem
+
+
+@pytest.mark.parametrize("template", ["secret/data/gateways/", "secret/data/{namespace}"])
+def test_a_template_that_cannot_confine_a_namespace_is_refused(template: str) -> None:
+    with pytest.raises(ValueError, match="namespace"):
+        check_template(template)
+
+
+class RecordingStore:
+    """A store that hands out one fixed document and records what it was asked for."""
+
+    def __init__(self, name: str, document: Any) -> None:
+        self.name, self.document = name, document
+        self.fetched: list[Any] = []
+
+    def fetch(self, ref: Any) -> Any:
+        self.fetched.append(ref)
+        return self.document
+
+
+def hook(resolver: CredentialResolver, *resources: bytes) -> tuple[dict[str, str], list[Any]]:
+    from compiler.htpasswd import parse_like_envoy  # noqa: PLC0415
+
+    result = compile_listener(http_listener(), load_policies(resources, resolver))
+    return parse_like_envoy(our_filter(managers(result.listener)[0]).users.inline_string), list(
+        result.errors
+    )
+
+
+def test_a_reference_outside_the_namespace_is_refused_before_any_request() -> None:
+    store = RecordingStore("vault", {"password": "pw-stolen"})
+    resolver = CredentialResolver(stores={"vault": store})
+    outside = {"vault": {"path": "secret/data/gateways/team-b/eg", "key": "password"}}
+    users, errors = hook(
+        resolver, policy("thief", "mallory", None, "team-a", passwordFrom=outside), policy()
+    )
+    assert list(users) == ["user"]
+    assert isinstance(errors[0], TenancyError) and errors[0].field == "spec.passwordFrom.vault.path"
+    assert store.fetched == []
+
+
+def test_forbid_plaintext_denies_policies_with_a_password_in_them() -> None:
+    store = RecordingStore("vault", {"password": "pw-from-vault"})
+    resolver = CredentialResolver(ResolverSettings(forbid_plaintext=True), {"vault": store})
+    users, errors = hook(resolver, policy(), policy("vaulted", "alice", None, passwordFrom=VAULT))
+    assert list(users) == ["alice"]
+    assert users["alice"] == sha("pw-from-vault")
+    assert isinstance(errors[0], PlaintextForbiddenError) and errors[0].field == "spec.password"
+
+
+def test_a_store_nobody_configured_denies_its_users() -> None:
+    users, errors = hook(CredentialResolver(), policy("vaulted", "alice", None, passwordFrom=VAULT))
+    assert users == {}
+    assert isinstance(errors[0], UnresolvedCredentialError)
+    assert "no vault store is configured" in str(errors[0])
+
+
+def test_an_unsupported_stored_hash_denies_that_user_and_names_the_scheme() -> None:
+    bcrypt = "$2y$05$bvIG6Nmid91Mu9RcmmWZfO5HJIMCT8riNW0hEp8f6/FuA2/mHZFpe"
+    store = RecordingStore("vault", {"alice": bcrypt, "bob": sha("pw-bob")})
+    resolver = CredentialResolver(stores={"vault": store})
+    users_from = {"vault": {"path": "secret/data/gateways/default/users"}}
+    users, errors = hook(resolver, policy("team", None, None, usersFrom=users_from))
+    assert list(users) == ["bob"]
+    (error,) = errors
+    assert isinstance(error, UnsupportedHashError)
+    assert "'alice'" in str(error) and "bcrypt" in str(error) and "{SHA}" in str(error)
+    assert bcrypt not in str(error)
+
+
+# --- The cache: fresh, single flight, stale-if-error, denied -----------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Fetches:
+    """Counts fetches; answers with `value`, or raises while `failing`."""
+
+    def __init__(self, value: str = "v1", delay: float = 0.0) -> None:
+        self.value, self.delay, self.failing, self.count = value, delay, False, 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            self.count += 1
+        time.sleep(self.delay)
+        if self.failing:
+            raise StoreError("vault", UNAVAILABLE, "Vault is sealed or not initialised")
+        return self.value
+
+
+def stale_serves() -> float:
+    return (
+        REGISTRY.get_sample_value("extension_server_secret_stale_serves_total", {"store": "vault"})
+        or 0.0
+    )
+
+
+def test_one_fetch_serves_fifty_concurrent_callers() -> None:
+    cache = SecretCache(60, 900, wait=5)
+    fetch = Fetches(delay=0.2)
+    start = threading.Barrier(50)
+    results: list[str] = []
+
+    def caller() -> None:
+        start.wait()
+        results.append(cache.get("secret/data/x", "vault", fetch))
+
+    threads = [threading.Thread(target=caller) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == ["v1"] * 50
+    assert fetch.count == 1
+
+
+def test_the_cache_timeline_fresh_refreshed_stale_then_denied() -> None:
+    clock = Clock()
+    cache = SecretCache(ttl=60, max_stale=900, wait=5, clock=clock)
+    fetch = Fetches()
+    get: Callable[[], str] = lambda: cache.get("k", "vault", fetch)  # noqa: E731
+
+    assert get() == "v1" and fetch.count == 1
+    clock.now += 59
+    assert get() == "v1" and fetch.count == 1  # fresh: no request
+
+    fetch.value = "v2"
+    clock.now += 2
+    assert get() == "v2" and fetch.count == 2  # past the TTL: refreshed (a rotation)
+
+    fetch.failing = True
+    before = stale_serves()
+    clock.now += 61
+    assert get() == "v2" and fetch.count == 3  # the store fails: the last good value serves
+    assert stale_serves() == before + 1
+    clock.now += 1
+    assert get() == "v2" and fetch.count == 3  # the failure is remembered for a moment
+    clock.now += ERROR_TTL
+    assert get() == "v2" and fetch.count == 4  # then asked again
+
+    clock.now = 1000 + 61 + 60 + 900 + 1  # past TTL + max-stale of the last good value
+    with pytest.raises(StoreError):
+        get()
+
+    fetch.failing = False
+    clock.now += ERROR_TTL
+    assert get() == "v2"  # the store is back: served again
+
+
+def test_without_any_good_value_a_failing_store_denies() -> None:
+    fetch = Fetches()
+    fetch.failing = True
+    with pytest.raises(StoreError, match="sealed"):
+        SecretCache(60, 900, wait=5).get("k", "vault", fetch)
