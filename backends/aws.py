@@ -9,6 +9,7 @@ cache, not boto3's retries, rides out a failing store.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,8 @@ _OUTCOMES = {
     "DecryptionFailure": (FORBIDDEN, "could not decrypt {id} with its KMS key"),
     "InvalidRequestException": (NOT_FOUND, "refused to read {id} (deleted or scheduled for it?)"),
     "ThrottlingException": (UNAVAILABLE, "is throttling the server"),
+    # From STS, when --aws-role-arn is set: the role's trust policy does not admit the server.
+    "AccessDenied": (FORBIDDEN, "could not be reached as the configured role (STS AccessDenied)"),
     "InternalServiceError": (UNAVAILABLE, "failed internally"),
 }
 
@@ -63,22 +66,23 @@ class AwsSecretsManagerStore:
         """The secretsmanager client; StoreError if no region is configured anywhere."""
         with self._lock:
             if self._client is None:
+                # botocore itself reads AWS_DEFAULT_REGION but not AWS_REGION.
+                region = self.settings.region or os.environ.get("AWS_REGION") or None
+                config = Config(
+                    connect_timeout=self.settings.timeout,
+                    read_timeout=self.settings.timeout,
+                    retries={"total_max_attempts": 1, "mode": "standard"},
+                )
                 session = boto3.session.Session(
-                    botocore_session=_session(self.settings.role_arn),
-                    region_name=self.settings.region,
+                    botocore_session=_session(self.settings.role_arn, region, config),
+                    region_name=region,
                 )
                 if not session.region_name:
                     raise StoreError(
                         self.name, NOT_CONFIGURED, "no AWS region is configured (--aws-region)"
                     )
                 self._client = session.client(
-                    "secretsmanager",
-                    endpoint_url=self.settings.endpoint_url,
-                    config=Config(
-                        connect_timeout=self.settings.timeout,
-                        read_timeout=self.settings.timeout,
-                        retries={"total_max_attempts": 1, "mode": "standard"},
-                    ),
+                    "secretsmanager", endpoint_url=self.settings.endpoint_url, config=config
                 )
             return self._client
 
@@ -119,12 +123,13 @@ class AwsSecretsManagerStore:
         return str(response["SecretString"])
 
 
-def _session(role_arn: str | None) -> Any:
+def _session(role_arn: str | None, region: str | None, config: Config) -> Any:
     """A botocore session: the default chain, or that chain assuming `role_arn` (refreshed)."""
     session = get_session()
     if role_arn:
         # Put our provider first in the session's credential chain (botocore's extension point).
-        session.get_component("credential_provider").insert_before("env", _AssumeRole(role_arn))
+        provider = _AssumeRole(role_arn, region, config)
+        session.get_component("credential_provider").insert_before("env", provider)
     return session
 
 
@@ -133,15 +138,17 @@ class _AssumeRole(CredentialProvider):
 
     METHOD = "extension-server-assume-role"
 
-    def __init__(self, role_arn: str) -> None:
+    def __init__(self, role_arn: str, region: str | None, config: Config) -> None:
         super().__init__()
-        self.role_arn = role_arn
+        self.role_arn, self.region, self.config = role_arn, region, config
 
     def load(self) -> DeferredRefreshableCredentials:
         return DeferredRefreshableCredentials(refresh_using=self._assume, method=self.METHOD)
 
     def _assume(self) -> dict[str, str]:
-        sts = boto3.session.Session(botocore_session=get_session()).client("sts")
+        # STS's endpoint comes from botocore's own settings (AWS_ENDPOINT_URL_STS, ...).
+        session = boto3.session.Session(botocore_session=get_session(), region_name=self.region)
+        sts = session.client("sts", config=self.config)
         answer = sts.assume_role(RoleArn=self.role_arn, RoleSessionName="extension-server")
         credentials = answer["Credentials"]
         return {

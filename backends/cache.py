@@ -4,9 +4,11 @@ Timeline of one secret (TTL 60 s, max-stale 15 min by default):
 
     fetched ---- fresh: served from memory ---- TTL ---- refreshed on the next use
                                                   |
-                           refresh fails: the last good value keeps serving,
-                           counted as stale, until TTL + max-stale; after that, or
-                           if no value was ever fetched, the store's error denies.
+                           refresh fails (store down, sealed, slow): the last good
+                           value keeps serving, counted as stale, until TTL +
+                           max-stale; after that, or if no value was ever fetched,
+                           the store's error denies. A definite answer (the secret
+                           is gone, or access was revoked) denies at once.
 
 Envoy Gateway calls the hook for every listener on every translation, so many calls
 want the same secret at once: one backend request serves them all (single flight).
@@ -26,9 +28,10 @@ from typing import Any
 from cachetools import TTLCache
 
 from backends import metrics
-from backends.stores import StoreError
+from backends.stores import FORBIDDEN, INVALID, NOT_FOUND, OK, StoreError
 
 ERROR_TTL = 5.0  # how long a failed request is remembered
+DEFINITE = frozenset({NOT_FOUND, FORBIDDEN, INVALID})  # answers, not outages: no stale serve
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class SecretCache:
             return self._stale_or_raise(entry, store, error)
         assert future is not None
         if leader:
-            self._fetch(key, fetch, future)
+            self._fetch(key, store, fetch, future)
         try:
             return future.result(timeout=self._wait)
         except StoreError as failure:
@@ -89,10 +92,13 @@ class SecretCache:
             timeout = StoreError(store, "timeout", f"no answer from {store} in {self._wait:g}s")
             return self._stale_or_raise(entry, store, timeout)
 
-    def _fetch(self, key: Hashable, fetch: Callable[[], Any], future: Future[Any]) -> None:
+    def _fetch(
+        self, key: Hashable, store: str, fetch: Callable[[], Any], future: Future[Any]
+    ) -> None:
         try:
             value = fetch()
         except StoreError as failure:
+            metrics.BACKEND_REQUESTS.labels(store, failure.outcome).inc()
             with self._lock:
                 self._errors[key] = failure
                 del self._in_flight[key]
@@ -103,6 +109,7 @@ class SecretCache:
             future.set_exception(failure)
             raise
         else:
+            metrics.BACKEND_REQUESTS.labels(store, OK).inc()
             with self._lock:
                 self._values[key] = _Entry(value, self._clock())
                 self._errors.pop(key, None)
@@ -110,6 +117,13 @@ class SecretCache:
             future.set_result(value)
 
     def _stale_or_raise(self, entry: _Entry | None, store: str, error: StoreError) -> Any:
+        """The last good value while the store is failing; never past a definite answer.
+
+        A secret that is gone, or that the server may no longer read, is a revocation,
+        not an outage: it takes effect at once.
+        """
+        if error.outcome in DEFINITE:
+            raise error
         if entry is not None and self._clock() - entry.fetched_at < self.ttl + self.max_stale:
             metrics.STALE_SERVES.labels(store).inc()
             return entry.value

@@ -8,6 +8,7 @@ server settings with `{namespace}` in them; references are checked before any re
 from __future__ import annotations
 
 import re
+import string
 
 from compiler.model import AwsSecretRef, StoreRef, VaultRef
 
@@ -20,10 +21,15 @@ _AWS_ARN = re.compile(r"^arn:[a-z-]+:secretsmanager:[a-z0-9-]*:[0-9]*:secret:(?P
 
 
 def check_template(template: str) -> None:
-    """Refuse at start-up a template that could not confine a namespace."""
-    if "{namespace}" not in template or not template.endswith("/"):
+    """Refuse at start-up a template that could not confine a namespace, or not render."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError:
+        fields = set()
+    if fields != {"namespace"} or not template.endswith("/"):
         raise ValueError(
-            f"tenancy template {template!r} must contain {{namespace}} and end with '/'"
+            f"tenancy template {template!r} must contain {{namespace}} (and no other "
+            "placeholder) and end with '/'"
         )
 
 

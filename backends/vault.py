@@ -35,6 +35,7 @@ from compiler.model import StoreRef, VaultRef
 AUTH_METHODS = ("token", "kubernetes", "approle")
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105
 RENEW_AT = 2 / 3  # of a token's lifetime: renew (or log in again) then
+MIN_RECHECK = 0.5  # seconds; for a token Vault says has 0 s left
 log = structlog.get_logger("backends.vault")
 
 
@@ -132,12 +133,16 @@ class VaultStore:
             if self._renew_at is not None and time.monotonic() < self._renew_at:
                 return
             lifetime = self._refresh_token()
+            # Vault counts a token's TTL in whole seconds: one about to expire says 0,
+            # so look again soon rather than never.
             self._renew_at = (
-                time.monotonic() + lifetime * RENEW_AT if lifetime > 0 else float("inf")
+                float("inf")
+                if lifetime is None
+                else time.monotonic() + max(lifetime * RENEW_AT, MIN_RECHECK)
             )
 
-    def _refresh_token(self) -> float:
-        """Log in, renew or look up the token; its lifetime in seconds (0: never expires)."""
+    def _refresh_token(self) -> float | None:
+        """Log in, or renew the token; its lifetime in seconds (None: it never expires)."""
         settings = self.settings
         if settings.auth == "kubernetes":
             auth = self._client.auth.kubernetes.login(
@@ -158,10 +163,13 @@ class VaultStore:
         if settings.token_file:
             self._client.token = _read(settings.token_file)
         info = self._client.auth.token.lookup_self()["data"]
-        if self._renew_at is not None and info.get("renewable") and info.get("ttl"):
+        if not info.get("expire_time") and not info.get("ttl"):
+            return None  # a token without a TTL (root, or a periodic token's parent)
+        if info.get("renewable"):
             renewed = self._client.auth.token.renew_self()
             log.info("vault.token_renewed")
             return float(renewed["auth"]["lease_duration"])
+        # Not renewable: use it while it lasts; a token file may bring a new one by then.
         return float(info.get("ttl") or 0)
 
 

@@ -3,7 +3,8 @@
 Our events and the libraries' (grpc logs through the standard library) share one
 handler, one format and one level. Log calls pass names, counts and error messages,
 never a password or a hash; as a second line of defence, `_redact` blanks anything
-shaped like a `{SHA}` hash before a line is rendered.
+shaped like a `{SHA}` hash before a line is rendered, and the AWS SDK, which logs whole
+responses at debug level, is held at warning.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Any, TextIO
 import structlog
 
 LEVELS = ("debug", "info", "warning", "error")
+# Libraries that log whole requests and responses at debug level (botocore writes each
+# GetSecretValue answer, the SecretString with it): never below warning, whatever the level.
+PAYLOAD_LOGGERS = ("botocore", "boto3", "s3transfer")
 FORMATS = ("logfmt", "json")
 _SHA = re.compile(r"\{SHA\}[A-Za-z0-9+/=]{0,28}")
 
@@ -64,6 +68,8 @@ def configure(level: str = "info", fmt: str = "logfmt", stream: TextIO | None = 
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(numeric)
+    for name in PAYLOAD_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 
 
 def get_logger(name: str) -> Any:

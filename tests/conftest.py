@@ -8,6 +8,7 @@ password, token or any `{SHA}` hash in any of them fails the run.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -29,11 +30,18 @@ def wait_until_serving(target: str, timeout: float = 15.0) -> None:
         grpc.channel_ready_future(channel).result(timeout=timeout)
 
 
+# Test-side libraries running in this process that log the test data they are given
+# (moto's request bodies, cel-python's activations): not the product's logs.
+TEST_LIBRARY_LOGGERS = ("moto", "werkzeug", "celpy")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _logs_hold_no_secret(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     root = tmp_path_factory.getbasetemp()
     with (root / "in-process.log").open("w") as in_process:
         logs.configure("debug", "logfmt", stream=in_process)
+        for name in TEST_LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
         yield
     found = leaks(
         (str(path.relative_to(root)), path.read_text(errors="replace")) for path in log_files(root)

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from backends import CredentialResolver, ResolverSettings
 from backends.cache import ERROR_TTL, SecretCache
-from backends.stores import UNAVAILABLE, StoreError
+from backends.stores import FORBIDDEN, NOT_FOUND, UNAVAILABLE, StoreError
 from backends.tenancy import check_template, tenancy_problem
 from backends.values import StoredValueError, password_credential, scheme_of, user_credentials
 from compiler.errors import (
@@ -204,7 +204,10 @@ def test_a_policy_reads_only_under_its_own_namespace(ref: Any, allowed: bool) ->
     assert (problem is None) == allowed, problem
 
 
-@pytest.mark.parametrize("template", ["secret/data/gateways/", "secret/data/{namespace}"])
+@pytest.mark.parametrize(
+    "template",
+    ["secret/data/gateways/", "secret/data/{namespace}", "s/{namespace}/{ns}/", "s/{namespace/"],
+)
 def test_a_template_that_cannot_confine_a_namespace_is_refused(template: str) -> None:
     with pytest.raises(ValueError, match="namespace"):
         check_template(template)
@@ -356,6 +359,22 @@ def test_the_cache_timeline_fresh_refreshed_stale_then_denied() -> None:
     fetch.failing = False
     clock.now += ERROR_TTL
     assert get() == "v2"  # the store is back: served again
+
+
+@pytest.mark.parametrize("outcome", [NOT_FOUND, FORBIDDEN])
+def test_a_deleted_secret_or_revoked_access_denies_at_once_without_a_stale_serve(
+    outcome: str,
+) -> None:
+    clock = Clock()
+    cache = SecretCache(ttl=60, max_stale=900, wait=5, clock=clock)
+    assert cache.get("k", "vault", lambda: "v1") == "v1"
+    clock.now += 61
+
+    def revoked() -> str:
+        raise StoreError("vault", outcome, "Vault has no secret at secret/data/x")
+
+    with pytest.raises(StoreError):
+        cache.get("k", "vault", revoked)
 
 
 def test_without_any_good_value_a_failing_store_denies() -> None:

@@ -18,6 +18,11 @@ import helm_python as helm
 import pytest
 import yaml
 
+from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE, tenancy_problem
+from compiler.errors import MalformedPolicyError
+from compiler.model import PasswordFrom, Policy, PolicyRef, UsersFrom, VaultRef
+from compiler.parse import parse_object
+
 CHART_DIR = Path(__file__).resolve().parent.parent / "charts" / "extension-server"
 CRD_FILE = CHART_DIR / "crds" / "listenercontextexamples.example.extensions.io.yaml"
 RELEASE = "extension-server"
@@ -350,8 +355,16 @@ def test_crd_names_and_version(crd: dict[str, Any]) -> None:
 def test_crd_spec_schema(object_schema: dict[str, Any]) -> None:
     spec = object_schema["properties"]["spec"]
     props = spec["properties"]
-    assert set(props) == {"targetRefs", "username", "password", "forwardUsernameHeader"}
-    assert spec["required"] == ["targetRefs", "username", "password"]
+    assert set(props) == {
+        "targetRefs",
+        "username",
+        "password",
+        "passwordFrom",
+        "usersFrom",
+        "forwardUsernameHeader",
+    }
+    # username and password are no longer required: CEL rules on spec decide (see below).
+    assert spec["required"] == ["targetRefs"]
     refs = props["targetRefs"]
     assert (refs["type"], refs["minItems"], refs["maxItems"]) == ("array", 1, 16)
     items = refs["items"]["properties"]
@@ -421,7 +434,8 @@ def test_go_rejects_bad_spec(go_validator: helm.Chart, spec_changes: dict[str, A
 
 
 def test_go_rejects_missing_required(go_validator: helm.Chart) -> None:
-    for field in ("targetRefs", "username", "password"):
+    # username/password: required by CEL rules now (test_cel_rejects_policy).
+    for field in ("targetRefs",):
         policy = with_spec()
         del policy["spec"][field]
         with pytest.raises(helm.HelmValuesError, match=field):
@@ -439,3 +453,346 @@ def test_seed_policy_passes_jsonschema(object_schema: dict[str, Any]) -> None:
         assert not validator.is_valid(with_spec(username=username)), repr(username)
     errors = list(validator.iter_errors(with_spec(username="a:b")))
     assert [list(e.path) for e in errors] == [["spec", "username"]]
+
+
+# --- CRD: passwordFrom / usersFrom (secret store references) -------------------------------
+
+REPO_DIR = CHART_DIR.parent.parent
+TARGETS = [{"kind": "Gateway", "name": "eg", "group": "gateway.networking.k8s.io"}]
+VAULT_V2 = "secret/data/gateways/team-a/alice"
+
+
+def store_policy(**spec: Any) -> dict[str, Any]:
+    """A policy in namespace team-a (whose secrets live under gateways/team-a/)."""
+    return {
+        "apiVersion": "example.extensions.io/v1alpha1",
+        "kind": "ListenerContextExample",
+        "metadata": {"name": "p", "namespace": "team-a"},
+        "spec": {"targetRefs": TARGETS, **spec},
+    }
+
+
+# One policy of each form the API takes; each must pass the schema, the CEL rules and the
+# server's own parser.
+VALID_POLICIES: dict[str, dict[str, Any]] = {
+    "password": SEED_POLICY,
+    "passwordFrom-vault-kv2": store_policy(
+        username="alice", passwordFrom={"vault": {"path": VAULT_V2, "key": "password"}}
+    ),
+    "passwordFrom-vault-version": store_policy(
+        username="alice",
+        passwordFrom={"vault": {"path": VAULT_V2, "key": "password", "version": 3}},
+    ),
+    "passwordFrom-vault-kv1": store_policy(
+        username="alice",
+        passwordFrom={
+            "vault": {"path": "kv/gateways/team-a/alice", "engine": "kv-v1", "key": "password"}
+        },
+    ),
+    "passwordFrom-aws-string": store_policy(
+        username="alice", passwordFrom={"awsSecretsManager": {"secretId": "gateways/team-a/a"}}
+    ),
+    "passwordFrom-aws-json-stage": store_policy(
+        username="alice",
+        passwordFrom={
+            "awsSecretsManager": {
+                "secretId": "gateways/team-a/alice",
+                "key": "password",
+                "versionStage": "AWSPREVIOUS",
+            }
+        },
+    ),
+    "passwordFrom-aws-version-id": store_policy(
+        username="alice",
+        passwordFrom={
+            "awsSecretsManager": {
+                "secretId": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:gateways/team-a/a-AbCdEf",
+                "versionId": "5f3c2b1a-0d4e-4f6a-9b8c-7d6e5f4a3b2c",
+            }
+        },
+    ),
+    "usersFrom-vault-map": store_policy(
+        usersFrom={"vault": {"path": "secret/data/gateways/team-a/users"}}
+    ),
+    "usersFrom-vault-htpasswd": store_policy(
+        usersFrom={"vault": {"path": "secret/data/gateways/team-a/web", "key": "htpasswd"}}
+    ),
+    "usersFrom-aws-json": store_policy(
+        usersFrom={"awsSecretsManager": {"secretId": "gateways/team-a/users"}}
+    ),
+}
+
+# Structurally valid policies that only the CEL rules reject: (policy, message fragment).
+CEL_REJECTED: dict[str, tuple[dict[str, Any], str]] = {
+    "two-sources": (
+        store_policy(
+            username="alice",
+            password="p@ssw0rd",
+            passwordFrom={"vault": {"path": VAULT_V2, "key": "password"}},
+        ),
+        "exactly one of password, passwordFrom and usersFrom",
+    ),
+    "three-sources": (
+        store_policy(
+            username="alice",
+            password="p@ssw0rd",
+            passwordFrom={"vault": {"path": VAULT_V2, "key": "password"}},
+            usersFrom={"vault": {"path": VAULT_V2}},
+        ),
+        "exactly one of password, passwordFrom and usersFrom",
+    ),
+    "no-source": (
+        store_policy(username="alice"),
+        "exactly one of password, passwordFrom and usersFrom",
+    ),
+    "usersFrom-with-username": (
+        store_policy(username="alice", usersFrom={"vault": {"path": VAULT_V2}}),
+        "username must not be set with usersFrom",
+    ),
+    "passwordFrom-vault-without-key": (
+        store_policy(username="alice", passwordFrom={"vault": {"path": VAULT_V2}}),
+        "passwordFrom.vault needs key",
+    ),
+    "passwordFrom-without-username": (
+        store_policy(passwordFrom={"vault": {"path": VAULT_V2, "key": "password"}}),
+        "username is required",
+    ),
+    "password-without-username": (
+        store_policy(password="p@ssw0rd"),
+        "username is required",
+    ),
+    "kv-v1-with-version": (
+        store_policy(
+            usersFrom={"vault": {"path": "kv/gateways/team-a/u", "engine": "kv-v1", "version": 2}}
+        ),
+        "version is only available with engine kv-v2",
+    ),
+    "aws-stage-and-id": (
+        store_policy(
+            usersFrom={
+                "awsSecretsManager": {
+                    "secretId": "gateways/team-a/users",
+                    "versionStage": "AWSCURRENT",
+                    "versionId": "5f3c2b1a-0d4e-4f6a-9b8c-7d6e5f4a3b2c",
+                }
+            }
+        ),
+        "at most one of versionStage and versionId",
+    ),
+    "both-stores": (
+        store_policy(
+            username="alice",
+            passwordFrom={
+                "vault": {"path": VAULT_V2, "key": "password"},
+                "awsSecretsManager": {"secretId": "gateways/team-a/alice"},
+            },
+        ),
+        "exactly one of vault and awsSecretsManager",
+    ),
+    "no-store": (
+        store_policy(usersFrom={}),
+        "exactly one of vault and awsSecretsManager",
+    ),
+}
+
+# Policies the structural schema itself rejects.
+SCHEMA_REJECTED: dict[str, dict[str, Any]] = {
+    "engine-unknown": store_policy(usersFrom={"vault": {"path": VAULT_V2, "engine": "kv-v3"}}),
+    "version-zero": store_policy(usersFrom={"vault": {"path": VAULT_V2, "version": 0}}),
+    "version-string": store_policy(usersFrom={"vault": {"path": VAULT_V2, "version": "3"}}),
+    "vault-without-path": store_policy(usersFrom={"vault": {"key": "users"}}),
+    "vault-empty-key": store_policy(
+        username="alice", passwordFrom={"vault": {"path": VAULT_V2, "key": ""}}
+    ),
+    "aws-without-secretId": store_policy(usersFrom={"awsSecretsManager": {"key": "users"}}),
+    "aws-empty-secretId": store_policy(usersFrom={"awsSecretsManager": {"secretId": ""}}),
+    "usersFrom-string": store_policy(usersFrom=VAULT_V2),
+}
+
+
+def spec_schema(object_schema: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = object_schema["properties"]["spec"]
+    return found
+
+
+def rules(node: dict[str, Any]) -> list[str]:
+    return [" ".join(r["rule"].split()) for r in node.get("x-kubernetes-validations", [])]
+
+
+def with_defaults(schema: dict[str, Any], value: Any) -> Any:
+    """`value` with the schema's defaults filled in, as the API server does before CEL runs."""
+    if isinstance(value, dict) and "properties" in schema:
+        out = dict(value)
+        for name, child in schema["properties"].items():
+            if name not in out and "default" in child:
+                out[name] = child["default"]
+            if name in out:
+                out[name] = with_defaults(child, out[name])
+        return out
+    if isinstance(value, list) and "items" in schema:
+        return [with_defaults(schema["items"], item) for item in value]
+    return value
+
+
+def cel_failures(schema: dict[str, Any], value: Any, where: str = "$") -> list[str]:
+    """Messages of every x-kubernetes-validations rule that `value` fails, evaluated with
+    cel-python (`celpy`) at each node of the schema, as the API server evaluates them."""
+    celpy = pytest.importorskip("celpy")
+    failures: list[str] = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        env = celpy.Environment()
+        program = env.program(env.compile(rule["rule"]))
+        try:
+            result = program.evaluate({"self": celpy.json_to_cel(value)})
+        except celpy.CELEvalError as error:  # an error fails validation, as in Kubernetes
+            result = error
+        if isinstance(result, celpy.CELEvalError) or not bool(result):
+            failures.append(f"{where}: {rule['message']}")
+    if isinstance(value, dict):
+        for name, child in schema.get("properties", {}).items():
+            if name in value:
+                failures += cel_failures(child, value[name], f"{where}.{name}")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            failures += cel_failures(schema["items"], item, f"{where}[{i}]")
+    return failures
+
+
+def api_server_cel(object_schema: dict[str, Any], policy: dict[str, Any]) -> list[str]:
+    return cel_failures(object_schema, with_defaults(object_schema, policy))
+
+
+def test_crd_store_reference_schema(object_schema: dict[str, Any]) -> None:
+    props = spec_schema(object_schema)["properties"]
+    for source in ("passwordFrom", "usersFrom"):
+        ref = props[source]
+        assert ref["type"] == "object"
+        assert set(ref["properties"]) == {"vault", "awsSecretsManager"}
+        vault = ref["properties"]["vault"]
+        assert vault["required"] == ["path"]
+        assert set(vault["properties"]) == {"path", "engine", "key", "version"}
+        assert vault["properties"]["engine"]["enum"] == ["kv-v2", "kv-v1"]
+        assert vault["properties"]["engine"]["default"] == "kv-v2"
+        assert vault["properties"]["version"]["type"] == "integer"
+        assert vault["properties"]["version"]["minimum"] == 1
+        aws = ref["properties"]["awsSecretsManager"]
+        assert aws["required"] == ["secretId"]
+        assert set(aws["properties"]) == {"secretId", "key", "versionStage", "versionId"}
+        for node in (ref, vault, aws, *vault["properties"].values(), *aws["properties"].values()):
+            assert node.get("description"), node
+    assert "passwordFrom" in props["password"]["description"]
+
+
+def test_crd_cel_rules_are_present(object_schema: dict[str, Any]) -> None:
+    spec = spec_schema(object_schema)
+    spec_rules = rules(spec)
+    assert (
+        "(has(self.password) ? 1 : 0) + (has(self.passwordFrom) ? 1 : 0)"
+        " + (has(self.usersFrom) ? 1 : 0) == 1"
+    ) in spec_rules
+    assert "!(has(self.password) || has(self.passwordFrom)) || has(self.username)" in spec_rules
+    assert "!has(self.usersFrom) || !has(self.username)" in spec_rules
+    one_store = "(has(self.vault) ? 1 : 0) + (has(self.awsSecretsManager) ? 1 : 0) == 1"
+    no_v1_version = "!(has(self.version) && self.engine == 'kv-v1')"
+    stage_xor_id = "!(has(self.versionStage) && has(self.versionId))"
+    props = spec["properties"]
+    for source in ("passwordFrom", "usersFrom"):
+        ref = props[source]
+        assert one_store in rules(ref)
+        assert no_v1_version in rules(ref["properties"]["vault"])
+        assert stage_xor_id in rules(ref["properties"]["awsSecretsManager"])
+    assert "has(self.key)" in rules(props["passwordFrom"]["properties"]["vault"])
+    assert "has(self.key)" not in rules(props["usersFrom"]["properties"]["vault"])
+    # The rules that were there before stay.
+    assert any("endsWith(' ')" in r for r in rules(props["username"]))
+    assert "!self.contains(':')" in rules(props["username"])
+
+
+@pytest.mark.parametrize("name", list(VALID_POLICIES))
+def test_go_accepts_each_credential_form(go_validator: helm.Chart, name: str) -> None:
+    go_validator.validate_schema(VALID_POLICIES[name])
+
+
+@pytest.mark.parametrize("name", list(SCHEMA_REJECTED))
+def test_go_rejects_bad_store_reference(go_validator: helm.Chart, name: str) -> None:
+    with pytest.raises(helm.HelmValuesError):
+        go_validator.validate_schema(SCHEMA_REJECTED[name])
+
+
+def test_jsonschema_on_store_references(object_schema: dict[str, Any]) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft7Validator(object_schema)
+    for name, policy in VALID_POLICIES.items():
+        assert list(validator.iter_errors(policy)) == [], name
+    for name, policy in SCHEMA_REJECTED.items():
+        assert not validator.is_valid(policy), name
+    # These are structurally fine: only the CEL rules (below) reject them.
+    for name, (policy, _) in CEL_REJECTED.items():
+        assert list(validator.iter_errors(policy)) == [], name
+
+
+@pytest.mark.parametrize("name", list(VALID_POLICIES))
+def test_cel_accepts_each_credential_form(object_schema: dict[str, Any], name: str) -> None:
+    assert api_server_cel(object_schema, VALID_POLICIES[name]) == []
+
+
+@pytest.mark.parametrize("name", list(CEL_REJECTED))
+def test_cel_rejects_policy(object_schema: dict[str, Any], name: str) -> None:
+    policy, message = CEL_REJECTED[name]
+    failures = api_server_cel(object_schema, policy)
+    assert failures, name
+    assert any(message in failure for failure in failures), failures
+
+
+def test_cel_keeps_the_username_rules(object_schema: dict[str, Any]) -> None:
+    for username in GOOD_USERNAMES:
+        assert api_server_cel(object_schema, with_spec(username=username)) == [], username
+    for username in ("a:b", " user", "user "):
+        assert api_server_cel(object_schema, with_spec(username=username)), username
+
+
+def test_server_parser_agrees_with_the_crd() -> None:
+    """What the CRD accepts the server parses; what it rejects the server rejects too."""
+    where = PolicyRef("<test>", "<test>")
+    for name, policy in VALID_POLICIES.items():
+        assert isinstance(parse_object(policy, where), Policy), name
+    rejected = {**{k: v for k, (v, _) in CEL_REJECTED.items()}, **SCHEMA_REJECTED}
+    for name, policy in rejected.items():
+        with pytest.raises(MalformedPolicyError):
+            parse_object(policy, where)
+            pytest.fail(f"the server accepted {name}")
+
+
+def doc_policies() -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for doc in ("docs/backends.md", "docs/policies.md", "README.md"):
+        text = (REPO_DIR / doc).read_text()
+        for i, block in enumerate(re.findall(r"```yaml\n(.*?)```", text, re.S)):
+            for obj in yaml.safe_load_all(block):
+                if isinstance(obj, dict) and obj.get("kind") == "ListenerContextExample":
+                    found.append((f"{doc}#{i}", obj))
+    return found
+
+
+def test_docs_have_every_example() -> None:
+    names = [name for name, _ in doc_policies() if name.startswith("docs/backends.md")]
+    assert len(names) >= 10
+
+
+@pytest.mark.parametrize(("name", "policy"), doc_policies(), ids=[n for n, _ in doc_policies()])
+def test_doc_example_is_valid(
+    go_validator: helm.Chart, object_schema: dict[str, Any], name: str, policy: dict[str, Any]
+) -> None:
+    """Every policy in the docs passes the CRD, its CEL rules, the parser and the tenancy
+    guard (default templates; the KV v1 example with the template the docs give)."""
+    go_validator.validate_schema(policy)
+    parsed = parse_object(policy, PolicyRef("<doc>", name))
+    assert isinstance(parsed, Policy)
+    if isinstance(parsed.credentials, PasswordFrom | UsersFrom):
+        ref = parsed.credentials.store
+        vault_template = DEFAULT_VAULT_TEMPLATE
+        if isinstance(ref, VaultRef) and ref.engine == "kv-v1":
+            vault_template = "kv/gateways/{namespace}/"
+        problem = tenancy_problem(ref, parsed.ref.namespace, vault_template, DEFAULT_AWS_TEMPLATE)
+        assert problem is None, problem
+    assert api_server_cel(object_schema, policy) == []

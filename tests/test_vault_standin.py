@@ -281,11 +281,13 @@ def test_kubernetes_login_on_another_mount_and_namespace(vault: VaultStandIn) ->
 
 def test_approle_login_then_read(vault: VaultStandIn) -> None:
     vault.add_approle("role-1", "secret-1", token_policies=["kv/"], ttl=120)
-    vault.put_v1("apps/web", {"pw": "approle"})
+    vault.put_v1("apps/web", {"pw": "kv-one-password"})
     c = client(vault, token=None)
     auth = c.auth.approle.login(role_id="role-1", secret_id="secret-1")["auth"]
     assert auth["lease_duration"] == 120
-    assert c.secrets.kv.v1.read_secret("apps/web", mount_point="kv")["data"] == {"pw": "approle"}
+    assert c.secrets.kv.v1.read_secret("apps/web", mount_point="kv")["data"] == {
+        "pw": "kv-one-password"
+    }
     assert auth["client_token"] in vault.tokens()
 
     for role_id, secret_id in (("role-1", "wrong"), ("nope", "secret-1")):

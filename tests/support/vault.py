@@ -62,6 +62,8 @@ from types import TracebackType
 from typing import Any, Self, cast
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support.secrets import remember
+
 KV_V1_DEFAULT_LEASE = 2764800  # Vault's default lease TTL: 768h
 DEFAULT_LOGIN_TTL = 2764800.0
 PERMISSION_DENIED = "permission denied"
@@ -440,6 +442,7 @@ class VaultStandIn:
         token_policies: Sequence[str] = ("root",),
         ttl: float = DEFAULT_LOGIN_TTL,
     ) -> None:
+        remember(jwt)
         ns, mount = _namespace(namespace), mount.strip("/")
         with self._lock:
             self._claim_auth_mount(ns, mount, "kubernetes")
@@ -454,6 +457,7 @@ class VaultStandIn:
         token_policies: Sequence[str] = ("root",),
         ttl: float = DEFAULT_LOGIN_TTL,
     ) -> None:
+        remember(secret_id)
         ns, mount = _namespace(namespace), mount.strip("/")
         with self._lock:
             self._claim_auth_mount(ns, mount, "approle")
@@ -467,6 +471,7 @@ class VaultStandIn:
         mount: str = "secret",
     ) -> int:
         """Write a new version, as `POST <mount>/data/<path>` would; returns its number."""
+        remember(*data.values())
         key = self._v2_key(namespace, mount, path)
         with self._lock:
             secret = self._v2.setdefault(key, _V2Secret())
@@ -510,6 +515,7 @@ class VaultStandIn:
         namespace: str = "",
         mount: str = "kv",
     ) -> None:
+        remember(*data.values())
         mount = mount.strip("/")
         if mount not in self.kv_v1_mounts:
             raise ValueError(f"{mount!r} is not a KV v1 mount: {sorted(self.kv_v1_mounts)}")
@@ -556,6 +562,7 @@ class VaultStandIn:
         return (_namespace(namespace), mount, path.strip("/"))
 
     def _store_token(self, entry: _Token) -> None:
+        remember(entry.token)
         with self._lock:
             self._tokens[(entry.namespace, entry.token)] = entry
 
