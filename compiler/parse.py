@@ -166,17 +166,7 @@ def _parse_policy(obj: Mapping[str, Any], ref: PolicyRef) -> Policy:
         raise MalformedPolicyError(
             ref, "metadata.creationTimestamp", "is not a string", "leave it to the API server"
         )
-    spec = obj.get("spec")
-    if not isinstance(spec, Mapping):
-        raise MalformedPolicyError(ref, "spec", "is missing or not an object", "add a spec")
-    unknown = sorted(str(key)[:40] for key in spec if key not in _SPEC_FIELDS)
-    if unknown:
-        raise MalformedPolicyError(
-            ref,
-            f"spec.{unknown[0]}",
-            "is not a field of ListenerContextExample",
-            f"remove it or fix its spelling (known fields: {', '.join(sorted(_SPEC_FIELDS))})",
-        )
+    spec = _object(obj.get("spec"), ref, "spec", _SPEC_FIELDS)
     return Policy(
         ref=ref,
         created=created,
@@ -194,29 +184,13 @@ def _parse_targets(value: object, ref: PolicyRef) -> tuple[TargetRef, ...]:
     targets = []
     for i, item in enumerate(value):
         field = f"spec.targetRefs[{i}]"
-        if not isinstance(item, Mapping):
-            raise MalformedPolicyError(ref, field, "is not an object", "give kind, group, name")
-        unknown = sorted(str(key)[:40] for key in item if key not in _TARGET_FIELDS)
-        if unknown:
-            raise MalformedPolicyError(
-                ref,
-                f"{field}.{unknown[0]}",
-                "is not a field of a target reference",
-                "use group, kind, name and sectionName",
-            )
-        strings = {key: item.get(key) for key in _TARGET_FIELDS}
-        for key, text in strings.items():
-            if text is not None and not isinstance(text, str):
-                raise MalformedPolicyError(ref, f"{field}.{key}", "is not a string", "quote it")
-        name = strings["name"]
-        if not name:
-            raise MalformedPolicyError(ref, f"{field}.name", "is missing", "name a Gateway")
+        fields = _object(item, ref, field, _TARGET_FIELDS)
         targets.append(
             TargetRef(
-                group=strings["group"] or GATEWAY_GROUP,
-                kind=strings["kind"] or "Gateway",
-                name=str(name),
-                section_name=strings["sectionName"] or None,
+                group=_string(fields, "group", ref, field) or GATEWAY_GROUP,
+                kind=_string(fields, "kind", ref, field) or "Gateway",
+                name=str(_string(fields, "name", ref, field, required=True)),
+                section_name=_string(fields, "sectionName", ref, field),
             )
         )
     return tuple(targets)
@@ -307,15 +281,18 @@ def _parse_aws(value: object, ref: PolicyRef, field: str) -> AwsSecretRef:
 
 
 def _object(value: object, ref: PolicyRef, field: str, known: frozenset[str]) -> Mapping[str, Any]:
+    """An object with only `known` fields: an unknown one is a typo that must not pass."""
     if not isinstance(value, Mapping):
-        raise MalformedPolicyError(ref, field, "is not an object", "see docs/backends.md")
+        raise MalformedPolicyError(
+            ref, field, "is missing or not an object", "see docs/policies.md for its fields"
+        )
     unknown = sorted(str(key)[:40] for key in value if key not in known)
     if unknown:
         raise MalformedPolicyError(
             ref,
             f"{field}.{unknown[0]}",
             "is not a known field",
-            f"use {', '.join(sorted(known))}",
+            f"remove it or fix its spelling (known: {', '.join(sorted(known))})",
         )
     return value
 
