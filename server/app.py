@@ -24,6 +24,7 @@ from server.api import extension_pb2, extension_pb2_grpc
 from server.drain import Drain
 from server.logs import get_logger
 from server.service import ExtensionService
+from server.tls import TlsSettings, server_credentials
 
 SERVICE_NAME = extension_pb2.DESCRIPTOR.services_by_name["EnvoyGatewayExtension"].full_name
 log = get_logger("server.app")
@@ -40,6 +41,7 @@ class ServerSettings:
     vault: VaultSettings | None = None  # None: no Vault configured
     aws: AwsSettings = field(default_factory=AwsSettings)
     metrics_port: int | None = None  # None: no metrics endpoint
+    tls: TlsSettings | None = None  # None: plaintext gRPC (inside the cluster network)
 
 
 def build_resolver(settings: ServerSettings) -> CredentialResolver:
@@ -71,7 +73,11 @@ class ExtensionServer:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
         )
         address = f"{_bracket(settings.host)}:{settings.port}"
-        self.port = self._grpc.add_insecure_port(address)
+        self.port = (
+            self._grpc.add_secure_port(address, server_credentials(settings.tls))
+            if settings.tls is not None
+            else self._grpc.add_insecure_port(address)
+        )
         if not self.port:
             raise OSError(f"cannot listen on {address}")
         self._metrics: Any = None
@@ -90,6 +96,12 @@ class ExtensionServer:
             host=self.settings.host,
             port=self.port,
             unprotected_listeners=self.settings.options.unprotected.value,
+            tls="mtls"
+            if self.settings.tls and self.settings.tls.client_ca_file
+            else "tls"
+            if self.settings.tls
+            else "off",
+            vault=self.settings.vault.addr if self.settings.vault else "off",
         )
 
     def stop(self) -> None:

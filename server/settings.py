@@ -23,6 +23,7 @@ from backends.vault import AUTH_METHODS, SERVICE_ACCOUNT_TOKEN, VaultSettings
 from compiler.model import CompileOptions, UnprotectedMode
 from server import logs
 from server.app import ServerSettings
+from server.tls import TlsSettings
 
 ENV_PREFIX = "EXTENSION_SERVER_"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -102,6 +103,10 @@ SERVE_OPTIONS: list[Callable[[F], F]] = [
             help="How long in-flight calls may take to finish on SIGTERM/SIGINT."),
     setting("metrics-port", type=click.IntRange(0, 65535), default=9090,
             help="Prometheus metrics port (0: no metrics endpoint)."),
+    setting("tls-cert-file", help="Serve gRPC over TLS with this certificate (PEM)."),
+    setting("tls-key-file", help="The private key of --tls-cert-file (PEM)."),
+    setting("tls-client-ca-file",
+            help="Require client certificates signed by this CA (mTLS)."),
     setting("forbid-plaintext", is_flag=True, default=False,
             help="Reject policies with spec.password: passwords only from a store."),
     setting("secret-cache-ttl", type=Duration(), default="60s",
@@ -166,6 +171,13 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
             vault.check()
         except ValueError as error:
             raise click.UsageError(str(error)) from None
+    tls = None
+    if options["tls_cert_file"] or options["tls_key_file"] or options["tls_client_ca_file"]:
+        if not (options["tls_cert_file"] and options["tls_key_file"]):
+            raise click.UsageError("TLS needs both --tls-cert-file and --tls-key-file")
+        tls = TlsSettings(
+            options["tls_cert_file"], options["tls_key_file"], options["tls_client_ca_file"]
+        )
     return ServerSettings(
         host=options["host"],
         port=options["port"],
@@ -188,4 +200,5 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
             timeout=options["backend_timeout"],
         ),
         metrics_port=options["metrics_port"] or None,
+        tls=tls,
     )

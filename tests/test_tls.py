@@ -1,0 +1,102 @@
+"""TLS and mTLS on the hook port, with real certificates made in the test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.app import ExtensionServer, ServerSettings
+from server.tls import TlsSettings
+from tests.support.certs import Authority, Pem
+
+
+def health(address: str, credentials: grpc.ChannelCredentials) -> int:
+    with grpc.secure_channel(address, credentials) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+        return int(answer.status)
+
+
+@pytest.fixture
+def authority() -> Authority:
+    return Authority()
+
+
+def serve(tmp_path: Path, server_pem: Pem, client_ca: bytes | None = None) -> ExtensionServer:
+    cert, key = server_pem.write(tmp_path, "server")
+    ca_file = None
+    if client_ca is not None:
+        ca_file = tmp_path / "client-ca.crt"
+        ca_file.write_bytes(client_ca)
+    settings = ServerSettings(
+        host="127.0.0.1",
+        port=0,
+        tls=TlsSettings(str(cert), str(key), str(ca_file) if ca_file else None),
+    )
+    server = ExtensionServer(settings)
+    server.start()
+    return server
+
+
+@pytest.fixture
+def stop_after() -> Iterator[list[ExtensionServer]]:
+    servers: list[ExtensionServer] = []
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def test_a_client_that_trusts_the_ca_gets_answers_over_tls(
+    tmp_path: Path, authority: Authority, stop_after: list[ExtensionServer]
+) -> None:
+    server = serve(tmp_path, authority.issue("extension-server", server=True))
+    stop_after.append(server)
+    address = f"127.0.0.1:{server.port}"
+    assert (
+        health(address, grpc.ssl_channel_credentials(authority.pem))
+        == health_pb2.HealthCheckResponse.SERVING
+    )
+    with pytest.raises(grpc.RpcError), grpc.insecure_channel(address) as channel:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+
+
+def test_with_a_client_ca_only_clients_with_its_certificates_are_served(
+    tmp_path: Path, authority: Authority, stop_after: list[ExtensionServer]
+) -> None:
+    clients = Authority("envoy-gateway-clients")
+    server = serve(tmp_path, authority.issue("extension-server", server=True), clients.pem)
+    stop_after.append(server)
+    address = f"127.0.0.1:{server.port}"
+    good = clients.issue("envoy-gateway", server=False)
+    assert (
+        health(address, grpc.ssl_channel_credentials(authority.pem, good.key, good.cert))
+        == health_pb2.HealthCheckResponse.SERVING
+    )
+    stranger = Authority("other").issue("mallory", server=False)
+    expired = clients.issue("envoy-gateway", server=False, expired=True)
+    for credentials in (
+        grpc.ssl_channel_credentials(authority.pem),
+        grpc.ssl_channel_credentials(authority.pem, stranger.key, stranger.cert),
+        grpc.ssl_channel_credentials(authority.pem, expired.key, expired.cert),
+    ):
+        with pytest.raises(grpc.RpcError):
+            health(address, credentials)
+
+
+def test_a_rotated_certificate_is_served_from_the_next_connection(
+    tmp_path: Path, authority: Authority, stop_after: list[ExtensionServer]
+) -> None:
+    server = serve(tmp_path, authority.issue("extension-server", server=True))
+    stop_after.append(server)
+    address = f"127.0.0.1:{server.port}"
+    renewed_ca = Authority("renewed-ca")
+    renewed_ca.issue("extension-server", server=True).write(tmp_path, "server")
+    assert (
+        health(address, grpc.ssl_channel_credentials(renewed_ca.pem))
+        == health_pb2.HealthCheckResponse.SERVING
+    )
