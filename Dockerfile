@@ -1,0 +1,31 @@
+# extension-server:latest — `make image`.
+# Two stages: the first builds a virtual environment from this checkout with the pinned
+# dependencies of requirements.lock; the second copies only that environment onto a clean
+# slim Python, runs as an unprivileged user and starts `extension-server serve`.
+# For production, pin the base image by digest as well (python:3.11-slim-bookworm@sha256:...).
+
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY requirements.lock pyproject.toml README.md ./
+COPY compiler ./compiler
+COPY backends ./backends
+COPY server ./server
+RUN python -m venv /opt/extension-server \
+ && /opt/extension-server/bin/pip install --constraint requirements.lock . \
+ && /opt/extension-server/bin/pip uninstall --yes pip
+
+FROM python:3.11-slim-bookworm
+LABEL org.opencontainers.image.title="extension-server" \
+      org.opencontainers.image.description="Envoy Gateway extension server: ListenerContextExample policies compiled into Envoy's basic_auth filter"
+# The base image's own installer is not needed to run: remove it with the rest of the build.
+RUN python -m pip uninstall --yes --quiet pip setuptools wheel
+COPY --from=build /opt/extension-server /opt/extension-server
+ENV PATH=/opt/extension-server/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+USER 65532:65532
+EXPOSE 5005 9090
+ENTRYPOINT ["extension-server"]
+CMD ["serve"]
