@@ -184,12 +184,26 @@ def test_deployment_args_and_env(chart: helm.Chart, mode: str) -> None:
     assert c["imagePullPolicy"] == "IfNotPresent"
     assert c["args"] == ["serve"]
     env = {e["name"]: e["value"] for e in c["env"]}
+    # Every setting the defaults drive (Vault, TLS and the optional AWS ones stay unset).
     assert env == {
-        "EXTENSION_SERVER_LOG_LEVEL": "info",
         "EXTENSION_SERVER_PORT": "5005",
+        "EXTENSION_SERVER_LOG_LEVEL": "info",
+        "EXTENSION_SERVER_LOG_FORMAT": "logfmt",
         "EXTENSION_SERVER_UNPROTECTED_LISTENERS": mode,
+        "EXTENSION_SERVER_WORKERS": "16",
+        "EXTENSION_SERVER_SHUTDOWN_GRACE": "15s",
+        "EXTENSION_SERVER_METRICS_PORT": "9090",
+        "EXTENSION_SERVER_FORBID_PLAINTEXT": "false",
+        "EXTENSION_SERVER_SECRET_CACHE_TTL": "60s",
+        "EXTENSION_SERVER_SECRET_MAX_STALE": "15m",
+        "EXTENSION_SERVER_BACKEND_TIMEOUT": "2s",
+        "EXTENSION_SERVER_VAULT_PATH_TEMPLATE": "secret/data/gateways/{namespace}/",
+        "EXTENSION_SERVER_AWS_SECRET_TEMPLATE": "gateways/{namespace}/",
     }
-    assert c["ports"] == [{"name": "grpc", "containerPort": 5005, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "grpc", "containerPort": 5005, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+    ]
 
 
 def test_deployment_values_flow_through(chart: helm.Chart) -> None:

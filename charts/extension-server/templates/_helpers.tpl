@@ -74,3 +74,255 @@ The port the server listens on (EXTENSION_SERVER_PORT, containerPort, probes).
 {{- define "extension-server.containerPort" -}}
 5005
 {{- end }}
+
+{{/*
+Where the chart mounts files the server reads. Each is a directory mount (never subPath),
+so the kubelet's atomic updates of a Secret or a projected token reach the running pod.
+*/}}
+{{- define "extension-server.tlsDir" -}}
+/etc/extension-server/tls
+{{- end }}
+{{- define "extension-server.tlsClientCADir" -}}
+/etc/extension-server/tls-client-ca
+{{- end }}
+{{- define "extension-server.vaultCADir" -}}
+/etc/extension-server/vault-ca
+{{- end }}
+{{- define "extension-server.vaultTokenDir" -}}
+/etc/extension-server/vault-token
+{{- end }}
+{{- define "extension-server.vaultApproleDir" -}}
+/etc/extension-server/vault-approle
+{{- end }}
+{{- define "extension-server.vaultJwtDir" -}}
+/var/run/secrets/extension-server/vault
+{{- end }}
+
+{{/*
+True (non-empty) when the server gets a Vault store.
+*/}}
+{{- define "extension-server.vaultOn" -}}
+{{- if .Values.vault.addr }}true{{ end }}
+{{- end }}
+
+{{/*
+The server's settings, as EXTENSION_SERVER_<NAME> variables (server/settings.py).
+*/}}
+{{- define "extension-server.env" -}}
+- name: EXTENSION_SERVER_PORT
+  value: {{ include "extension-server.containerPort" . | quote }}
+- name: EXTENSION_SERVER_LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+- name: EXTENSION_SERVER_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: EXTENSION_SERVER_UNPROTECTED_LISTENERS
+  value: {{ .Values.unprotectedListeners | quote }}
+- name: EXTENSION_SERVER_WORKERS
+  value: {{ .Values.workers | quote }}
+- name: EXTENSION_SERVER_SHUTDOWN_GRACE
+  value: {{ .Values.shutdownGrace | quote }}
+- name: EXTENSION_SERVER_METRICS_PORT
+  value: {{ ternary .Values.metrics.port 0 .Values.metrics.enabled | quote }}
+- name: EXTENSION_SERVER_FORBID_PLAINTEXT
+  value: {{ .Values.forbidPlaintext | quote }}
+- name: EXTENSION_SERVER_SECRET_CACHE_TTL
+  value: {{ .Values.secretCache.ttl | quote }}
+- name: EXTENSION_SERVER_SECRET_MAX_STALE
+  value: {{ .Values.secretCache.maxStale | quote }}
+- name: EXTENSION_SERVER_BACKEND_TIMEOUT
+  value: {{ .Values.backendTimeout | quote }}
+{{- if .Values.tls.enabled }}
+- name: EXTENSION_SERVER_TLS_CERT_FILE
+  value: {{ printf "%s/tls.crt" (include "extension-server.tlsDir" .) | quote }}
+- name: EXTENSION_SERVER_TLS_KEY_FILE
+  value: {{ printf "%s/tls.key" (include "extension-server.tlsDir" .) | quote }}
+{{- if .Values.tls.clientCA.secretName }}
+- name: EXTENSION_SERVER_TLS_CLIENT_CA_FILE
+  value: {{ printf "%s/ca.crt" (include "extension-server.tlsClientCADir" .) | quote }}
+{{- end }}
+{{- end }}
+- name: EXTENSION_SERVER_VAULT_PATH_TEMPLATE
+  value: {{ .Values.vault.pathTemplate | quote }}
+{{- with .Values.vault }}
+{{- if .addr }}
+- name: EXTENSION_SERVER_VAULT_ADDR
+  value: {{ .addr | quote }}
+{{- if .namespace }}
+- name: EXTENSION_SERVER_VAULT_NAMESPACE
+  value: {{ .namespace | quote }}
+{{- end }}
+{{- if or .caCert.secretName .caCert.configMapName }}
+- name: EXTENSION_SERVER_VAULT_CA_CERT
+  value: {{ printf "%s/ca.crt" (include "extension-server.vaultCADir" $) | quote }}
+{{- end }}
+- name: EXTENSION_SERVER_VAULT_AUTH
+  value: {{ .auth | quote }}
+{{- if .authMount }}
+- name: EXTENSION_SERVER_VAULT_AUTH_MOUNT
+  value: {{ .authMount | quote }}
+{{- end }}
+{{- if eq .auth "token" }}
+- name: EXTENSION_SERVER_VAULT_TOKEN_FILE
+  value: {{ printf "%s/token" (include "extension-server.vaultTokenDir" $) | quote }}
+{{- else if eq .auth "kubernetes" }}
+- name: EXTENSION_SERVER_VAULT_ROLE
+  value: {{ .role | quote }}
+- name: EXTENSION_SERVER_VAULT_KUBERNETES_JWT_FILE
+  value: {{ printf "%s/token" (include "extension-server.vaultJwtDir" $) | quote }}
+{{- else if eq .auth "approle" }}
+- name: EXTENSION_SERVER_VAULT_APPROLE_ROLE_ID
+  value: {{ .approle.roleId | quote }}
+- name: EXTENSION_SERVER_VAULT_APPROLE_SECRET_ID_FILE
+  value: {{ printf "%s/secret-id" (include "extension-server.vaultApproleDir" $) | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+- name: EXTENSION_SERVER_AWS_SECRET_TEMPLATE
+  value: {{ .Values.aws.secretTemplate | quote }}
+{{- with .Values.aws.region }}
+- name: EXTENSION_SERVER_AWS_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.aws.endpointUrl }}
+- name: EXTENSION_SERVER_AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.aws.roleArn }}
+- name: EXTENSION_SERVER_AWS_ROLE_ARN
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Volume mounts and volumes for the files above (all read-only).
+*/}}
+{{- define "extension-server.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: {{ include "extension-server.tlsDir" . }}
+  readOnly: true
+{{- if .Values.tls.clientCA.secretName }}
+- name: tls-client-ca
+  mountPath: {{ include "extension-server.tlsClientCADir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- with .Values.vault }}
+{{- if .addr }}
+{{- if or .caCert.secretName .caCert.configMapName }}
+- name: vault-ca
+  mountPath: {{ include "extension-server.vaultCADir" $ }}
+  readOnly: true
+{{- end }}
+{{- if eq .auth "token" }}
+- name: vault-token
+  mountPath: {{ include "extension-server.vaultTokenDir" $ }}
+  readOnly: true
+{{- else if eq .auth "kubernetes" }}
+- name: vault-jwt
+  mountPath: {{ include "extension-server.vaultJwtDir" $ }}
+  readOnly: true
+{{- else if eq .auth "approle" }}
+- name: vault-approle
+  mountPath: {{ include "extension-server.vaultApproleDir" $ }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "extension-server.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 16Mi
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.secretName | quote }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- if .Values.tls.clientCA.secretName }}
+- name: tls-client-ca
+  secret:
+    secretName: {{ .Values.tls.clientCA.secretName | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.tls.clientCA.key | quote }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+{{- with .Values.vault }}
+{{- if .addr }}
+{{- if .caCert.secretName }}
+- name: vault-ca
+  secret:
+    secretName: {{ .caCert.secretName | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ .caCert.key | quote }}
+        path: ca.crt
+{{- else if .caCert.configMapName }}
+- name: vault-ca
+  configMap:
+    name: {{ .caCert.configMapName | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ .caCert.key | quote }}
+        path: ca.crt
+{{- end }}
+{{- if eq .auth "token" }}
+- name: vault-token
+  secret:
+    secretName: {{ .token.secretName | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ .token.key | quote }}
+        path: token
+{{- else if eq .auth "kubernetes" }}
+# A token for Vault only, projected here rather than through
+# automountServiceAccountToken (which would also hand the pod an API-server token).
+- name: vault-jwt
+  projected:
+    defaultMode: 0440
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: {{ .kubernetes.expirationSeconds }}
+          {{- with .kubernetes.audience }}
+          audience: {{ . | quote }}
+          {{- end }}
+{{- else if eq .auth "approle" }}
+- name: vault-approle
+  secret:
+    secretName: {{ .approle.secretId.secretName | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ .approle.secretId.key | quote }}
+        path: secret-id
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod annotations: Prometheus scraping (when metrics are on) merged with podAnnotations
+(which win on a clash).
+*/}}
+{{- define "extension-server.podAnnotations" -}}
+{{- $annotations := dict }}
+{{- if and .Values.metrics.enabled .Values.metrics.podAnnotations }}
+{{- $_ := set $annotations "prometheus.io/scrape" "true" }}
+{{- $_ := set $annotations "prometheus.io/port" (toString .Values.metrics.port) }}
+{{- $_ := set $annotations "prometheus.io/path" "/metrics" }}
+{{- end }}
+{{- $annotations = merge (deepCopy .Values.podAnnotations) $annotations }}
+{{- with $annotations }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,798 @@
+"""The chart rendered for real configurations, checked three ways, with no cluster.
+
+1. helm lint (helm-python-sdk, Helm's own Go SDK) reports no error for any configuration.
+2. Every rendered manifest, and the CRD, validates against the Kubernetes API schemas that
+   `kubernetes-validate` ships, for the newest Kubernetes it knows, in strict mode (an
+   unknown field fails).
+3. The rendered Deployment really starts the server: its container args and environment
+   are run as `extension-server <args>`, with every file the pod would mount (Secrets,
+   ConfigMaps, projected tokens) written the way the kubelet writes them, and the server
+   must answer the gRPC health check (over TLS and mTLS for the TLS configuration), serve
+   /metrics, open no connection to Vault or AWS while it starts, and exit 0 on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import helm_python as helm
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.cli import serve_command
+from server.demo.envoy import free_port
+from server.settings import ENV_PREFIX, Duration
+from tests.support.certs import Authority, Pem
+from tests.support.commands import EXTENSION_SERVER
+from tests.support.secrets import remember
+
+CHART_DIR = Path(__file__).resolve().parent.parent / "charts" / "extension-server"
+CRD_FILE = CHART_DIR / "crds" / "listenercontextexamples.example.extensions.io.yaml"
+RELEASE = "extension-server"
+NAMESPACE = "envoy-gateway-system"
+# The newest Kubernetes whose schemas kubernetes-validate ships.
+KUBERNETES = kubernetes_validate.utils.latest_version()
+KUBE_VERSION = f"v{KUBERNETES}"
+
+IRSA_ROLE = "arn:aws:iam::123456789012:role/extension-server"
+VAULT_TOKEN = "hvs.chart-test-vault-token"
+APPROLE_SECRET_ID = "chart-test-approle-secret-id"
+
+# The configurations the tests render: the defaults and one per feature.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "vault-kubernetes": {
+        "vault": {
+            "addr": "https://vault.vault.svc:8200",
+            "namespace": "team-gw",
+            "auth": "kubernetes",
+            "role": "extension-server",
+            "authMount": "kubernetes-eg",
+            "caCert": {"configMapName": "vault-ca"},
+            "kubernetes": {"audience": "vault"},
+        },
+        "forbidPlaintext": True,
+        "secretCache": {"ttl": "30s", "maxStale": "1h"},
+        "backendTimeout": "1500ms",
+        "logLevel": "debug",
+        "logFormat": "json",
+    },
+    "aws-irsa": {
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": IRSA_ROLE}},
+        "aws": {
+            "region": "eu-west-1",
+            "endpointUrl": "https://vpce-0abc.secretsmanager.eu-west-1.vpce.amazonaws.com",
+            "roleArn": "arn:aws:iam::210987654321:role/gateway-secrets-reader",
+            "secretTemplate": "eg/{namespace}/",
+        },
+        "forbidPlaintext": True,
+        "unprotectedListeners": "passthrough",
+    },
+    "tls-mtls": {
+        "tls": {
+            "enabled": True,
+            "secretName": "extension-server-tls",
+            "clientCA": {"secretName": "envoy-gateway-client-ca"},
+        },
+    },
+    "replicas-3": {
+        "replicaCount": 3,
+        "metrics": {"port": 9102},
+        "workers": 32,
+        "shutdownGrace": "20s",
+        "terminationGracePeriodSeconds": 40,
+    },
+    "vault-token": {
+        "vault": {"addr": "https://vault.example:8200", "token": {"secretName": "vault-token"}},
+        "metrics": {"enabled": False},
+    },
+    "vault-approle": {
+        "vault": {
+            "addr": "https://vault.example:8200",
+            "auth": "approle",
+            "caCert": {"secretName": "vault-ca", "key": "bundle.pem"},
+            "pathTemplate": "kv/gateways/{namespace}/",
+            "approle": {"roleId": "4f1e-role-id", "secretId": {"secretName": "vault-approle"}},
+        },
+    },
+}
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    """Every Kubernetes object of every configuration (NOTES.txt excluded)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    with helm.Chart.load(CHART_DIR) as chart:
+        for name, values in CONFIGS.items():
+            files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+            found[name] = [
+                doc
+                for path, text in files.items()
+                if path.endswith(".yaml")
+                for doc in yaml.safe_load_all(text)
+                if doc
+            ]
+    return found
+
+
+def one(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    matches = [o for o in objs if o["kind"] == kind]
+    assert len(matches) == 1, f"expected one {kind}, got {len(matches)}"
+    found: dict[str, Any] = matches[0]
+    return found
+
+
+def pod_spec(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(objs, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def container(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    (found,) = pod_spec(objs)["containers"]
+    result: dict[str, Any] = found
+    return result
+
+
+def env_of(objs: list[dict[str, Any]]) -> dict[str, str]:
+    env = container(objs)["env"]
+    assert all(set(e) == {"name", "value"} for e in env), "env must be plain name/value pairs"
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names)), f"duplicate variables: {names}"
+    return {e["name"]: e["value"] for e in env}
+
+
+# --- 1. helm lint --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_lint_has_no_errors(config: str) -> None:
+    values = CONFIGS[config]
+    for report in (
+        helm.lint(CHART_DIR, values, namespace=NAMESPACE),
+        helm.lint(CHART_DIR, values, namespace=NAMESPACE, strict=True, kube_version=KUBE_VERSION),
+    ):
+        assert report["total_charts_linted"] == 1
+        # No error, and no warning either (severity 2).
+        problems = report["errors"] + [m for m in report["messages"] if m["severity"] >= 2]
+        assert problems == [], config
+
+
+# --- 2. Kubernetes schemas -----------------------------------------------------------------
+
+
+def k8s_validate(obj: dict[str, Any]) -> None:
+    kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+
+
+def test_every_manifest_is_valid_kubernetes(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    counted = 0
+    for config, objs in rendered.items():
+        for obj in objs:
+            where = f"{config}: {obj['kind']}/{obj['metadata']['name']}"
+            try:
+                k8s_validate(obj)
+            except kubernetes_validate.ValidationError as error:
+                pytest.fail(f"{where}: {error.message} at {list(error.path)}")
+            counted += 1
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    k8s_validate(crd)
+    counted += 1
+    # defaults 5 (Deployment, Service, ServiceAccount, ClusterRole, ClusterRoleBinding),
+    # each other configuration the same, replicas-3 a PodDisruptionBudget too; the CRD.
+    assert counted == 5 * len(CONFIGS) + 1 + 1
+    print(
+        f"\nkubernetes-validate {kubernetes_validate.version.__version__}: {counted} manifests "
+        f"valid for Kubernetes {KUBERNETES} (strict), {len(CONFIGS)} configurations + the CRD"
+    )
+
+
+def test_strict_validation_catches_an_unknown_field(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The check above can fail: a misspelt field in the pod spec is refused."""
+    deployment = json.loads(json.dumps(one(rendered["defaults"], "Deployment")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []
+    with pytest.raises(kubernetes_validate.ValidationError, match="volumeMount"):
+        k8s_validate(deployment)
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validation"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        k8s_validate(crd)
+
+
+# --- what each configuration renders -------------------------------------------------------
+
+
+def test_every_server_setting_is_driven_by_the_chart(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Every EXTENSION_SERVER_* variable the chart sets is a real setting, and every
+    setting but --host (a pod listens on all addresses) and --config has a value."""
+    settings = {
+        str(p.envvar if isinstance(p.envvar, str) else p.envvar[0])
+        for p in serve_command.params
+        if p.envvar
+    }
+    used: set[str] = set()
+    for objs in rendered.values():
+        names = set(env_of(objs))
+        assert names <= settings, names - settings
+        used |= names
+    assert settings - used == {ENV_PREFIX + "HOST", ENV_PREFIX + "CONFIG"}
+
+
+def test_chart_defaults_are_the_server_defaults(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    env = env_of(rendered["defaults"])
+    defaults = {p.name: p.default for p in serve_command.params}
+    duration = Duration()
+    for variable, option in [
+        ("SECRET_CACHE_TTL", "secret_cache_ttl"),
+        ("SECRET_MAX_STALE", "secret_max_stale"),
+        ("BACKEND_TIMEOUT", "backend_timeout"),
+        ("SHUTDOWN_GRACE", "shutdown_grace"),
+    ]:
+        assert duration.convert(env[ENV_PREFIX + variable], None, None) == duration.convert(
+            defaults[option], None, None
+        ), variable
+    for variable, option in [
+        ("LOG_LEVEL", "log_level"),
+        ("LOG_FORMAT", "log_format"),
+        ("UNPROTECTED_LISTENERS", "unprotected_listeners"),
+        ("WORKERS", "workers"),
+        ("METRICS_PORT", "metrics_port"),
+        ("PORT", "port"),
+        ("VAULT_PATH_TEMPLATE", "vault_path_template"),
+        ("AWS_SECRET_TEMPLATE", "aws_secret_template"),
+    ]:
+        assert env[ENV_PREFIX + variable] == str(defaults[option]), variable
+    assert env[ENV_PREFIX + "FORBID_PLAINTEXT"] == "false"
+    assert not any(name.startswith((ENV_PREFIX + "VAULT_ADDR", ENV_PREFIX + "TLS")) for name in env)
+
+
+def test_tls_mounts_the_secret_and_switches_probes(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objs = rendered["tls-mtls"]
+    c, env = container(objs), env_of(objs)
+    assert env[ENV_PREFIX + "TLS_CERT_FILE"] == "/etc/extension-server/tls/tls.crt"
+    assert env[ENV_PREFIX + "TLS_KEY_FILE"] == "/etc/extension-server/tls/tls.key"
+    assert env[ENV_PREFIX + "TLS_CLIENT_CA_FILE"] == "/etc/extension-server/tls-client-ca/ca.crt"
+    volumes = {v["name"]: v for v in pod_spec(objs)["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "extension-server-tls"
+    assert {i["key"] for i in volumes["tls"]["secret"]["items"]} == {"tls.crt", "tls.key"}
+    assert volumes["tls-client-ca"]["secret"]["secretName"] == "envoy-gateway-client-ca"
+    for mount in c["volumeMounts"]:
+        assert mount.get("readOnly") or mount["name"] == "tmp", mount
+        assert "subPath" not in mount  # a subPath mount never sees a renewed Secret
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["tcpSocket"] == {"port": "grpc"}
+        assert "grpc" not in c[probe]
+    # Without TLS the native gRPC probe stays.
+    assert container(rendered["defaults"])["readinessProbe"]["grpc"] == {"port": 5005}
+    # The template says why, in a comment next to the probes.
+    comments = re.sub(
+        r"\s*\n\s*#\s*", " ", (CHART_DIR / "templates" / "deployment.yaml").read_text()
+    )
+    assert "native grpc probe speaks plaintext gRPC only. It cannot do TLS" in comments
+
+
+def test_vault_kubernetes_projects_its_own_token(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objs = rendered["vault-kubernetes"]
+    spec, env = pod_spec(objs), env_of(objs)
+    assert spec["automountServiceAccountToken"] is False
+    assert one(objs, "ServiceAccount")["automountServiceAccountToken"] is False
+    (volume,) = [v for v in spec["volumes"] if "projected" in v]
+    (source,) = volume["projected"]["sources"]
+    assert source["serviceAccountToken"] == {
+        "path": "token",
+        "expirationSeconds": 3600,
+        "audience": "vault",
+    }
+    mount = next(m for m in container(objs)["volumeMounts"] if m["name"] == volume["name"])
+    assert env[ENV_PREFIX + "VAULT_KUBERNETES_JWT_FILE"] == mount["mountPath"] + "/token"
+    assert env[ENV_PREFIX + "VAULT_ROLE"] == "extension-server"
+    assert env[ENV_PREFIX + "VAULT_AUTH"] == "kubernetes"
+    assert env[ENV_PREFIX + "VAULT_AUTH_MOUNT"] == "kubernetes-eg"
+    assert env[ENV_PREFIX + "VAULT_NAMESPACE"] == "team-gw"
+    # No audience value: the key is left out (the API server's default audience).
+    with helm.Chart.load(CHART_DIR) as chart:
+        values = json.loads(json.dumps(CONFIGS["vault-kubernetes"]))
+        del values["vault"]["kubernetes"]
+        text = chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    deployment = yaml.safe_load(text["extension-server/templates/deployment.yaml"])
+    sources = [
+        s
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
+        for s in v.get("projected", {}).get("sources", [])
+    ]
+    assert sources == [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}]
+
+
+def test_secret_material_is_only_ever_a_mounted_file(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    token_env = env_of(rendered["vault-token"])
+    assert token_env[ENV_PREFIX + "VAULT_TOKEN_FILE"] == "/etc/extension-server/vault-token/token"
+    approle_env = env_of(rendered["vault-approle"])
+    assert approle_env[ENV_PREFIX + "VAULT_APPROLE_ROLE_ID"] == "4f1e-role-id"
+    assert approle_env[ENV_PREFIX + "VAULT_APPROLE_SECRET_ID_FILE"].endswith("/secret-id")
+    for objs in rendered.values():
+        env = env_of(objs)  # plain name/value pairs only, no valueFrom
+        assert not {"VAULT_TOKEN", ENV_PREFIX + "VAULT_TOKEN"} & set(env)
+        assert not [v for v in env.values() if VAULT_TOKEN in v or APPROLE_SECRET_ID in v]
+    # values.yaml has no key a token or secret_id could be written into.
+    with helm.Chart.load(CHART_DIR) as chart:
+        for values in (
+            {"vault": {"token": "hvs.x"}},
+            {"vault": {"token": {"value": "hvs.x"}}},
+            {"vault": {"approle": {"secretId": "x"}}},
+        ):
+            with pytest.raises(helm.HelmValuesError):
+                chart.validate_schema(chart.merge_values(values))
+
+
+def test_aws_irsa_annotates_the_service_account(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objs = rendered["aws-irsa"]
+    sa = one(objs, "ServiceAccount")
+    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": IRSA_ROLE}
+    assert pod_spec(objs)["serviceAccountName"] == sa["metadata"]["name"]
+    env = env_of(objs)
+    assert env[ENV_PREFIX + "AWS_REGION"] == "eu-west-1"
+    assert (
+        env[ENV_PREFIX + "AWS_ROLE_ARN"] == "arn:aws:iam::210987654321:role/gateway-secrets-reader"
+    )
+    assert env[ENV_PREFIX + "AWS_SECRET_TEMPLATE"] == "eg/{namespace}/"
+    assert env[ENV_PREFIX + "AWS_ENDPOINT_URL"].startswith("https://vpce-")
+
+
+def test_pod_disruption_budget(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objs = rendered["replicas-3"]
+    assert one(objs, "Deployment")["spec"]["replicas"] == 3
+    pdb = one(objs, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["minAvailable"] == 1
+    pod_labels = one(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert not [o for o in rendered["defaults"] if o["kind"] == "PodDisruptionBudget"]
+    with helm.Chart.load(CHART_DIR) as chart:
+        text = chart.render(
+            {"podDisruptionBudget": {"enabled": True, "minAvailable": "50%"}},
+            name=RELEASE,
+            namespace=NAMESPACE,
+        )
+    forced = yaml.safe_load(text["extension-server/templates/pdb.yaml"])
+    assert forced["spec"]["minAvailable"] == "50%"
+    k8s_validate(forced)
+
+
+def test_metrics_port_and_prometheus_annotations(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objs = rendered["replicas-3"]
+    annotations = one(objs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9102",
+        "prometheus.io/path": "/metrics",
+    }
+    assert {"name": "metrics", "containerPort": 9102, "protocol": "TCP"} in container(objs)["ports"]
+    assert env_of(objs)[ENV_PREFIX + "METRICS_PORT"] == "9102"
+    off = rendered["vault-token"]
+    assert "annotations" not in one(off, "Deployment")["spec"]["template"]["metadata"]
+    assert [p["name"] for p in container(off)["ports"]] == ["grpc"]
+    assert env_of(off)[ENV_PREFIX + "METRICS_PORT"] == "0"
+
+
+def test_notes_tell_envoy_gateway_about_tls() -> None:
+    """With TLS on, the notes' extensionManager fragment carries the tls fields."""
+    with helm.Chart.load(CHART_DIR) as chart:
+        notes = chart.render(CONFIGS["tls-mtls"], name=RELEASE, namespace=NAMESPACE)[
+            "extension-server/templates/NOTES.txt"
+        ]
+    heredoc = re.search(r"cat <<EOF \| kubectl apply -f -\n(.*?)\n\s*EOF\n", notes, re.S)
+    assert heredoc, notes
+    config = yaml.safe_load(yaml.safe_load(heredoc.group(1))["data"]["envoy-gateway.yaml"])
+    service = config["extensionManager"]["service"]
+    assert service["fqdn"]["hostname"] == f"{RELEASE}.{NAMESPACE}.svc.cluster.local"
+    assert set(service["tls"]) == {"certificateRef", "clientCertificateRef"}
+    assert "gRPC transport: mTLS" in notes
+
+
+# --- wrong values fail ---------------------------------------------------------------------
+
+WRONG_VALUES: dict[str, tuple[dict[str, Any], str]] = {
+    "unknown-auth": ({"vault": {"addr": "https://v:8200", "auth": "ldap"}}, "/vault/auth"),
+    "duration-no-unit": ({"secretCache": {"ttl": "60"}}, "/secretCache/ttl"),
+    "duration-words": ({"backendTimeout": "2 seconds"}, "/backendTimeout"),
+    "duration-days": ({"secretCache": {"maxStale": "1d"}}, "/secretCache/maxStale"),
+    "duration-number": ({"shutdownGrace": 15}, "/shutdownGrace"),
+    "metrics-port-high": ({"metrics": {"port": 70000}}, "/metrics/port"),
+    "metrics-port-grpc": ({"metrics": {"port": 5005}}, "/metrics/port"),
+    "service-port-zero": ({"service": {"port": 0}}, "/service/port"),
+    "kubernetes-no-role": (
+        {"vault": {"addr": "https://v:8200", "auth": "kubernetes"}},
+        "/vault/role",
+    ),
+    "kubernetes-no-addr": ({"vault": {"auth": "kubernetes", "role": "r"}}, "/vault/addr"),
+    "tls-no-secret": ({"tls": {"enabled": True}}, "/tls/secretName"),
+    "client-ca-without-tls": ({"tls": {"clientCA": {"secretName": "ca"}}}, "/tls/enabled"),
+    "token-no-secret": ({"vault": {"addr": "https://v:8200"}}, "/vault/token/secretName"),
+    "approle-no-secret-id": (
+        {"vault": {"addr": "https://v:8200", "auth": "approle", "approle": {"roleId": "r"}}},
+        "/vault/approle/secretId/secretName",
+    ),
+    "two-vault-cas": (
+        {
+            "vault": {
+                "addr": "https://v:8200",
+                "token": {"secretName": "t"},
+                "caCert": {"secretName": "a", "configMapName": "b"},
+            }
+        },
+        "/vault/caCert",
+    ),
+    "template-no-namespace": ({"vault": {"pathTemplate": "secret/data/x/"}}, "/vault/pathTemplate"),
+    "template-no-slash": ({"aws": {"secretTemplate": "gw/{namespace}"}}, "/aws/secretTemplate"),
+    "log-format": ({"logFormat": "text"}, "/logFormat"),
+    "workers": ({"workers": 0}, "/workers"),
+    "pdb-min-available": ({"podDisruptionBudget": {"minAvailable": "half"}}, "minAvailable"),
+    "vault-addr-scheme": ({"vault": {"addr": "vault:8200"}}, "/vault/addr"),
+    "role-arn": ({"aws": {"roleArn": "extension-server"}}, "/aws/roleArn"),
+}
+
+
+@pytest.mark.parametrize("name", list(WRONG_VALUES))
+def test_wrong_values_fail(name: str) -> None:
+    values, where = WRONG_VALUES[name]
+    with helm.Chart.load(CHART_DIR) as chart:
+        with pytest.raises(helm.HelmValuesError, match=where):
+            chart.validate_schema(chart.merge_values(values))
+        with pytest.raises(helm.HelmValuesError, match=where):
+            chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    report = helm.lint(CHART_DIR, values, namespace=NAMESPACE)
+    assert report["errors"] or [m for m in report["messages"] if m["severity"] >= 3]
+
+
+def test_schema_is_valid_draft7() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(defaults)) == []
+
+
+def test_schema_durations_are_server_durations() -> None:
+    """What the schema's duration pattern accepts, the server parses."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    pattern = jsonschema.Draft7Validator(schema["properties"]["backendTimeout"])
+    seconds = {"250ms": 0.25, "2s": 2, "1.5s": 1.5, "15m": 900, "1h": 3600, "0s": 0}
+    for text, value in seconds.items():
+        assert pattern.is_valid(text), text
+        assert Duration().convert(text, None, None) == value
+    for text in ("60", "1d", "-1s", " 5s", "5 s", "s"):
+        assert not pattern.is_valid(text), text
+
+
+# --- the install examples of docs/chart.md ------------------------------------------------
+
+DOCS = CHART_DIR.parent.parent / "docs" / "chart.md"
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def doc_installs() -> list[tuple[str, dict[str, Any]]]:
+    """Each `helm install` of docs/chart.md with the values its -f files and --set give."""
+    text = DOCS.read_text()
+    files = {
+        match.group(1): yaml.safe_load(block)
+        for block in re.findall(r"```yaml\n(.*?)```", text, re.S)
+        if (match := re.match(r"# (\S+\.yaml)\n", block))
+    }
+    installs: list[tuple[str, dict[str, Any]]] = []
+    for block in re.findall(r"```shell\n(.*?)```", text, re.S):
+        for command in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(command, comments=True)
+            if words[:2] != ["helm", "install"]:
+                continue
+            values: dict[str, Any] = {}
+            for flag, arg in itertools.pairwise(words):
+                if flag == "-f":
+                    values = deep_merge(values, files[arg])
+                elif flag == "--set":
+                    values = deep_merge(values, helm.parse_set_string(arg))
+            installs.append((f"docs/chart.md#{len(installs)}", values))
+    return installs
+
+
+def test_docs_have_the_install_examples() -> None:
+    installs = dict(doc_installs())
+    assert len(installs) >= 6
+    values = list(installs.values())
+    assert any(v.get("vault", {}).get("auth") == "kubernetes" for v in values)
+    assert any(v.get("vault", {}).get("auth") == "approle" for v in values)
+    assert any(v.get("aws", {}).get("roleArn") for v in values)
+    assert any(v.get("tls", {}).get("clientCA") for v in values)
+
+
+@pytest.mark.parametrize(("name", "values"), doc_installs(), ids=[n for n, _ in doc_installs()])
+def test_doc_install_example_renders_valid_kubernetes(name: str, values: dict[str, Any]) -> None:
+    with helm.Chart.load(CHART_DIR) as chart:
+        files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objs = [
+        doc
+        for path, text in files.items()
+        if path.endswith(".yaml")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+    assert objs, name
+    for obj in objs:
+        k8s_validate(obj)
+
+
+# --- 3. the rendered Deployment starts the server ------------------------------------------
+
+
+@dataclass
+class Cluster:
+    """The Secrets and ConfigMaps the configurations name, with real content."""
+
+    server_ca: Authority
+    client: Pem  # Envoy Gateway's client certificate (mTLS)
+    secrets: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    config_maps: dict[str, dict[str, bytes]] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Cluster:
+    server_ca, client_ca, vault_ca = Authority("es-ca"), Authority("eg-client-ca"), Authority()
+    server = server_ca.issue("extension-server", server=True)
+    remember(VAULT_TOKEN, APPROLE_SECRET_ID)
+    return Cluster(
+        server_ca=server_ca,
+        client=client_ca.issue("envoy-gateway", server=False),
+        secrets={
+            "extension-server-tls": {"tls.crt": server.cert, "tls.key": server.key},
+            "envoy-gateway-client-ca": {"ca.crt": client_ca.pem},
+            "vault-token": {"token": VAULT_TOKEN.encode()},
+            "vault-approle": {"secret-id": APPROLE_SECRET_ID.encode()},
+            "vault-ca": {"bundle.pem": vault_ca.pem},
+        },
+        config_maps={"vault-ca": {"ca.crt": vault_ca.pem}},
+    )
+
+
+def service_account_jwt(audience: str | None) -> bytes:
+    """A token shaped like the kubelet's projected one (never verified: Vault is not called)."""
+
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    claims = {"sub": f"system:serviceaccount:{NAMESPACE}:{RELEASE}", "aud": [audience or "api"]}
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl".encode()
+
+
+def kubelet_mounts(spec: dict[str, Any], cluster: Cluster, root: Path) -> dict[str, Path]:
+    """Write each mounted volume's files as the kubelet would; mountPath -> local directory.
+
+    A Secret, ConfigMap or key the configuration names but the cluster lacks raises
+    KeyError, as the kubelet fails such a mount."""
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts: dict[str, Path] = {}
+    for mount in spec["containers"][0]["volumeMounts"]:
+        volume, local = volumes[mount["name"]], root / mount["name"]
+        local.mkdir(parents=True)
+        mounts[mount["mountPath"]] = local
+        files: dict[str, bytes] = {}
+        if "secret" in volume:
+            data, source = cluster.secrets[volume["secret"]["secretName"]], volume["secret"]
+        elif "configMap" in volume:
+            data, source = cluster.config_maps[volume["configMap"]["name"]], volume["configMap"]
+        elif "projected" in volume:
+            source = volume["projected"]
+            for projection in source["sources"]:
+                token = projection["serviceAccountToken"]
+                files[token["path"]] = service_account_jwt(token.get("audience"))
+            data = {}
+        else:
+            assert "emptyDir" in volume, volume
+            continue
+        for item in source.get("items", [{"key": k, "path": k} for k in data]):
+            files[item["path"]] = data[item["key"]]
+        for path, content in files.items():
+            (local / path).write_bytes(content)
+            (local / path).chmod(source.get("defaultMode", 0o644))
+    return mounts
+
+
+def relocate(value: str, mounts: dict[str, Path]) -> str:
+    for mount_path, local in mounts.items():
+        if value == mount_path or value.startswith(mount_path + "/"):
+            return str(local) + value[len(mount_path) :]
+    return value
+
+
+class ConnectionRecorder:
+    """A TCP listener standing in for Vault or AWS: counts the connections made to it."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self._socket.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+@pytest.fixture
+def recorder() -> Iterator[ConnectionRecorder]:
+    recording = ConnectionRecorder()
+    yield recording
+    recording.close()
+
+
+def pod_environment(
+    objs: list[dict[str, Any]], mounts: dict[str, Path], recorder: ConnectionRecorder, tmp: Path
+) -> tuple[dict[str, str], int, int]:
+    """The container's environment as the test runs it, the gRPC and the metrics port."""
+    env = {}
+    for name, value in env_of(objs).items():
+        env[name] = relocate(value, mounts)
+        if value.startswith("/"):
+            assert env[name] != value, f"{name}={value} is outside every volume mount"
+            assert Path(env[name]).is_file(), f"{name}={value}: no such file in its volume"
+    port, metrics_port = free_port(), free_port()
+    env[ENV_PREFIX + "PORT"] = str(port)
+    env[ENV_PREFIX + "METRICS_PORT"] = str(metrics_port)
+    # Vault and Secrets Manager are reached only through the recorder, which must stay idle.
+    if ENV_PREFIX + "VAULT_ADDR" in env:
+        env[ENV_PREFIX + "VAULT_ADDR"] = recorder.url
+    if ENV_PREFIX + "AWS_ENDPOINT_URL" in env:
+        env[ENV_PREFIX + "AWS_ENDPOINT_URL"] = recorder.url
+    annotations = one(objs, "ServiceAccount")["metadata"].get("annotations", {})
+    if "eks.amazonaws.com/role-arn" in annotations:
+        # What the EKS pod identity webhook adds to the pod for IRSA.
+        token = tmp / "aws-iam-token"
+        token.write_bytes(service_account_jwt("sts.amazonaws.com"))
+        env["AWS_ROLE_ARN"] = annotations["eks.amazonaws.com/role-arn"]
+        env["AWS_WEB_IDENTITY_TOKEN_FILE"] = str(token)
+        env["AWS_ENDPOINT_URL"] = recorder.url  # STS too
+    base = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp), "LANG": "C.UTF-8"}
+    return {**base, **env}, port, metrics_port
+
+
+def health_status(target: str, credentials: Any | None) -> Any:
+    channel = (
+        grpc.secure_channel(target, credentials)
+        if credentials is not None
+        else grpc.insecure_channel(target)
+    )
+    with channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
+
+
+def wait_serving(
+    process: subprocess.Popen[bytes], target: str, credentials: Any | None, log: Path
+) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        assert process.poll() is None, f"server exited {process.returncode}:\n{log.read_text()}"
+        try:
+            if health_status(target, credentials) == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        assert time.monotonic() < deadline, f"not SERVING after 15 s:\n{log.read_text()}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_rendered_deployment_starts_the_server(
+    config: str,
+    rendered: dict[str, list[dict[str, Any]]],
+    cluster: Cluster,
+    recorder: ConnectionRecorder,
+    tmp_path: Path,
+) -> None:
+    objs = rendered[config]
+    spec = pod_spec(objs)
+    c = container(objs)
+    assert "command" not in c  # the image's entrypoint is extension-server
+    mounts = kubelet_mounts(spec, cluster, tmp_path / "volumes")
+    env, port, metrics_port = pod_environment(objs, mounts, recorder, tmp_path)
+    args = [relocate(arg, mounts) for arg in c["args"]]
+
+    credentials = None
+    if ENV_PREFIX + "TLS_CERT_FILE" in env:
+        mtls = ENV_PREFIX + "TLS_CLIENT_CA_FILE" in env
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=cluster.server_ca.pem,
+            private_key=cluster.client.key if mtls else None,
+            certificate_chain=cluster.client.cert if mtls else None,
+        )
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [EXTENSION_SERVER, *args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path
+        )
+    try:
+        target = f"127.0.0.1:{port}"
+        wait_serving(process, target, credentials, log)
+        if credentials is not None:
+            # TLS for real: plaintext is refused, and with mTLS so is a client without a cert.
+            with pytest.raises(grpc.RpcError):
+                health_status(target, None)
+            if ENV_PREFIX + "TLS_CLIENT_CA_FILE" in env:
+                anonymous = grpc.ssl_channel_credentials(root_certificates=cluster.server_ca.pem)
+                with pytest.raises(grpc.RpcError):
+                    health_status(target, anonymous)
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
+            assert b"extension_server_backend_requests" in response.read()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+    output = log.read_text()
+    assert code == 0, output
+    assert recorder.connections == 0, "the server contacted Vault or AWS while starting"
+    started = log_fields(next(line for line in output.splitlines() if "server.started" in line))
+    assert started["event"] == "server.started"
+    assert started["tls"] == ("mtls" if config == "tls-mtls" else "off")
+    assert started["vault"] == (recorder.url if ENV_PREFIX + "VAULT_ADDR" in env else "off")
+    assert started["unprotected_listeners"] == env[ENV_PREFIX + "UNPROTECTED_LISTENERS"]
+
+
+def log_fields(line: str) -> dict[str, Any]:
+    """One log line as a mapping: JSON (--log-format json) or logfmt."""
+    if line.startswith("{"):
+        fields: dict[str, Any] = json.loads(line)
+        return fields
+    return {k: v.strip('"') for k, v in re.findall(r'(\w+)=("[^"]*"|\S+)', line)}
