@@ -18,6 +18,9 @@ from typing import Any
 import grpc
 
 
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
 class Drain(grpc.ServerInterceptor):  # type: ignore[misc]
     """Counts unary calls from arrival to termination; refuses new ones once draining."""
 
@@ -37,6 +40,8 @@ class Drain(grpc.ServerInterceptor):  # type: ignore[misc]
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # streams (health Watch, reflection) never hold a shutdown up
+        if handler_call_details.method.startswith(HEALTH_PREFIX):
+            return handler  # probes keep getting answers: NOT_SERVING while draining
         behaviour = handler.unary_unary
 
         def tracked(request: Any, context: grpc.ServicerContext) -> Any:

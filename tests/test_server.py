@@ -444,3 +444,35 @@ def test_calls_are_answered_concurrently(hooks: api_grpc.EnvoyGatewayExtensionSt
     for thread in threads:
         thread.join(timeout=20)
     assert answers == [SEED_HTPASSWD] * 8
+
+
+def test_while_draining_probes_hear_not_serving_and_new_hook_calls_unavailable() -> None:
+    server = ExtensionServer(ServerSettings(host="127.0.0.1", port=0, shutdown_grace=30))
+    server.start()
+    address = f"127.0.0.1:{server.port}"
+    with grpc.insecure_channel(address) as channel:
+        slow = api_grpc.EnvoyGatewayExtensionStub(channel).PostHTTPListenerModify.future(
+            busy_listener_call(), timeout=60
+        )
+        time.sleep(0.3)  # the slow call is in flight
+        stopping = threading.Thread(target=server.stop)
+        stopping.start()
+        health = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + 10
+        while (
+            health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            == health_pb2.HealthCheckResponse.SERVING
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            == health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            api_grpc.EnvoyGatewayExtensionStub(channel).PostHTTPListenerModify(
+                listener_call(http_listener()), timeout=5
+            )
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert managers(slow.result().listener)  # the call in flight still got its answer
+        stopping.join()
