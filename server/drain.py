@@ -17,7 +17,6 @@ from typing import Any
 
 import grpc
 
-
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
