@@ -779,8 +779,9 @@ def test_server_parser_agrees_with_the_crd() -> None:
 
 def doc_policies() -> list[tuple[str, dict[str, Any]]]:
     found = []
-    for doc in ("docs/backends.md", "docs/policies.md", "README.md"):
-        text = (REPO_DIR / doc).read_text()
+    for path in sorted([*(REPO_DIR / "docs").glob("*.md"), REPO_DIR / "README.md"]):
+        doc = str(path.relative_to(REPO_DIR))
+        text = path.read_text()
         for i, block in enumerate(re.findall(r"```yaml\n(.*?)```", text, re.S)):
             for obj in yaml.safe_load_all(block):
                 if isinstance(obj, dict) and obj.get("kind") == "ListenerContextExample":
