@@ -56,6 +56,16 @@ IRSA_ROLE = "arn:aws:iam::123456789012:role/extension-server"
 VAULT_TOKEN = "hvs.chart-test-vault-token"
 APPROLE_SECRET_ID = "chart-test-approle-secret-id"
 
+# Prometheus in namespace monitoring: one NetworkPolicyPeer (both selectors: AND).
+PROMETHEUS_PEER: dict[str, Any] = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+EXTRA_INGRESS: dict[str, Any] = {
+    "from": [{"ipBlock": {"cidr": "10.20.0.0/16", "except": ["10.20.99.0/24"]}}],
+    "ports": [{"port": "grpc", "protocol": "TCP"}],
+}
+
 # The configurations the tests render: the defaults and one per feature.
 CONFIGS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -111,6 +121,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
             "caCert": {"secretName": "vault-ca", "key": "bundle.pem"},
             "pathTemplate": "kv/gateways/{namespace}/",
             "approle": {"roleId": "4f1e-role-id", "secretId": {"secretName": "vault-approle"}},
+        },
+    },
+    "network-policy": {
+        "envoyGateway": {"namespace": "gateway-system"},
+        "networkPolicy": {
+            "enabled": True,
+            "metricsFrom": [PROMETHEUS_PEER],
+            "extraIngress": [EXTRA_INGRESS],
         },
     },
 }
@@ -199,8 +217,9 @@ def test_every_manifest_is_valid_kubernetes(rendered: dict[str, list[dict[str, A
     k8s_validate(crd)
     counted += 1
     # defaults 5 (Deployment, Service, ServiceAccount, ClusterRole, ClusterRoleBinding),
-    # each other configuration the same, replicas-3 a PodDisruptionBudget too; the CRD.
-    assert counted == 5 * len(CONFIGS) + 1 + 1
+    # each other configuration the same, replicas-3 a PodDisruptionBudget too,
+    # network-policy a NetworkPolicy too; the CRD.
+    assert counted == 5 * len(CONFIGS) + 1 + 1 + 1
     print(
         f"\nkubernetes-validate {kubernetes_validate.version.__version__}: {counted} manifests "
         f"valid for Kubernetes {KUBERNETES} (strict), {len(CONFIGS)} configurations + the CRD"
@@ -410,6 +429,157 @@ def test_metrics_port_and_prometheus_annotations(
     assert env_of(off)[ENV_PREFIX + "METRICS_PORT"] == "0"
 
 
+def network_policy(values: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The NetworkPolicy these values render, checked with helm lint and kubernetes-validate,
+    and the Deployment's container ports."""
+    for report in (
+        helm.lint(CHART_DIR, values, namespace=NAMESPACE),
+        helm.lint(CHART_DIR, values, namespace=NAMESPACE, strict=True, kube_version=KUBE_VERSION),
+    ):
+        problems = report["errors"] + [m for m in report["messages"] if m["severity"] >= 2]
+        assert problems == [], values
+    with helm.Chart.load(CHART_DIR) as chart:
+        files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objs = [
+        doc
+        for path, text in files.items()
+        if path.endswith(".yaml")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+    for obj in objs:
+        k8s_validate(obj)
+    return one(objs, "NetworkPolicy"), container(objs)["ports"]
+
+
+def envoy_gateway_rule(namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+    """Ingress to the gRPC port from one peer: pods with these labels in that namespace."""
+    return {
+        "from": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "podSelector": {"matchLabels": labels},
+            }
+        ],
+        "ports": [{"port": "grpc", "protocol": "TCP"}],
+    }
+
+
+def test_network_policy_admits_only_envoy_gateway(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objs = rendered["network-policy"]
+    policy = one(objs, "NetworkPolicy")
+    assert policy["apiVersion"] == "networking.k8s.io/v1"
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    spec = policy["spec"]
+    # It selects the server's pods, and only them (the Deployment's own selector).
+    deployment = one(objs, "Deployment")
+    assert spec["podSelector"] == deployment["spec"]["selector"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert spec["policyTypes"] == ["Ingress"]
+    grpc_rule, metrics_rule, extra_rule = spec["ingress"]
+    # Envoy Gateway's pods in envoyGateway.namespace: one peer carrying both selectors
+    # (two peers would admit the whole namespace, or those labels in every namespace).
+    assert grpc_rule == envoy_gateway_rule("gateway-system", {"control-plane": "envoy-gateway"})
+    # The namespace is the one the RBAC binding names for Envoy Gateway's ServiceAccount.
+    (subject,) = one(objs, "ClusterRoleBinding")["subjects"]
+    assert subject["namespace"] == "gateway-system"
+    assert metrics_rule == {
+        "from": [PROMETHEUS_PEER],
+        "ports": [{"port": "metrics", "protocol": "TCP"}],
+    }
+    assert extra_rule == EXTRA_INGRESS
+    # Every named port the policy opens is a container port of that name (a name the pod
+    # lacks would match nothing), and the gRPC one is the server's 5005.
+    ports = {p["name"]: p["containerPort"] for p in container(objs)["ports"]}
+    for rule in spec["ingress"]:
+        for port in rule["ports"]:
+            assert port["port"] in ports, port
+    assert ports["grpc"] == 5005
+    # Nothing else in the rules: no rule without `from` (which would admit everyone).
+    assert all(rule["from"] for rule in spec["ingress"])
+
+
+def test_network_policy_is_off_by_default(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for config, objs in rendered.items():
+        kinds = [o["kind"] for o in objs]
+        assert kinds.count("NetworkPolicy") == (config == "network-policy"), config
+    defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["networkPolicy"]
+    assert defaults == {
+        "enabled": False,
+        "envoyGatewayPodLabels": {"control-plane": "envoy-gateway"},
+        "metricsFrom": [],
+        "extraIngress": [],
+    }
+    # values.yaml says why it is off: a wrong selector stops xDS updates with failOpen false.
+    comments = re.sub(r"\s*\n\s*#\s*", " ", (CHART_DIR / "values.yaml").read_text())
+    assert "cuts Envoy Gateway off. With failOpen false" in comments
+    assert "no xDS update reaches Envoy" in comments
+
+
+def test_network_policy_metrics_port_only_for_listed_peers() -> None:
+    # metricsFrom empty (the default): the metrics port is not opened, only gRPC is.
+    policy, ports = network_policy({"networkPolicy": {"enabled": True}})
+    assert policy["spec"]["ingress"] == [
+        envoy_gateway_rule("envoy-gateway-system", {"control-plane": "envoy-gateway"})
+    ]
+    assert "metrics" in {p["name"] for p in ports}
+    # Metrics off: no metrics port, so no rule for it even with metricsFrom.
+    policy, ports = network_policy(
+        {
+            "metrics": {"enabled": False},
+            "networkPolicy": {"enabled": True, "metricsFrom": [PROMETHEUS_PEER]},
+        }
+    )
+    assert [r["ports"] for r in policy["spec"]["ingress"]] == [
+        [{"port": "grpc", "protocol": "TCP"}]
+    ]
+    assert [p["name"] for p in ports] == ["grpc"]
+    # Several peers, an ipBlock among them, on the port named metrics (metrics.port 9102).
+    peers = [PROMETHEUS_PEER, {"ipBlock": {"cidr": "192.168.10.0/24"}}]
+    policy, ports = network_policy(
+        {"metrics": {"port": 9102}, "networkPolicy": {"enabled": True, "metricsFrom": peers}}
+    )
+    _, metrics_rule = policy["spec"]["ingress"]
+    assert metrics_rule == {"from": peers, "ports": [{"port": "metrics", "protocol": "TCP"}]}
+    assert {"name": "metrics", "containerPort": 9102, "protocol": "TCP"} in ports
+
+
+def test_network_policy_follows_the_envoy_gateway_labels() -> None:
+    """Other labels for Envoy Gateway's pods (here gateway-helm's release labels), with the
+    default one removed (null), and a release namespace other than Envoy Gateway's."""
+    labels = {"app.kubernetes.io/name": "gateway-helm", "app.kubernetes.io/instance": "eg"}
+    values = {
+        "networkPolicy": {
+            "enabled": True,
+            "envoyGatewayPodLabels": {**labels, "control-plane": None},
+        }
+    }
+    policy, _ = network_policy(values)
+    assert policy["spec"]["ingress"] == [envoy_gateway_rule("envoy-gateway-system", labels)]
+
+
+@pytest.mark.parametrize(
+    ("labels", "where"),
+    [
+        ({"control-plane": None}, "minProperties"),  # the default removed, none given
+        (None, "missing property 'envoyGatewayPodLabels'"),
+    ],
+    ids=["empty", "null"],
+)
+def test_network_policy_needs_envoy_gateway_labels(labels: Any, where: str) -> None:
+    """No labels would be an empty podSelector: every pod of Envoy Gateway's namespace.
+    Install (render) and lint refuse it. (Not through chart.validate_schema: that coalesces
+    the defaults in again and so brings control-plane back.)"""
+    values = {"networkPolicy": {"enabled": True, "envoyGatewayPodLabels": labels}}
+    with helm.Chart.load(CHART_DIR) as chart, pytest.raises(helm.HelmValuesError, match=where):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    report = helm.lint(CHART_DIR, values, namespace=NAMESPACE)
+    assert any(where in e for e in report["errors"]), report
+
+
 def test_notes_tell_envoy_gateway_about_tls() -> None:
     """With TLS on, the notes' extensionManager fragment carries the tls fields."""
     with helm.Chart.load(CHART_DIR) as chart:
@@ -465,6 +635,20 @@ WRONG_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "pdb-min-available": ({"podDisruptionBudget": {"minAvailable": "half"}}, "minAvailable"),
     "vault-addr-scheme": ({"vault": {"addr": "vault:8200"}}, "/vault/addr"),
     "role-arn": ({"aws": {"roleArn": "extension-server"}}, "/aws/roleArn"),
+    "netpol-label-value": (
+        {"networkPolicy": {"envoyGatewayPodLabels": {"control-plane": "envoy gateway"}}},
+        "/networkPolicy/envoyGatewayPodLabels",
+    ),
+    "netpol-peer-typo": (
+        {"networkPolicy": {"metricsFrom": [{"podSelectors": {}}]}},
+        "/networkPolicy/metricsFrom/0",
+    ),
+    "netpol-empty-peer": ({"networkPolicy": {"metricsFrom": [{}]}}, "/networkPolicy/metricsFrom/0"),
+    "netpol-rule-typo": (
+        {"networkPolicy": {"extraIngress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]}},
+        "/networkPolicy/extraIngress/0",
+    ),
+    "netpol-unknown-key": ({"networkPolicy": {"metricsPort": 9090}}, "/networkPolicy"),
 }
 
 
