@@ -28,9 +28,12 @@ from backends.stores import (
     NOT_FOUND,
     TIMEOUT,
     UNAVAILABLE,
+    StoredSecret,
     StoreError,
 )
 from compiler.model import AwsSecretRef, StoreRef
+
+CURRENT = "AWSCURRENT"
 
 _OUTCOMES = {
     "ResourceNotFoundException": (NOT_FOUND, "has no secret {id} (or not that version)"),
@@ -86,16 +89,35 @@ class AwsSecretsManagerStore:
                 )
             return self._client
 
-    def fetch(self, ref: StoreRef) -> str:
+    def fetch(self, ref: StoreRef) -> StoredSecret:
         assert isinstance(ref, AwsSecretRef)
-        client = self.client()
         request: dict[str, Any] = {"SecretId": ref.secret_id}
         if ref.version_id:
             request["VersionId"] = ref.version_id
         else:
-            request["VersionStage"] = ref.version_stage or "AWSCURRENT"
+            request["VersionStage"] = ref.version_stage or CURRENT
+        response = self._call("get_secret_value", ref, **request)
+        if "SecretString" not in response:
+            raise StoreError(
+                self.name, INVALID, f"{ref.secret_id} is a binary secret; store text or JSON"
+            )
+        return StoredSecret(str(response["SecretString"]), str(response.get("VersionId", "")))
+
+    def version(self, ref: StoreRef) -> str:
+        """The VersionId holding the stage the reference reads (DescribeSecret: no value read)."""
+        assert isinstance(ref, AwsSecretRef)
+        if ref.version_id:
+            return ref.version_id  # pinned: never changes
+        stage = ref.version_stage or CURRENT
+        stages = self._call("describe_secret", ref, SecretId=ref.secret_id).get(
+            "VersionIdsToStages", {}
+        )
+        return next((vid for vid, names in sorted(stages.items()) if stage in names), "")
+
+    def _call(self, operation: str, ref: AwsSecretRef, **request: Any) -> Any:
+        client = self.client()
         try:
-            response = client.get_secret_value(**request)
+            return getattr(client, operation)(**request)
         except botocore.exceptions.ClientError as error:
             code = str(error.response.get("Error", {}).get("Code", ""))
             outcome, text = _OUTCOMES.get(code, (ERROR, "answered " + code + " for {id}"))
@@ -116,11 +138,6 @@ class AwsSecretsManagerStore:
             raise StoreError(
                 self.name, ERROR, f"Secrets Manager request failed ({type(error).__name__})"
             ) from None
-        if "SecretString" not in response:
-            raise StoreError(
-                self.name, INVALID, f"{ref.secret_id} is a binary secret; store text or JSON"
-            )
-        return str(response["SecretString"])
 
 
 def _session(role_arn: str | None, region: str | None, config: Config) -> Any:

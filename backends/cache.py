@@ -38,6 +38,7 @@ DEFINITE = frozenset({NOT_FOUND, FORBIDDEN, INVALID})  # answers, not outages: n
 class _Entry:
     value: Any
     fetched_at: float
+    invalidated: bool = False  # a newer version exists: fetch again, but it still covers outages
 
 
 class SecretCache:
@@ -70,7 +71,11 @@ class SecretCache:
         """The secret for `key`: fresh, fetched (once for all callers), or stale on error."""
         with self._lock:
             entry = self._values.get(key)
-            if entry is not None and self._clock() - entry.fetched_at < self.ttl:
+            if (
+                entry is not None
+                and not entry.invalidated
+                and self._clock() - entry.fetched_at < self.ttl
+            ):
                 metrics.CACHE_HITS.labels(store).inc()
                 return entry.value
             metrics.CACHE_MISSES.labels(store).inc()
@@ -91,6 +96,20 @@ class SecretCache:
         except TimeoutError:
             timeout = StoreError(store, "timeout", f"no answer from {store} in {self._wait:g}s")
             return self._stale_or_raise(entry, store, timeout)
+
+    def invalidate(self, key: Hashable) -> None:
+        """A newer version exists: the next `get` fetches; the old value still covers outages."""
+        with self._lock:
+            entry = self._values.get(key)
+            if entry is not None:
+                self._values[key] = _Entry(entry.value, entry.fetched_at, invalidated=True)
+            self._errors.pop(key, None)
+
+    def peek(self, key: Hashable) -> Any | None:
+        """The last good value, fresh or not, without fetching; None if there is none."""
+        with self._lock:
+            entry = self._values.get(key)
+        return None if entry is None else entry.value
 
     def _fetch(
         self, key: Hashable, store: str, fetch: Callable[[], Any], future: Future[Any]

@@ -9,18 +9,22 @@ lets anyone in on failure.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import cast
 
 from backends import metrics
 from backends.cache import SecretCache
+from backends.registry import SecretRegistry
 from backends.stores import (
     FORBIDDEN,
     INVALID,
     NOT_CONFIGURED,
     NOT_FOUND,
     SecretStore,
+    StoredSecret,
     StoreError,
 )
 from backends.tenancy import (
@@ -41,6 +45,7 @@ from compiler.model import (
     PasswordFrom,
     PlainCredentials,
     Policy,
+    PolicyRef,
     StoreRef,
     UsersFrom,
     VaultRef,
@@ -80,9 +85,12 @@ class CredentialResolver:
         check_template(self.settings.vault_path_template)
         check_template(self.settings.aws_secret_template)
         self.stores = dict(stores or {})
+        self.registry = SecretRegistry()
         self._cache = SecretCache(
             self.settings.cache_ttl, self.settings.max_stale, wait=self.settings.timeout + 1.0
         )
+        self._revisions: dict[PolicyRef, str] = {}
+        self._revisions_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(PARALLEL_LOOKUPS, thread_name_prefix="resolve")
 
     def resolve_all(self, policies: Sequence[Policy]) -> list[Resolved]:
@@ -110,7 +118,9 @@ class CredentialResolver:
             return [Credential(spec.username, spec.password, "spec.username", "spec.password")]
         source = "spec.passwordFrom" if isinstance(spec, PasswordFrom) else "spec.usersFrom"
         field = f"{source}.{_store_field(spec.store)}"
-        document = self._fetch(policy, spec.store, field)
+        self._note_revision(policy, spec.store)
+        document = self._fetch(policy, spec.store, field).content
+        self.registry.record(policy.ref, [spec.store])
         try:
             if isinstance(spec, UsersFrom):
                 return user_credentials(document, spec.store, source)
@@ -118,7 +128,35 @@ class CredentialResolver:
         except StoredValueError as error:
             raise self._unresolved(policy, spec.store, field, str(error), INVALID) from None
 
-    def _fetch(self, policy: Policy, ref: StoreRef, field: str) -> object:
+    def refresh(self, ref: StoreRef) -> StoredSecret:
+        """Fetch `ref` again now (the rotation watcher saw a new version)."""
+        store = self.stores[ref.store]
+        self._cache.invalidate(ref.document)
+        return cast(
+            StoredSecret, self._cache.get(ref.document, store.name, lambda: store.fetch(ref))
+        )
+
+    def cached_version(self, ref: StoreRef) -> str | None:
+        """The version of what the cache holds for `ref`, if anything."""
+        held = self._cache.peek(ref.document)
+        return held.version if isinstance(held, StoredSecret) else None
+
+    def _note_revision(self, policy: Policy, ref: StoreRef) -> None:
+        """A new spec.credentialsRevision means a newer version exists: do not serve the cache.
+
+        The watcher of whichever replica saw the rotation wrote it; this makes every
+        replica fetch again when Envoy Gateway calls it for the re-translation.
+        """
+        revision = policy.credentials_revision
+        if revision is None:
+            return
+        with self._revisions_lock:
+            seen = self._revisions.get(policy.ref)
+            self._revisions[policy.ref] = revision
+        if seen is not None and seen != revision:
+            self._cache.invalidate(ref.document)
+
+    def _fetch(self, policy: Policy, ref: StoreRef, field: str) -> StoredSecret:
         problem = tenancy_problem(
             ref,
             policy.ref.namespace,
@@ -142,7 +180,9 @@ class CredentialResolver:
                 NOT_CONFIGURED,
             )
         try:
-            return self._cache.get(ref.document, store.name, lambda: store.fetch(ref))
+            return cast(
+                StoredSecret, self._cache.get(ref.document, store.name, lambda: store.fetch(ref))
+            )
         except StoreError as error:
             raise self._unresolved(policy, ref, field, str(error), error.outcome) from None
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from compiler.model import StoreRef
@@ -26,11 +29,29 @@ class StoreError(Exception):
         self.outcome = outcome
 
 
+@dataclass(frozen=True)
+class StoredSecret:
+    """One whole secret as read (a Vault data map, or an AWS SecretString) and its version."""
+
+    content: Any = field(repr=False)
+    version: str  # Vault KV v2 version, AWS VersionId, or a digest of the content (KV v1)
+
+
 class SecretStore(Protocol):
-    """Reads one whole secret: a Vault data map, or an AWS SecretString."""
+    """Reads secrets, and tells their current version for the rotation watcher."""
 
     name: str
 
-    def fetch(self, ref: StoreRef) -> Any:
-        """The secret's content; raise StoreError when it cannot be had."""
+    def fetch(self, ref: StoreRef) -> StoredSecret:
+        """The secret and its version; raise StoreError when it cannot be had."""
         ...
+
+    def version(self, ref: StoreRef) -> str:
+        """The version `fetch` would read now, as cheaply as the store allows."""
+        ...
+
+
+def content_digest(content: Any) -> str:
+    """A version for stores without one (KV v1): a digest of the content, never the content."""
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]

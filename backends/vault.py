@@ -28,7 +28,9 @@ from backends.stores import (
     NOT_FOUND,
     TIMEOUT,
     UNAVAILABLE,
+    StoredSecret,
     StoreError,
+    content_digest,
 )
 from compiler.model import StoreRef, VaultRef
 
@@ -86,32 +88,52 @@ class VaultStore:
         if settings.auth == "token" and settings.token_file:
             self._client.token = _read(settings.token_file)
 
-    def fetch(self, ref: StoreRef) -> Mapping[str, Any]:
+    def fetch(self, ref: StoreRef) -> StoredSecret:
         assert isinstance(ref, VaultRef)
+        params = {"version": ref.version} if ref.version is not None else None
+        response = self._get(ref.path, params)
+        data = _kv_data(response, ref)
+        if ref.engine == "kv-v1":
+            return StoredSecret(data, content_digest(data))
+        return StoredSecret(data, str(response["data"].get("metadata", {}).get("version", "")))
+
+    def version(self, ref: StoreRef) -> str:
+        """KV v2: `current_version` from the metadata (no secret read); KV v1: a digest."""
+        assert isinstance(ref, VaultRef)
+        if ref.version is not None:
+            return str(ref.version)  # pinned: never changes
+        if ref.engine == "kv-v1":
+            return self.fetch(ref).version
+        mount, marker, rest = ref.path.partition("/data/")
+        if not marker:
+            raise StoreError(self.name, INVALID, f"{ref.path} is not a KV v2 data path")
+        metadata = self._get(f"{mount}/metadata/{rest}", None).get("data") or {}
+        return str(metadata.get("current_version", ""))
+
+    def _get(self, path: str, params: Mapping[str, Any] | None) -> Mapping[str, Any]:
         try:
-            return self._read(ref)
+            return self._request(path, params)
         except StoreError as error:
             if error.outcome != FORBIDDEN or not self._can_log_in_again:
                 raise
         # A token revoked or expired early: log in (or re-read the token file) once more.
         with self._lock:
             self._renew_at = None
-        return self._read(ref)
+        return self._request(path, params)
 
     @property
     def _can_log_in_again(self) -> bool:
         return self.settings.auth != "token" or bool(self.settings.token_file)
 
-    def _read(self, ref: VaultRef) -> Mapping[str, Any]:
-        params = {"version": ref.version} if ref.version is not None else None
+    def _request(self, path: str, params: Mapping[str, Any] | None) -> Mapping[str, Any]:
         try:
             self._ensure_token()
-            response = self._client.adapter.get(f"/v1/{ref.path}", params=params)
+            response = self._client.adapter.get(f"/v1/{path}", params=params)
         except hvac.exceptions.InvalidPath:
-            raise StoreError(self.name, NOT_FOUND, f"Vault has no secret at {ref.path}") from None
+            raise StoreError(self.name, NOT_FOUND, f"Vault has no secret at {path}") from None
         except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
             raise StoreError(
-                self.name, FORBIDDEN, f"Vault denied the server read access to {ref.path}"
+                self.name, FORBIDDEN, f"Vault denied the server read access to {path}"
             ) from None
         except (hvac.exceptions.VaultDown, hvac.exceptions.VaultNotInitialized):
             raise StoreError(self.name, UNAVAILABLE, "Vault is sealed or not initialised") from None
@@ -126,7 +148,9 @@ class VaultStore:
         except hvac.exceptions.VaultError as error:
             status = type(error).__name__
             raise StoreError(self.name, ERROR, f"Vault answered an error ({status})") from None
-        return _kv_data(response, ref)
+        if not isinstance(response, Mapping):
+            raise StoreError(self.name, INVALID, f"Vault answered no JSON for {path}")
+        return response
 
     def _ensure_token(self) -> None:
         with self._lock:

@@ -133,6 +133,9 @@ class Policy:
     targets: tuple[TargetRef, ...]
     credentials: CredentialSpec
     forward_username_header: str | None = None
+    # spec.credentialsRevision: written by the server's rotation watcher, read to know that
+    # a stored secret has a newer version than the one in the cache.
+    credentials_revision: str | None = None
 
     @property
     def precedence(self) -> tuple[int, str, str, str]:

@@ -55,7 +55,15 @@ _RESERVED_HEADERS = frozenset(
     }
 )
 _SPEC_FIELDS = frozenset(
-    {"targetRefs", "username", "password", "passwordFrom", "usersFrom", "forwardUsernameHeader"}
+    {
+        "targetRefs",
+        "username",
+        "password",
+        "passwordFrom",
+        "usersFrom",
+        "forwardUsernameHeader",
+        "credentialsRevision",
+    }
 )
 _SOURCES = ("password", "passwordFrom", "usersFrom")
 _VAULT_FIELDS = frozenset({"path", "engine", "key", "version"})
@@ -173,6 +181,7 @@ def _parse_policy(obj: Mapping[str, Any], ref: PolicyRef) -> Policy:
         targets=_parse_targets(spec.get("targetRefs"), ref),
         credentials=_parse_credentials(spec, ref),
         forward_username_header=_parse_header(spec.get("forwardUsernameHeader"), ref),
+        credentials_revision=_string(spec, "credentialsRevision", ref, "spec"),
     )
 
 

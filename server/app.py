@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import threading
 import time
+import uuid
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
@@ -23,11 +26,19 @@ from compiler.model import CompileOptions
 from server.api import extension_pb2, extension_pb2_grpc
 from server.drain import Drain
 from server.logs import get_logger
+from server.rotation import RotationWatcher
 from server.service import ExtensionService
 from server.tls import TlsSettings, server_credentials
 
 SERVICE_NAME = extension_pb2.DESCRIPTOR.services_by_name["EnvoyGatewayExtension"].full_name
 log = get_logger("server.app")
+
+
+@dataclass(frozen=True)
+class RotationSettings:
+    interval: float = 0.0  # seconds between polls; 0: no watcher (the CLI's default is 30 s)
+    lease_namespace: str | None = None  # None: the pod's own namespace
+    lease_name: str = "extension-server-rotation"
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,7 @@ class ServerSettings:
     aws: AwsSettings = field(default_factory=AwsSettings)
     metrics_port: int | None = None  # None: no metrics endpoint
     tls: TlsSettings | None = None  # None: plaintext gRPC (inside the cluster network)
+    rotation: RotationSettings = field(default_factory=RotationSettings)
 
 
 def build_resolver(settings: ServerSettings) -> CredentialResolver:
@@ -52,11 +64,41 @@ def build_resolver(settings: ServerSettings) -> CredentialResolver:
     return CredentialResolver(settings.resolver, stores)
 
 
+def build_watcher(settings: ServerSettings, resolver: CredentialResolver) -> RotationWatcher | None:
+    """The rotation watcher, when a store is configured and Kubernetes can be reached."""
+    aws = (
+        settings.aws.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    )
+    if settings.rotation.interval <= 0 or not (settings.vault or aws):
+        return None
+    # Only a server with a watcher pays for the Kubernetes client (memory, start-up time).
+    import lightkube  # noqa: PLC0415
+
+    from server.kube import FIELD_MANAGER, LeaseElector, PolicyPatcher  # noqa: PLC0415
+
+    try:
+        client = lightkube.Client(field_manager=FIELD_MANAGER)
+    except lightkube.ConfigError as error:
+        log.warning("rotation.disabled", reason=f"no Kubernetes configuration ({error})")
+        return None
+    namespace = settings.rotation.lease_namespace or client.namespace
+    identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    lease_duration = max(3 * settings.rotation.interval, 15.0)
+    return RotationWatcher(
+        resolver,
+        PolicyPatcher(client),
+        LeaseElector(client, namespace, settings.rotation.lease_name, identity, lease_duration),
+        settings.rotation.interval,
+    )
+
+
 class ExtensionServer:
     """The running server; `stop` lets in-flight calls finish first."""
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        self.resolver = build_resolver(settings)
+        self.watcher = build_watcher(settings, self.resolver)
         self._drain = Drain()
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="hook"),
@@ -65,7 +107,7 @@ class ExtensionServer:
             options=[("grpc.so_reuseport", 0)],
         )
         extension_pb2_grpc.add_EnvoyGatewayExtensionServicer_to_server(  # type: ignore[no-untyped-call]
-            ExtensionService(build_resolver(settings), settings.options), self._grpc
+            ExtensionService(self.resolver, settings.options), self._grpc
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
@@ -102,7 +144,10 @@ class ExtensionServer:
             if self.settings.tls
             else "off",
             vault=self.settings.vault.addr if self.settings.vault else "off",
+            rotation_watcher="on" if self.watcher else "off",
         )
+        if self.watcher is not None:
+            self.watcher.start()
 
     def stop(self) -> None:
         """Report NOT_SERVING, refuse new calls, let in-flight ones finish, then close.
@@ -113,6 +158,8 @@ class ExtensionServer:
         deadline = time.monotonic() + grace
         log.info("server.stopping", grace_seconds=grace, calls_in_flight=self._drain.active)
         self._health.enter_graceful_shutdown()
+        if self.watcher is not None:
+            self.watcher.stop()
         if not self._drain.drain(grace):
             log.warning("server.drain_timeout", calls_in_flight=self._drain.active)
         self._grpc.stop(max(0.0, deadline - time.monotonic())).wait()

@@ -22,7 +22,7 @@ from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE, check
 from backends.vault import AUTH_METHODS, SERVICE_ACCOUNT_TOKEN, VaultSettings
 from compiler.model import CompileOptions, UnprotectedMode
 from server import logs
-from server.app import ServerSettings
+from server.app import RotationSettings, ServerSettings
 from server.tls import TlsSettings
 
 ENV_PREFIX = "EXTENSION_SERVER_"
@@ -129,6 +129,12 @@ SERVE_OPTIONS: list[Callable[[F], F]] = [
     setting("vault-approle-secret-id-file", help="File holding the AppRole secret_id."),
     setting("vault-path-template", default=DEFAULT_VAULT_TEMPLATE,
             help="Vault paths a policy may read; {namespace} is its namespace."),
+    setting("rotation-poll-interval", type=Duration(), default="30s",
+            help="How often the rotation watcher asks stores for new versions (0: off)."),
+    setting("rotation-lease-namespace",
+            help="Namespace of the watcher's Lease (default: the pod's own)."),
+    setting("rotation-lease-name", default="extension-server-rotation",
+            help="Name of the Lease that lets one replica patch policies at a time."),
     setting("aws-region", help="AWS region (default: boto3's, e.g. AWS_REGION)."),
     setting("aws-endpoint-url", help="Secrets Manager endpoint (default: boto3's)."),
     setting("aws-role-arn", help="Role to assume for Secrets Manager."),
@@ -201,4 +207,9 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
         ),
         metrics_port=options["metrics_port"] or None,
         tls=tls,
+        rotation=RotationSettings(
+            interval=options["rotation_poll_interval"],
+            lease_namespace=options["rotation_lease_namespace"] or None,
+            lease_name=options["rotation_lease_name"],
+        ),
     )

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from backends import CredentialResolver, ResolverSettings
 from backends.cache import ERROR_TTL, SecretCache
-from backends.stores import FORBIDDEN, NOT_FOUND, UNAVAILABLE, StoreError
+from backends.stores import FORBIDDEN, NOT_FOUND, UNAVAILABLE, StoredSecret, StoreError
 from backends.tenancy import check_template, tenancy_problem
 from backends.values import StoredValueError, password_credential, scheme_of, user_credentials
 from compiler.errors import (
@@ -220,9 +220,12 @@ class RecordingStore:
         self.name, self.document = name, document
         self.fetched: list[Any] = []
 
-    def fetch(self, ref: Any) -> Any:
+    def fetch(self, ref: Any) -> StoredSecret:
         self.fetched.append(ref)
-        return self.document
+        return StoredSecret(self.document, "1")
+
+    def version(self, ref: Any) -> str:
+        return "1"
 
 
 def hook(resolver: CredentialResolver, *resources: bytes) -> tuple[dict[str, str], list[Any]]:
