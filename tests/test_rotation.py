@@ -8,7 +8,9 @@ the Lease elector); test_rotation_end_to_end.py runs it against the API stand-in
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,9 +21,11 @@ from backends.aws import AwsSecretsManagerStore, AwsSettings
 from backends.vault import VaultSettings, VaultStore
 from compiler.model import AwsSecretRef, PolicyRef, VaultRef
 from compiler.pipeline import load_policies
+from server.kube import LeaseElector, PolicyPatcher
 from server.rotation import RotationWatcher
 from tests.builders import policy
 from tests.support.aws import MotoServer
+from tests.support.kube import KubeStandIn
 from tests.support.secrets import remember
 from tests.support.vault import VaultStandIn
 
@@ -243,3 +247,35 @@ def test_a_new_revision_in_a_hook_call_makes_this_replica_fetch_again(
         [policy("one", "one", None, passwordFrom=source, credentialsRevision="r2")], resolver
     )
     assert vault.count("/v1/secret/data/") == 1  # new revision: fetched again
+
+
+# --- Kubernetes: the Lease and the patch, against the API stand-in -------------------------
+# The API server is a stand-in (tests/support/kube.py): none can be installed here.
+
+
+def test_of_two_replicas_only_one_leads_until_its_lease_runs_out() -> None:
+    with KubeStandIn() as kube:
+        first = LeaseElector(kube.client(), "envoy-gateway-system", "rotation", "replica-a", 1)
+        second = LeaseElector(kube.client(), "envoy-gateway-system", "rotation", "replica-b", 1)
+        assert first.lead() and not second.lead()
+        assert first.lead() and not second.lead()  # renewing keeps it
+        time.sleep(1.2)  # replica-a stops renewing (it died): its lease runs out
+        assert second.lead() and not first.lead()
+        lease = kube.get("Lease", "envoy-gateway-system", "rotation")
+        assert lease is not None and lease["spec"]["holderIdentity"] == "replica-b"
+        assert lease["spec"]["leaseTransitions"] == 1
+
+
+def test_a_policy_that_already_holds_the_revision_is_not_patched() -> None:
+    with KubeStandIn() as kube:
+        stored = json.loads(vaulted("one", "a"))
+        kube.put_policy(stored)
+        patcher = PolicyPatcher(kube.client())
+        one = PolicyRef("default", "one")
+        assert patcher.ensure_revision(one, "abc123")
+        assert not patcher.ensure_revision(one, "abc123")
+        assert not patcher.ensure_revision(PolicyRef("default", "deleted"), "abc123")
+        patched = kube.get("ListenerContextExample", "default", "one")
+        assert patched is not None and patched["metadata"]["generation"] == 2
+        assert patched["spec"] == {**stored["spec"], "credentialsRevision": "abc123"}
+        assert len(kube.patches) == 1
