@@ -89,7 +89,7 @@ class CredentialResolver:
         self._cache = SecretCache(
             self.settings.cache_ttl, self.settings.max_stale, wait=self.settings.timeout + 1.0
         )
-        self._revisions: dict[PolicyRef, str] = {}
+        self._revisions: dict[PolicyRef, str | None] = {}
         self._revisions_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(PARALLEL_LOOKUPS, thread_name_prefix="resolve")
 
@@ -148,12 +148,11 @@ class CredentialResolver:
         replica fetch again when Envoy Gateway calls it for the re-translation.
         """
         revision = policy.credentials_revision
-        if revision is None:
-            return
         with self._revisions_lock:
+            known = policy.ref in self._revisions
             seen = self._revisions.get(policy.ref)
             self._revisions[policy.ref] = revision
-        if seen is not None and seen != revision:
+        if known and seen != revision:
             self._cache.invalidate(ref.document)
 
     def _fetch(self, policy: Policy, ref: StoreRef, field: str) -> StoredSecret:

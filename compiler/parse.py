@@ -66,6 +66,7 @@ _SPEC_FIELDS = frozenset(
     }
 )
 _SOURCES = ("password", "passwordFrom", "usersFrom")
+MAX_REVISION_LENGTH = 128
 _VAULT_FIELDS = frozenset({"path", "engine", "key", "version"})
 _VAULT_ENGINES = ("kv-v2", "kv-v1")
 _AWS_FIELDS = frozenset({"secretId", "key", "versionStage", "versionId"})
@@ -181,8 +182,21 @@ def _parse_policy(obj: Mapping[str, Any], ref: PolicyRef) -> Policy:
         targets=_parse_targets(spec.get("targetRefs"), ref),
         credentials=_parse_credentials(spec, ref),
         forward_username_header=_parse_header(spec.get("forwardUsernameHeader"), ref),
-        credentials_revision=_string(spec, "credentialsRevision", ref, "spec"),
+        credentials_revision=_parse_revision(spec.get("credentialsRevision"), ref),
     )
+
+
+def _parse_revision(value: object, ref: PolicyRef) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_REVISION_LENGTH:
+        raise MalformedPolicyError(
+            ref,
+            "spec.credentialsRevision",
+            "is not a string of 1 to 128 characters",
+            "leave this field to the server's rotation watcher",
+        )
+    return value
 
 
 def _parse_targets(value: object, ref: PolicyRef) -> tuple[TargetRef, ...]:

@@ -24,8 +24,8 @@ from typing import Protocol
 
 import structlog
 
-from backends import CredentialResolver
-from backends.stores import StoreError
+from backends import CredentialResolver, metrics
+from backends.stores import OK, StoreError
 from compiler.model import PolicyRef
 
 JITTER = 0.1  # each wait is the interval +- 10 %
@@ -63,6 +63,9 @@ class RotationWatcher:
         self._elector = elector
         self.interval = interval
         self._versions: dict[Hashable, str] = {}
+        # Policies whose revision must be written: kept until the leader has written it, so
+        # a failed patch, or a change seen while another replica led, is not lost.
+        self._pending: set[PolicyRef] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rotation-watcher", daemon=True)
 
@@ -94,8 +97,10 @@ class RotationWatcher:
             try:
                 version = store.version(ref)
             except StoreError as error:
+                metrics.BACKEND_REQUESTS.labels(ref.store, error.outcome).inc()
                 log.warning("rotation.version_failed", store=ref.store, outcome=error.outcome)
                 continue
+            metrics.BACKEND_REQUESTS.labels(ref.store, OK).inc()
             # First sight: compare with what the cache holds, which may predate a rotation.
             known = self._versions.get(document) or self._resolver.cached_version(ref)
             self._versions[document] = version
@@ -107,13 +112,15 @@ class RotationWatcher:
             except StoreError as error:
                 log.warning("rotation.refresh_failed", store=error.store, outcome=error.outcome)
         affected = self._resolver.registry.policies_using(report.changed)
-        if affected:
+        self._pending |= affected
+        if self._pending:
             report.leader = self._elector.lead()
         if report.leader:
-            for policy in sorted(affected):
+            for policy in sorted(self._pending):
                 if self._patcher.ensure_revision(policy, self.revision(policy)):
                     report.patched.append(policy)
                     log.info("rotation.patched", policy=str(policy))
+                self._pending.discard(policy)
         if report.changed:
             log.info(
                 "rotation.changed", secrets=len(report.changed), policies=len(affected),

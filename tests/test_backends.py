@@ -385,3 +385,10 @@ def test_without_any_good_value_a_failing_store_denies() -> None:
     fetch.failing = True
     with pytest.raises(StoreError, match="sealed"):
         SecretCache(60, 900, wait=5).get("k", "vault", fetch)
+
+
+def test_a_revision_longer_than_the_crd_allows_is_refused() -> None:
+    with pytest.raises(MalformedPolicyError) as caught:
+        parse_resource(policy(credentialsRevision="r" * 129))
+    assert caught.value.field == "spec.credentialsRevision"
+    assert parse_resource(policy(credentialsRevision="r" * 128)).credentials_revision == "r" * 128  # type: ignore[union-attr]

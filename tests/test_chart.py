@@ -141,8 +141,13 @@ def test_chart_metadata(chart: helm.Chart) -> None:
 
 @pytest.mark.parametrize(
     "values",
-    [None, {"unprotectedListeners": "passthrough"}, {"rbac": {"grantEnvoyGateway": False}}],
-    ids=["defaults", "passthrough", "no-rbac"],
+    [
+        None,
+        {"unprotectedListeners": "passthrough"},
+        {"rbac": {"grantEnvoyGateway": False}},
+        {"vault": {"addr": "https://vault:8200", "token": {"secretName": "vault-token"}}},
+    ],
+    ids=["defaults", "passthrough", "no-rbac", "rotation"],
 )
 def test_lint_has_no_errors(values: dict[str, Any] | None) -> None:
     assert lint_errors(values) == []
@@ -199,6 +204,10 @@ def test_deployment_args_and_env(chart: helm.Chart, mode: str) -> None:
         "EXTENSION_SERVER_BACKEND_TIMEOUT": "2s",
         "EXTENSION_SERVER_VAULT_PATH_TEMPLATE": "secret/data/gateways/{namespace}/",
         "EXTENSION_SERVER_AWS_SECRET_TEMPLATE": "gateways/{namespace}/",
+        # No store configured: no rotation watcher (and no RBAC or token for it).
+        "EXTENSION_SERVER_ROTATION_POLL_INTERVAL": "0",
+        "EXTENSION_SERVER_ROTATION_LEASE_NAMESPACE": NAMESPACE,
+        "EXTENSION_SERVER_ROTATION_LEASE_NAME": "extension-server-rotation",
     }
     assert c["ports"] == [
         {"name": "grpc", "containerPort": 5005, "protocol": "TCP"},
@@ -376,6 +385,7 @@ def test_crd_spec_schema(object_schema: dict[str, Any]) -> None:
         "passwordFrom",
         "usersFrom",
         "forwardUsernameHeader",
+        "credentialsRevision",
     }
     # username and password are no longer required: CEL rules on spec decide (see below).
     assert spec["required"] == ["targetRefs"]
@@ -394,6 +404,11 @@ def test_crd_spec_schema(object_schema: dict[str, Any]) -> None:
     password_doc = props["password"]["description"].lower()
     assert "plain text" in password_doc
     assert "secret store" in password_doc
+    revision = props["credentialsRevision"]
+    assert (revision["type"], revision["minLength"], revision["maxLength"]) == ("string", 1, 128)
+    revision_doc = " ".join(revision["description"].split())
+    for words in ("rotation watcher", "Envoy Gateway translate again", "Do not set it", "ignore"):
+        assert words in revision_doc, words
 
 
 def test_crd_schema_is_structural(object_schema: dict[str, Any]) -> None:
@@ -756,6 +771,47 @@ def test_cel_rejects_policy(object_schema: dict[str, Any], name: str) -> None:
     failures = api_server_cel(object_schema, policy)
     assert failures, name
     assert any(message in failure for failure in failures), failures
+
+
+# What the rotation watcher writes: 16 hex digits of a SHA-256 (server/rotation.py).
+REVISION = "3f2a9c0d1b7e4a65"
+
+
+@pytest.mark.parametrize("name", list(VALID_POLICIES))
+def test_credentials_revision_passes_every_check(
+    go_validator: helm.Chart, object_schema: dict[str, Any], name: str
+) -> None:
+    """A policy the watcher has patched still passes the schema, the CEL rules and the
+    server's parser; the CEL rules do not see the field."""
+    policy = json.loads(json.dumps(VALID_POLICIES[name]))
+    policy["spec"]["credentialsRevision"] = REVISION
+    go_validator.validate_schema(policy)
+    assert api_server_cel(object_schema, policy) == []
+    parsed = parse_object(policy, PolicyRef("<test>", "<test>"))
+    assert isinstance(parsed, Policy)
+    assert parsed.credentials_revision == REVISION
+
+
+def test_credentials_revision_does_not_relax_the_cel_rules(object_schema: dict[str, Any]) -> None:
+    for name, (policy, message) in CEL_REJECTED.items():
+        patched = json.loads(json.dumps(policy))
+        patched["spec"]["credentialsRevision"] = REVISION
+        assert any(message in f for f in api_server_cel(object_schema, patched)), name
+
+
+@pytest.mark.parametrize("revision", ["", "x" * 129, 7])
+def test_credentials_revision_bounds(
+    go_validator: helm.Chart, object_schema: dict[str, Any], revision: Any
+) -> None:
+    policy = with_spec(credentialsRevision=revision)
+    with pytest.raises(helm.HelmValuesError, match="credentialsRevision"):
+        go_validator.validate_schema(policy)
+    jsonschema = pytest.importorskip("jsonschema")
+    assert not jsonschema.Draft7Validator(object_schema).is_valid(policy)
+    if len(str(revision)) <= 128:  # the parser checks the type, the CRD also the length
+        with pytest.raises(MalformedPolicyError):
+            parse_object(policy, PolicyRef("<test>", "<test>"))
+    go_validator.validate_schema(with_spec(credentialsRevision="x" * 128))
 
 
 def test_cel_keeps_the_username_rules(object_schema: dict[str, Any]) -> None:

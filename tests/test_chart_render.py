@@ -9,11 +9,19 @@
    ConfigMaps, projected tokens) written the way the kubelet writes them, and the server
    must answer the gRPC health check (over TLS and mTLS for the TLS configuration), serve
    /metrics, open no connection to Vault or AWS while it starts, and exit 0 on SIGTERM.
+   Where the chart turns the rotation watcher on, the server starts it when it finds a
+   Kubernetes configuration (an API stand-in here, which must see no request) and logs
+   rotation.disabled when it finds none; either way it starts and serves.
+
+The rotation watcher's RBAC is checked against the requests the server's own Kubernetes
+code (server/kube.py) sends to the API stand-in of tests/support/kube.py: each request is
+allowed, and each verb the chart grants is used.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -37,11 +45,14 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from compiler.model import PolicyRef
 from server.cli import serve_command
 from server.demo.envoy import free_port
+from server.kube import LeaseElector, PolicyPatcher
 from server.settings import ENV_PREFIX, Duration
 from tests.support.certs import Authority, Pem
 from tests.support.commands import EXTENSION_SERVER
+from tests.support.kube import KubeStandIn
 from tests.support.secrets import remember
 
 CHART_DIR = Path(__file__).resolve().parent.parent / "charts" / "extension-server"
@@ -53,6 +64,9 @@ KUBERNETES = kubernetes_validate.utils.latest_version()
 KUBE_VERSION = f"v{KUBERNETES}"
 
 IRSA_ROLE = "arn:aws:iam::123456789012:role/extension-server"
+# Where a pod's Kubernetes clients (lightkube among them) look for the API-server token.
+KUBE_API_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+ROTATION_LEASE = "eg-credentials-rotation"
 VAULT_TOKEN = "hvs.chart-test-vault-token"
 APPROLE_SECRET_ID = "chart-test-approle-secret-id"
 
@@ -123,6 +137,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
             "approle": {"roleId": "4f1e-role-id", "secretId": {"secretName": "vault-approle"}},
         },
     },
+    # Vault with Kubernetes auth (a second projected token, for Vault) and two replicas that
+    # share the Lease.
+    "rotation": {
+        "vault": {
+            "addr": "https://vault.vault.svc:8200",
+            "auth": "kubernetes",
+            "role": "extension-server",
+        },
+        "rotation": {"pollInterval": "45s", "leaseName": ROTATION_LEASE},
+        "replicaCount": 2,
+    },
     "network-policy": {
         "envoyGateway": {"namespace": "gateway-system"},
         "networkPolicy": {
@@ -172,6 +197,17 @@ def container(objs: list[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def named(objs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    result: dict[str, Any] = found
+    return result
+
+
+def rotation_on(objs: list[dict[str, Any]]) -> bool:
+    """Whether the chart turned the rotation watcher on (a non-zero interval)."""
+    return env_of(objs)[ENV_PREFIX + "ROTATION_POLL_INTERVAL"] != "0"
+
+
 def env_of(objs: list[dict[str, Any]]) -> dict[str, str]:
     env = container(objs)["env"]
     assert all(set(e) == {"name", "value"} for e in env), "env must be plain name/value pairs"
@@ -217,9 +253,12 @@ def test_every_manifest_is_valid_kubernetes(rendered: dict[str, list[dict[str, A
     k8s_validate(crd)
     counted += 1
     # defaults 5 (Deployment, Service, ServiceAccount, ClusterRole, ClusterRoleBinding),
-    # each other configuration the same, replicas-3 a PodDisruptionBudget too,
-    # network-policy a NetworkPolicy too; the CRD.
-    assert counted == 5 * len(CONFIGS) + 1 + 1 + 1
+    # each other configuration the same; replicas-3 and rotation a PodDisruptionBudget too,
+    # network-policy a NetworkPolicy too; each configuration with a store (so the rotation
+    # watcher on) the watcher's ClusterRole, ClusterRoleBinding, Role and RoleBinding; the CRD.
+    with_store = {"vault-kubernetes", "aws-irsa", "vault-token", "vault-approle", "rotation"}
+    assert {config for config, objs in rendered.items() if rotation_on(objs)} == with_store
+    assert counted == 5 * len(CONFIGS) + 2 + 1 + 4 * len(with_store) + 1
     print(
         f"\nkubernetes-validate {kubernetes_validate.version.__version__}: {counted} manifests "
         f"valid for Kubernetes {KUBERNETES} (strict), {len(CONFIGS)} configurations + the CRD"
@@ -276,6 +315,17 @@ def test_chart_defaults_are_the_server_defaults(
         assert duration.convert(env[ENV_PREFIX + variable], None, None) == duration.convert(
             defaults[option], None, None
         ), variable
+    # The rotation watcher: the chart's defaults are the server's, but without a store the
+    # chart passes 0 (the server would not start a watcher either).
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["rotation"]
+    assert duration.convert(values["pollInterval"], None, None) == duration.convert(
+        defaults["rotation_poll_interval"], None, None
+    )
+    assert values["leaseName"] == env[ENV_PREFIX + "ROTATION_LEASE_NAME"]
+    assert env[ENV_PREFIX + "ROTATION_LEASE_NAME"] == defaults["rotation_lease_name"]
+    assert env[ENV_PREFIX + "ROTATION_POLL_INTERVAL"] == "0"
+    assert env[ENV_PREFIX + "ROTATION_LEASE_NAMESPACE"] == NAMESPACE
+    assert env_of(rendered["vault-token"])[ENV_PREFIX + "ROTATION_POLL_INTERVAL"] == "30s"
     for variable, option in [
         ("LOG_LEVEL", "log_level"),
         ("LOG_FORMAT", "log_format"),
@@ -325,7 +375,10 @@ def test_vault_kubernetes_projects_its_own_token(
     spec, env = pod_spec(objs), env_of(objs)
     assert spec["automountServiceAccountToken"] is False
     assert one(objs, "ServiceAccount")["automountServiceAccountToken"] is False
-    (volume,) = [v for v in spec["volumes"] if "projected" in v]
+    # Two projected volumes: this one, and the API-server token of the rotation watcher.
+    projected = {v["name"]: v for v in spec["volumes"] if "projected" in v}
+    assert set(projected) == {"vault-jwt", "kube-api-access"}
+    volume = projected["vault-jwt"]
     (source,) = volume["projected"]["sources"]
     assert source["serviceAccountToken"] == {
         "path": "token",
@@ -347,9 +400,323 @@ def test_vault_kubernetes_projects_its_own_token(
     sources = [
         s
         for v in deployment["spec"]["template"]["spec"]["volumes"]
-        for s in v.get("projected", {}).get("sources", [])
+        if v["name"] == "vault-jwt"
+        for s in v["projected"]["sources"]
     ]
     assert sources == [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}]
+
+
+# --- the rotation watcher ------------------------------------------------------------------
+
+ROTATION = f"{RELEASE}-rotation"
+VAULT_TOKEN_VALUES: dict[str, Any] = {
+    "vault": {"addr": "https://vault.example:8200", "token": {"secretName": "vault-token"}}
+}
+# The API-server credentials automountServiceAccountToken would give the pod.
+KUBE_API_SOURCES = [
+    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+    {
+        "downwardAPI": {
+            "items": [
+                {
+                    "path": "namespace",
+                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                }
+            ]
+        }
+    },
+]
+
+
+def render_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
+    with helm.Chart.load(CHART_DIR) as chart:
+        files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return [
+        doc
+        for path, text in files.items()
+        if path.endswith(".yaml")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+def rotation_objects(objs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted(
+        (o["kind"], o["metadata"]["name"]) for o in objs if o["metadata"]["name"] == ROTATION
+    )
+
+
+def test_rotation_rbac_is_exactly_what_the_watcher_needs(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objs = rendered["rotation"]
+    assert rotation_objects(objs) == [
+        ("ClusterRole", ROTATION),
+        ("ClusterRoleBinding", ROTATION),
+        ("Role", ROTATION),
+        ("RoleBinding", ROTATION),
+    ]
+    # Every namespace: read a policy and (merge) patch its spec.credentialsRevision.
+    assert named(objs, "ClusterRole", ROTATION)["rules"] == [
+        {
+            "apiGroups": ["example.extensions.io"],
+            "resources": ["listenercontextexamples"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    # The release namespace: its one Lease. create cannot be limited by resourceNames.
+    role = named(objs, "Role", ROTATION)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [ROTATION_LEASE],
+            "verbs": ["get", "update"],
+        },
+    ]
+    service_account = one(objs, "ServiceAccount")["metadata"]
+    subject = {
+        "kind": "ServiceAccount",
+        "name": service_account["name"],
+        "namespace": service_account["namespace"],
+    }
+    assert pod_spec(objs)["serviceAccountName"] == subject["name"]
+    for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        binding = named(objs, kind, ROTATION)
+        assert binding["subjects"] == [subject]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": role_kind,
+            "name": ROTATION,
+        }
+    assert named(objs, "RoleBinding", ROTATION)["metadata"]["namespace"] == NAMESPACE
+    env = env_of(objs)
+    assert env[ENV_PREFIX + "ROTATION_POLL_INTERVAL"] == "45s"
+    assert env[ENV_PREFIX + "ROTATION_LEASE_NAMESPACE"] == NAMESPACE
+    assert env[ENV_PREFIX + "ROTATION_LEASE_NAME"] == ROTATION_LEASE
+    # Envoy Gateway's own grant is untouched.
+    viewer = named(objs, "ClusterRole", "listener-context-example-viewer")
+    assert viewer["rules"][0]["verbs"] == ["get", "list", "watch"]
+
+
+def test_rotation_mounts_the_api_server_token_beside_the_vault_token(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objs = rendered["rotation"]
+    spec = pod_spec(objs)
+    # automountServiceAccountToken stays off: the chart mounts the same files itself.
+    assert spec["automountServiceAccountToken"] is False
+    assert one(objs, "ServiceAccount")["automountServiceAccountToken"] is False
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["kube-api-access"]["projected"]["sources"] == KUBE_API_SOURCES
+    mounts = {m["name"]: m for m in container(objs)["volumeMounts"]}
+    assert mounts["kube-api-access"] == {
+        "name": "kube-api-access",
+        "mountPath": KUBE_API_DIR,
+        "readOnly": True,
+    }
+    # Vault's token (its own audience and lifetime) is elsewhere: no path inside another.
+    assert mounts["vault-jwt"]["mountPath"] == "/var/run/secrets/extension-server/vault"
+    paths = [m["mountPath"] for m in mounts.values()]
+    for a, b in itertools.permutations(paths, 2):
+        assert not (a + "/").startswith(b + "/"), (a, b)
+    assert env_of(objs)[ENV_PREFIX + "VAULT_KUBERNETES_JWT_FILE"].startswith(
+        "/var/run/secrets/extension-server/vault/"
+    )
+    # A read-only root filesystem is fine: every mount is a volume, and the runtime creates
+    # the mount points (as it does for the automounted token at the same path).
+    assert container(objs)["securityContext"]["readOnlyRootFilesystem"] is True
+    assert all(m.get("readOnly") for m in mounts.values() if m["name"] != "tmp")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        VAULT_TOKEN_VALUES,
+        {"aws": {"region": "eu-west-1"}},
+        {"aws": {"roleArn": "arn:aws:iam::210987654321:role/gateway-secrets-reader"}},
+        {"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": IRSA_ROLE}}},
+        {**VAULT_TOKEN_VALUES, "rotation": {"pollInterval": "250ms"}},
+    ],
+    ids=["vault", "aws-region", "aws-role-arn", "irsa", "250ms"],
+)
+def test_rotation_runs_with_any_store(values: dict[str, Any]) -> None:
+    objs = render_objects(values)
+    assert len(rotation_objects(objs)) == 4
+    assert "kube-api-access" in {v["name"] for v in pod_spec(objs)["volumes"]}
+    interval = values.get("rotation", {}).get("pollInterval", "30s")
+    assert env_of(objs)[ENV_PREFIX + "ROTATION_POLL_INTERVAL"] == interval
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"tls": {"enabled": True, "secretName": "extension-server-tls"}},
+        {"serviceAccount": {"annotations": {"example.com/owner": "team-gw"}}},
+        {**VAULT_TOKEN_VALUES, "rotation": {"pollInterval": "0"}},
+        {**VAULT_TOKEN_VALUES, "rotation": {"pollInterval": "0s"}},
+        {**VAULT_TOKEN_VALUES, "rotation": {"pollInterval": "0.0m"}},
+        {**VAULT_TOKEN_VALUES, "rotation": {"pollInterval": 0}},  # --set rotation.pollInterval=0
+    ],
+    ids=["no-store", "tls-no-store", "other-annotation", "0", "0s", "0.0m", "integer-0"],
+)
+def test_rotation_off_renders_nothing_for_it(values: dict[str, Any]) -> None:
+    objs = render_objects(values)
+    assert rotation_objects(objs) == []
+    assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")]
+    assert "kube-api-access" not in {v["name"] for v in pod_spec(objs)["volumes"]}
+    assert KUBE_API_DIR not in {m["mountPath"] for m in container(objs)["volumeMounts"]}
+    assert env_of(objs)[ENV_PREFIX + "ROTATION_POLL_INTERVAL"] == "0"
+    for obj in objs:
+        k8s_validate(obj)
+
+
+def test_rotation_notes() -> None:
+    with helm.Chart.load(CHART_DIR) as chart:
+
+        def notes(values: dict[str, Any]) -> str:
+            text: str = chart.render(values, name=RELEASE, namespace=NAMESPACE)[
+                "extension-server/templates/NOTES.txt"
+            ]
+            return " ".join(text.split())
+
+        on = notes(CONFIGS["rotation"])
+        assert f"every 45s (Lease {NAMESPACE}/{ROTATION_LEASE})" in on
+        assert f"ClusterRole {ROTATION} lets it get and patch ListenerContextExamples" in on
+        assert "Rotation watcher: off (no store configured" in notes({})
+        zero = {**VAULT_TOKEN_VALUES, "rotation": {"pollInterval": "0s"}}
+        assert "Rotation watcher: off (rotation.pollInterval is 0s)" in notes(zero)
+
+
+# RBAC as the API server's authorizer applies it, for the requests the watcher sends.
+_API_PATH = re.compile(
+    r"/apis/(?P<group>[^/]+)/[^/]+/namespaces/(?P<namespace>[^/]+)/(?P<resource>[^/]+)"
+    r"(?:/(?P<name>[^/]+))?"
+)
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What the authorizer sees of a request: a create names no object (name "")."""
+
+    verb: str
+    group: str
+    resource: str
+    namespace: str
+    name: str
+
+
+def attributes(method: str, path: str) -> Attributes:
+    match = _API_PATH.fullmatch(path)
+    assert match, path
+    name = match["name"] or ""
+    verb = _VERBS.get(method) or ("get" if name else "list")
+    return Attributes(verb, match["group"], match["resource"], match["namespace"], name)
+
+
+def grants(objs: list[dict[str, Any]], subject: dict[str, str]) -> list[tuple[Any, str | None]]:
+    """Every rule bound to `subject`, with the namespace it applies in (None: all)."""
+    roles = {
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+        for o in objs
+        if o["kind"] in ("Role", "ClusterRole")
+    }
+    found: list[tuple[Any, str | None]] = []
+    for binding in objs:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if subject not in binding["subjects"]:
+            continue
+        scope = binding["metadata"].get("namespace")  # None for a ClusterRoleBinding
+        ref = binding["roleRef"]
+        role = roles[(ref["kind"], scope if ref["kind"] == "Role" else None, ref["name"])]
+        found.extend((rule, scope) for rule in role["rules"])
+    return found
+
+
+def allowing(rules: list[tuple[Any, str | None]], request: Attributes) -> list[tuple[int, str]]:
+    """(rule index, verb) of each bound rule that allows `request`."""
+    return [
+        (i, request.verb)
+        for i, (rule, scope) in enumerate(rules)
+        if scope in (None, request.namespace)
+        and request.group in rule["apiGroups"]
+        and request.resource in rule["resources"]
+        and request.verb in rule["verbs"]
+        and ("resourceNames" not in rule or request.name in rule["resourceNames"])
+    ]
+
+
+def test_rotation_rbac_allows_the_watchers_requests_and_nothing_unused(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The server's own patcher and Lease elector against the API stand-in, as two replicas:
+    every request they send is allowed by the rendered RBAC, and every verb it grants is
+    used by one of them."""
+    objs = rendered["rotation"]
+    env = env_of(objs)
+    lease_namespace = env[ENV_PREFIX + "ROTATION_LEASE_NAMESPACE"]
+    lease_name = env[ENV_PREFIX + "ROTATION_LEASE_NAME"]
+    account = one(objs, "ServiceAccount")["metadata"]
+    rules = grants(
+        objs,
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]},
+    )
+    spec = {"targetRefs": [{"kind": "Gateway", "name": "eg"}], "username": "u", "password": "p"}
+    with KubeStandIn() as kube:
+        for namespace in ("team-a", "team-b"):
+            kube.put_policy({"metadata": {"name": "web", "namespace": namespace}, "spec": spec})
+        client = kube.client()
+        patcher = PolicyPatcher(client)
+        first = LeaseElector(client, lease_namespace, lease_name, "replica-a", 135)
+        second = LeaseElector(client, lease_namespace, lease_name, "replica-b", 135)
+        assert first.lead()  # no Lease yet: get (404), create
+        assert not second.lead()  # held by the other replica: get
+        assert first.lead()  # renewed: get, update
+        for namespace in ("team-a", "team-b"):
+            assert patcher.ensure_revision(PolicyRef(namespace, "web"), "3f2a9c0d1b7e4a65")
+        assert not patcher.ensure_revision(PolicyRef("team-a", "web"), "3f2a9c0d1b7e4a65")
+        assert not patcher.ensure_revision(PolicyRef("team-c", "deleted"), "3f2a9c0d1b7e4a65")
+        requests = [attributes(r.method, r.path) for r in kube.requests]
+        patched = kube.get("ListenerContextExample", "team-b", "web")
+    assert patched is not None
+    assert patched["spec"] == {**spec, "credentialsRevision": "3f2a9c0d1b7e4a65"}
+    assert {(r.verb, r.resource) for r in requests} == {
+        ("get", "listenercontextexamples"),
+        ("patch", "listenercontextexamples"),
+        ("get", "leases"),
+        ("create", "leases"),
+        ("update", "leases"),
+    }
+    used: set[tuple[int, str]] = set()
+    for request in requests:
+        allowed = allowing(rules, request)
+        assert allowed, f"the chart's RBAC refuses {request}"
+        used.update(allowed)
+    granted = {(i, verb) for i, (rule, _) in enumerate(rules) for verb in rule["verbs"]}
+    assert granted == used, f"granted but never used: {granted - used}"
+    # And what it must not allow: another Lease, a Lease elsewhere, listing or deleting.
+    for method, path in [
+        ("GET", f"/apis/coordination.k8s.io/v1/namespaces/{lease_namespace}/leases/other"),
+        ("PUT", f"/apis/coordination.k8s.io/v1/namespaces/{lease_namespace}/leases/other"),
+        ("POST", "/apis/coordination.k8s.io/v1/namespaces/team-a/leases"),
+        ("GET", "/apis/example.extensions.io/v1alpha1/namespaces/team-a/listenercontextexamples"),
+        (
+            "PUT",
+            "/apis/example.extensions.io/v1alpha1/namespaces/team-a/listenercontextexamples/web",
+        ),
+        (
+            "DELETE",
+            "/apis/example.extensions.io/v1alpha1/namespaces/team-a/listenercontextexamples/web",
+        ),
+        ("POST", "/apis/example.extensions.io/v1alpha1/namespaces/team-a/listenercontextexamples"),
+    ]:
+        assert not allowing(rules, attributes(method, path)), (method, path)
 
 
 def test_secret_material_is_only_ever_a_mounted_file(
@@ -649,6 +1016,12 @@ WRONG_VALUES: dict[str, tuple[dict[str, Any], str]] = {
         "/networkPolicy/extraIngress/0",
     ),
     "netpol-unknown-key": ({"networkPolicy": {"metricsPort": 9090}}, "/networkPolicy"),
+    "rotation-no-unit": ({"rotation": {"pollInterval": "30"}}, "/rotation/pollInterval"),
+    "rotation-number": ({"rotation": {"pollInterval": 30}}, "/rotation/pollInterval"),
+    "rotation-negative": ({"rotation": {"pollInterval": "-1s"}}, "/rotation/pollInterval"),
+    "rotation-lease-name": ({"rotation": {"leaseName": "Rotation_Lease"}}, "/rotation/leaseName"),
+    "rotation-lease-empty": ({"rotation": {"leaseName": ""}}, "/rotation/leaseName"),
+    "rotation-unknown-key": ({"rotation": {"leaseNamespace": "other"}}, "/rotation"),
 }
 
 
@@ -683,6 +1056,16 @@ def test_schema_durations_are_server_durations() -> None:
         assert Duration().convert(text, None, None) == value
     for text in ("60", "1d", "-1s", " 5s", "5 s", "s"):
         assert not pattern.is_valid(text), text
+    # rotation.pollInterval: the same durations, and a bare 0 (string or integer) for off.
+    interval = jsonschema.Draft7Validator(
+        schema["properties"]["rotation"]["properties"]["pollInterval"]
+    )
+    for text, value in {**seconds, "0": 0}.items():
+        assert interval.is_valid(text), text
+        assert Duration().convert(text, None, None) == value
+    assert interval.is_valid(0)
+    for bad in ("60", "1d", "-1s", "00s ", 30, 0.5, "off"):
+        assert not interval.is_valid(bad), bad
 
 
 # --- the install examples of docs/chart.md ------------------------------------------------
@@ -766,6 +1149,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster() -> Cluster:
     server_ca, client_ca, vault_ca = Authority("es-ca"), Authority("eg-client-ca"), Authority()
+    cluster_ca = Authority("kubernetes")
     server = server_ca.issue("extension-server", server=True)
     remember(VAULT_TOKEN, APPROLE_SECRET_ID)
     return Cluster(
@@ -778,7 +1162,11 @@ def cluster() -> Cluster:
             "vault-approle": {"secret-id": APPROLE_SECRET_ID.encode()},
             "vault-ca": {"bundle.pem": vault_ca.pem},
         },
-        config_maps={"vault-ca": {"ca.crt": vault_ca.pem}},
+        # kube-root-ca.crt: the cluster CA that every namespace gets.
+        config_maps={
+            "vault-ca": {"ca.crt": vault_ca.pem},
+            "kube-root-ca.crt": {"ca.crt": cluster_ca.pem},
+        },
     )
 
 
@@ -811,8 +1199,17 @@ def kubelet_mounts(spec: dict[str, Any], cluster: Cluster, root: Path) -> dict[s
         elif "projected" in volume:
             source = volume["projected"]
             for projection in source["sources"]:
-                token = projection["serviceAccountToken"]
-                files[token["path"]] = service_account_jwt(token.get("audience"))
+                if "serviceAccountToken" in projection:
+                    token = projection["serviceAccountToken"]
+                    files[token["path"]] = service_account_jwt(token.get("audience"))
+                elif "configMap" in projection:
+                    config_map = cluster.config_maps[projection["configMap"]["name"]]
+                    for item in projection["configMap"]["items"]:
+                        files[item["path"]] = config_map[item["key"]]
+                else:
+                    for item in projection["downwardAPI"]["items"]:
+                        assert item["fieldRef"]["fieldPath"] == "metadata.namespace", item
+                        files[item["path"]] = NAMESPACE.encode()
             data = {}
         else:
             assert "emptyDir" in volume, volume
@@ -941,6 +1338,16 @@ def test_rendered_deployment_starts_the_server(
             private_key=cluster.client.key if mtls else None,
             certificate_chain=cluster.client.cert if mtls else None,
         )
+    stack = contextlib.ExitStack()
+    kube: KubeStandIn | None = None
+    if config == "rotation":
+        # In the pod lightkube reads the mounted token, CA and namespace, and the API server
+        # from KUBERNETES_SERVICE_HOST. Here a kubeconfig in $HOME points at the API
+        # stand-in, in the namespace the projected volume names. The other configurations
+        # with a store find no Kubernetes configuration at all.
+        kube = stack.enter_context(KubeStandIn())
+        namespace = (mounts[KUBE_API_DIR] / "namespace").read_text()
+        kube.kubeconfig(Path(env["HOME"]) / ".kube" / "config", namespace=namespace)
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -964,6 +1371,7 @@ def test_rendered_deployment_starts_the_server(
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=20)
+        stack.close()
     output = log.read_text()
     assert code == 0, output
     assert recorder.connections == 0, "the server contacted Vault or AWS while starting"
@@ -972,6 +1380,26 @@ def test_rendered_deployment_starts_the_server(
     assert started["tls"] == ("mtls" if config == "tls-mtls" else "off")
     assert started["vault"] == (recorder.url if ENV_PREFIX + "VAULT_ADDR" in env else "off")
     assert started["unprotected_listeners"] == env[ENV_PREFIX + "UNPROTECTED_LISTENERS"]
+    rotation = [
+        fields
+        for fields in map(log_fields, output.splitlines())
+        if str(fields.get("event", "")).startswith("rotation.")
+    ]
+    if kube is not None:
+        # The watcher runs, and makes no request before a secret it polls has changed.
+        assert started["rotation_watcher"] == "on"
+        assert [f["event"] for f in rotation] == ["rotation.started"], output
+        assert float(rotation[0]["interval_seconds"]) == 45
+        assert kube.requests == []
+    elif rotation_on(objs):
+        # No Kubernetes configuration: the server says so once and serves without a watcher.
+        assert started["rotation_watcher"] == "off"
+        assert [f["event"] for f in rotation] == ["rotation.disabled"], output
+        assert rotation[0]["level"] == "warning"
+        assert "no Kubernetes configuration" in rotation[0]["reason"]
+    else:
+        assert started["rotation_watcher"] == "off"
+        assert rotation == [], output
 
 
 def log_fields(line: str) -> dict[str, Any]:

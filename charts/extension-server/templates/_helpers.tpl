@@ -106,6 +106,35 @@ True (non-empty) when the server gets a Vault store.
 {{- end }}
 
 {{/*
+True (non-empty) when the rotation watcher can run (docs/rotation.md): rotation.pollInterval
+is not zero and a store is configured: vault.addr, aws.region, aws.roleArn, or the IRSA
+annotation on the ServiceAccount. The server starts its watcher only with a store, so only
+then does the chart pass the interval, render the watcher's RBAC (rotation-rbac.yaml) and
+mount the API-server token; otherwise the interval it passes is 0.
+*/}}
+{{- define "extension-server.rotationEnabled" -}}
+{{- $seconds := regexReplaceAll "(ms|s|m|h)$" (toString .Values.rotation.pollInterval) "" | float64 }}
+{{- if and (gt $seconds 0.0) (include "extension-server.storeConfigured" .) }}true{{ end }}
+{{- end }}
+
+{{/*
+True (non-empty) when the values configure a secret store. (With EKS Pod Identity and no
+aws.region the chart cannot tell: the region then comes from the pod's environment.)
+*/}}
+{{- define "extension-server.storeConfigured" -}}
+{{- $irsa := index (.Values.serviceAccount.annotations | default dict) "eks.amazonaws.com/role-arn" }}
+{{- if or .Values.vault.addr .Values.aws.region .Values.aws.roleArn $irsa }}true{{ end }}
+{{- end }}
+
+{{/*
+Where the API-server token is mounted when the watcher runs: the path lightkube (and every
+Kubernetes client) reads in a pod, the one automountServiceAccountToken would use.
+*/}}
+{{- define "extension-server.kubeApiDir" -}}
+/var/run/secrets/kubernetes.io/serviceaccount
+{{- end }}
+
+{{/*
 The server's settings, as EXTENSION_SERVER_<NAME> variables (server/settings.py).
 */}}
 {{- define "extension-server.env" -}}
@@ -131,6 +160,13 @@ The server's settings, as EXTENSION_SERVER_<NAME> variables (server/settings.py)
   value: {{ .Values.secretCache.maxStale | quote }}
 - name: EXTENSION_SERVER_BACKEND_TIMEOUT
   value: {{ .Values.backendTimeout | quote }}
+# rotation.pollInterval while a store is configured, else 0 (no watcher: no RBAC, no token).
+- name: EXTENSION_SERVER_ROTATION_POLL_INTERVAL
+  value: {{ ternary (toString .Values.rotation.pollInterval) "0" (eq (include "extension-server.rotationEnabled" .) "true") | quote }}
+- name: EXTENSION_SERVER_ROTATION_LEASE_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: EXTENSION_SERVER_ROTATION_LEASE_NAME
+  value: {{ .Values.rotation.leaseName | quote }}
 {{- if .Values.tls.enabled }}
 - name: EXTENSION_SERVER_TLS_CERT_FILE
   value: {{ printf "%s/tls.crt" (include "extension-server.tlsDir" .) | quote }}
@@ -199,6 +235,11 @@ Volume mounts and volumes for the files above (all read-only).
 {{- define "extension-server.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
+{{- if include "extension-server.rotationEnabled" . }}
+- name: kube-api-access
+  mountPath: {{ include "extension-server.kubeApiDir" . }}
+  readOnly: true
+{{- end }}
 {{- if .Values.tls.enabled }}
 - name: tls
   mountPath: {{ include "extension-server.tlsDir" . }}
@@ -237,6 +278,31 @@ Volume mounts and volumes for the files above (all read-only).
 - name: tmp
   emptyDir:
     sizeLimit: 16Mi
+{{- if include "extension-server.rotationEnabled" . }}
+# The rotation watcher's API-server credentials: what automountServiceAccountToken would
+# mount (token, cluster CA, namespace), here only while the watcher runs. 3607 s is what the
+# kubelet asks for the automounted token; it renews it at 80 % of its lifetime and the
+# server reads the file on every request. (The Vault Kubernetes-auth token is another
+# volume, mounted elsewhere.)
+- name: kube-api-access
+  projected:
+    defaultMode: 0440
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: 3607
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - key: ca.crt
+              path: ca.crt
+      - downwardAPI:
+          items:
+            - path: namespace
+              fieldRef:
+                apiVersion: v1
+                fieldPath: metadata.namespace
+{{- end }}
 {{- if .Values.tls.enabled }}
 - name: tls
   secret:
