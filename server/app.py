@@ -67,7 +67,10 @@ def build_resolver(settings: ServerSettings) -> CredentialResolver:
 def build_watcher(settings: ServerSettings, resolver: CredentialResolver) -> RotationWatcher | None:
     """The rotation watcher, when a store is configured and Kubernetes can be reached."""
     aws = (
-        settings.aws.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        settings.aws.region
+        or settings.aws.role_arn
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
     )
     if settings.rotation.interval <= 0 or not (settings.vault or aws):
         return None

@@ -234,19 +234,42 @@ def test_a_new_revision_in_a_hook_call_makes_this_replica_fetch_again(
     vault.put_v2("gateways/default/a", {"password": "pw-replica-1"})
     resolver = CredentialResolver(ResolverSettings(cache_ttl=3600), {"vault": vault_store})
     source = {"vault": {"path": "secret/data/gateways/default/a", "key": "password"}}
-    load_policies(
-        [policy("one", "one", None, passwordFrom=source, credentialsRevision="r1")], resolver
-    )
+
+    def call(revision: str | None) -> None:
+        spec: dict[str, Any] = {"passwordFrom": source}
+        if revision:
+            spec["credentialsRevision"] = revision
+        load_policies([policy("one", "one", None, **spec)], resolver)
+
+    call(None)
     vault.put_v2("gateways/default/a", {"password": "pw-replica-2"})
     vault.reset_counts()
-    load_policies(
-        [policy("one", "one", None, passwordFrom=source, credentialsRevision="r1")], resolver
-    )
-    assert vault.count("/v1/secret/data/") == 0  # same revision: the cache serves
-    load_policies(
-        [policy("one", "one", None, passwordFrom=source, credentialsRevision="r2")], resolver
-    )
-    assert vault.count("/v1/secret/data/") == 1  # new revision: fetched again
+    call(None)
+    assert vault.count("/v1/secret/data/") == 0  # no revision yet: the cache serves
+    call("r1")
+    assert vault.count("/v1/secret/data/") == 1  # the first revision: fetched again
+    call("r1")
+    assert vault.count("/v1/secret/data/") == 1  # the same revision: the cache serves
+    call("r2")
+    assert vault.count("/v1/secret/data/") == 2  # a newer one: fetched again
+
+
+def test_a_change_seen_while_another_replica_led_is_patched_once_this_one_leads(
+    vault: VaultStandIn, vault_store: VaultStore
+) -> None:
+    vault.put_v2("gateways/default/a", {"password": "pw-pending-1"})
+    recorder = Recorder(leader=False)
+    resolver, watcher = watcher_for(vault_store, recorder)
+    load_policies([vaulted("one", "a")], resolver)
+    watcher.poll_once()
+    vault.put_v2("gateways/default/a", {"password": "pw-pending-2"})
+    watcher.poll_once()
+    assert recorder.patches == []
+    recorder.leader = True  # the old leader is gone
+    report = watcher.poll_once()
+    assert report.changed == [] and recorder.patches == [PolicyRef("default", "one")]
+    watcher.poll_once()
+    assert recorder.patches == [PolicyRef("default", "one")]
 
 
 # --- Kubernetes: the Lease and the patch, against the API stand-in -------------------------
