@@ -45,6 +45,8 @@ class StoredValueError(ValueError):
 
 def scheme_of(value: str) -> str | None:
     """The hash scheme a stored value is in, or None for a plain password."""
+    if not value or value[0] not in "${":
+        return None  # every hash format starts with '$' or '{': the common case is fast
     if value.startswith(SHA_PREFIX):
         return SHA_SCHEME
     for name in _KNOWN_SCHEMES:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import re
 import unicodedata
 from collections.abc import Iterable
 
@@ -38,8 +40,18 @@ class EnvoyWouldReject(ValueError):
     """The text breaks one of Envoy's htpasswd rules (a bug if the compiler produced it)."""
 
 
+# Printable ASCII, no ':', not starting with '#' or a space, not ending with a space, at
+# most 256 bytes: a name like this passes every rule below, checked at C speed.
+_PLAIN_USERNAME = re.compile(
+    r"[\x21-\x22\x24-\x39\x3b-\x7e](?:[\x20-\x39\x3b-\x7e]{0,254}[\x21-\x39\x3b-\x7e])?"
+)
+_PLAIN_PASSWORD = re.compile(r"[\x20-\x7e]{1,4096}")
+
+
 def username_problem(name: str) -> str | None:
     """Why Envoy or RFC 7617 would not accept this user name, or None if it is fine."""
+    if _PLAIN_USERNAME.fullmatch(name):
+        return None
     if not name:
         return "is empty"
     if ":" in name:
@@ -60,6 +72,8 @@ def username_problem(name: str) -> str | None:
 def password_problem(password: Secret) -> str | None:
     """Why a password cannot be used, without ever quoting it."""
     value = password.reveal()
+    if _PLAIN_PASSWORD.fullmatch(value):
+        return None
     if not value:
         return "is empty"
     if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
@@ -84,20 +98,43 @@ def sha_hash_problem(value: Secret) -> str | None:
 
 
 def sha_hash(password: Secret) -> str:
-    """The `{SHA}` (unsalted SHA-1, base64) hash, the only scheme Envoy verifies."""
-    return str(ldap_sha1.hash(password.reveal()))
+    """The `{SHA}` (unsalted SHA-1, base64) hash, the only scheme Envoy verifies.
+
+    Computed with hashlib: byte for byte what libpass's `ldap_sha1.hash` gives (a test
+    holds them equal), at a third of the cost, which 100 000 users feel.
+    """
+    digest = hashlib.sha1(password.reveal().encode("utf-8")).digest()  # noqa: S324 (Envoy's scheme)
+    return SHA_PREFIX + base64.b64encode(digest).decode("ascii")
 
 
 def render(entries: Iterable[HtpasswdEntry]) -> str:
-    """The htpasswd text for `entries`, sorted by user name so equal input gives equal bytes."""
-    table = HtpasswdFile(default_scheme="ldap_sha1")
-    for entry in sorted(entries, key=lambda entry: entry.username):
-        table.set_hash(entry.username, entry.sha_hash)
-    text = table.to_string().decode("utf-8")
-    if not text:
+    """The htpasswd text for `entries`, sorted by user name so equal input gives equal bytes.
+
+    Every name and hash was validated on the way in; `parse_like_envoy` checks the result.
+    """
+    lines = [f"{entry.username}:{entry.sha_hash}\n" for entry in sorted(entries, key=_by_name)]
+    if not lines:
         return DENY_ALL
+    text = "".join(lines)
     parse_like_envoy(text)
-    return str(text)
+    return text
+
+
+def reference_render(entries: Iterable[HtpasswdEntry]) -> str:
+    """The same text through libpass's HtpasswdFile: the reference `render` is tested against."""
+    table = HtpasswdFile(default_scheme="ldap_sha1")
+    for entry in sorted(entries, key=_by_name):
+        table.set_hash(entry.username, entry.sha_hash)
+    return table.to_string().decode("utf-8") or DENY_ALL
+
+
+def reference_sha_hash(password: Secret) -> str:
+    """libpass's `{SHA}`: the reference `sha_hash` is tested against."""
+    return str(ldap_sha1.hash(password.reveal()))
+
+
+def _by_name(entry: HtpasswdEntry) -> str:
+    return entry.username
 
 
 def parse_like_envoy(text: str) -> dict[str, str]:

@@ -22,9 +22,17 @@ from compiler.errors import (
     InvalidUsernameError,
     MalformedPolicyError,
 )
-from compiler.htpasswd import DENY_ALL, EnvoyWouldReject, parse_like_envoy
+from compiler.htpasswd import (
+    DENY_ALL,
+    EnvoyWouldReject,
+    parse_like_envoy,
+    reference_render,
+    reference_sha_hash,
+    render,
+    sha_hash,
+)
 from compiler.listener import FILTER_NAME
-from compiler.model import CompileOptions, UnprotectedMode
+from compiler.model import CompileOptions, HtpasswdEntry, PolicyRef, Secret, UnprotectedMode
 from compiler.pipeline import ListenerResult, compile_listener, load_policies
 from tests.builders import (
     eg_security_filters,
@@ -448,3 +456,15 @@ def test_envoy_rules_reject_what_envoy_rejects(text: str) -> None:
 
 def test_envoy_rules_skip_comments_and_blank_lines() -> None:
     assert parse_like_envoy("# comment\n\n" + SEED_LINE) == {"user": SEED_LINE[5:-1]}
+
+
+def test_the_fast_sha_and_render_give_libpass_s_bytes_exactly() -> None:
+    passwords = ["p@ssw0rd", "ünïcödé", "ユーザー", " spaced ", "x" * 4096, "\u20ac"]
+    for password in passwords:
+        assert sha_hash(Secret(password)) == reference_sha_hash(Secret(password))
+    entries = [
+        HtpasswdEntry(name, sha_hash(Secret(name + "-pw")), PolicyRef("default", "p"))
+        for name in ["zed", "alice", "jürgen", "ユーザー", "a b", "x#y"]
+    ]
+    assert render(entries) == reference_render(entries)
+    assert render([]) == reference_render([])
