@@ -10,10 +10,12 @@ lets anyone in on failure.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import cast
+
+from cachetools import LRUCache
 
 from backends import metrics
 from backends.cache import SecretCache
@@ -53,6 +55,7 @@ from compiler.model import (
 from compiler.users import Resolved
 
 PARALLEL_LOOKUPS = 16
+MEMO_CREDENTIALS = 1_000_000  # credentials kept resolved across calls (about 200 MB at most)
 
 _FIXES = {
     NOT_FOUND: "create the secret or correct the reference",
@@ -92,6 +95,13 @@ class CredentialResolver:
         self._revisions: dict[PolicyRef, str | None] = {}
         self._revisions_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(PARALLEL_LOOKUPS, thread_name_prefix="resolve")
+        # Envoy Gateway sends the same policies with every listener of every translation:
+        # the same policy over the same stored secret gives the same (identical) Resolved,
+        # which lets the compiler reuse its tables. Bounded by the credentials held.
+        self._memo: LRUCache[Hashable, tuple[object, Resolved]] = LRUCache(
+            MEMO_CREDENTIALS, getsizeof=lambda held: len(held[1].credentials) + 1
+        )
+        self._memo_lock = threading.Lock()
 
     def resolve_all(self, policies: Sequence[Policy]) -> list[Resolved]:
         """Every policy's credentials or error, those that need a store in parallel."""
@@ -101,11 +111,11 @@ class CredentialResolver:
 
     def resolve(self, policy: Policy) -> Resolved:
         try:
-            return Resolved(policy, tuple(self._credentials(policy)))
+            return self._resolve(policy)
         except PolicyError as error:
             return Resolved(policy, error=error)
 
-    def _credentials(self, policy: Policy) -> list[Credential]:
+    def _resolve(self, policy: Policy) -> Resolved:
         spec = policy.credentials
         if isinstance(spec, PlainCredentials):
             if self.settings.forbid_plaintext:
@@ -115,12 +125,35 @@ class CredentialResolver:
                     "is plain text, which this server forbids",
                     "move the password to a store and use passwordFrom",
                 )
-            return [Credential(spec.username, spec.password, "spec.username", "spec.password")]
+            return self._remembered(policy, None)
         source = "spec.passwordFrom" if isinstance(spec, PasswordFrom) else "spec.usersFrom"
         field = f"{source}.{_store_field(spec.store)}"
         self._note_revision(policy, spec.store)
-        document = self._fetch(policy, spec.store, field).content
+        stored = self._fetch(policy, spec.store, field)
         self.registry.record(policy.ref, [spec.store])
+        return self._remembered(policy, stored, field)
+
+    def _remembered(self, policy: Policy, stored: StoredSecret | None, field: str = "") -> Resolved:
+        """The Resolved made before for this policy and this very stored secret, or a new one."""
+        key = (policy, id(stored))
+        with self._memo_lock:
+            held = self._memo.get(key)
+        if held is not None and held[0] is stored:
+            return held[1]
+        resolved = Resolved(policy, tuple(self._credentials(policy, stored, field)))
+        with self._memo_lock:
+            self._memo[key] = (stored, resolved)
+        return resolved
+
+    def _credentials(
+        self, policy: Policy, stored: StoredSecret | None, field: str
+    ) -> list[Credential]:
+        spec = policy.credentials
+        if isinstance(spec, PlainCredentials):
+            return [Credential(spec.username, spec.password, "spec.username", "spec.password")]
+        assert stored is not None
+        source = "spec.passwordFrom" if isinstance(spec, PasswordFrom) else "spec.usersFrom"
+        document = stored.content
         try:
             if isinstance(spec, UsersFrom):
                 return user_credentials(document, spec.store, source)

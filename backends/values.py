@@ -16,6 +16,7 @@ from typing import Any
 
 from passlib import hash as passlib_hash
 
+from compiler.gcpause import paused_gc
 from compiler.htpasswd import SHA_PREFIX, SHA_SCHEME
 from compiler.model import AwsSecretRef, Credential, Secret, StoreRef, VaultRef
 
@@ -77,6 +78,11 @@ def user_credentials(document: Any, ref: StoreRef, field: str) -> list[Credentia
         users = _htpasswd_lines(content, ref)
     else:
         raise StoredValueError(f"the value at {_where(ref)} is neither a map nor htpasswd text")
+    with paused_gc(len(users)):
+        return _credentials(users, ref, field)
+
+
+def _credentials(users: list[tuple[Any, Any]], ref: StoreRef, field: str) -> list[Credential]:
     credentials = []
     for name, value in users:
         if not isinstance(value, str):

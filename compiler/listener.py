@@ -73,6 +73,18 @@ def apply(listener: Any, plan: ChainPlan) -> tuple[Any, ApplyReport]:
     return result, report
 
 
+def chains_with_managers(listener: Any) -> list[tuple[str | None, bool]]:
+    """(name, is-default) of every filter chain that holds an HTTP connection manager."""
+    chains = [(chain, False) for chain in listener.filter_chains]
+    if listener.HasField("default_filter_chain"):
+        chains.append((listener.default_filter_chain, True))
+    return [
+        (chain.name or None, is_default)
+        for chain, is_default in chains
+        if any(_is_http_manager(f) for f in chain.filters)
+    ]
+
+
 def basic_auth_filter(auth: ChainAuth) -> Any:
     config = basic_auth_pb2.BasicAuth(forward_username_header=auth.forward_username_header)
     config.users.inline_string = auth.htpasswd

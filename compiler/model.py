@@ -147,7 +147,7 @@ class Policy:
         return (0 if self.created else 1, self.created, self.ref.namespace, self.ref.name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Credential:
     """One user as resolved from a policy: a user name and its password (or ready hash)."""
 
@@ -161,7 +161,7 @@ class Credential:
     scheme: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HtpasswdEntry:
     """One line of the compiled table: `username:{SHA}...`, and the policy it came from."""
 

@@ -6,12 +6,15 @@ the policy (or entry) is left out, and the listener stays protected.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from compiler.errors import PolicyError
-from compiler.listener import ApplyReport, ChainAuth, apply
+from compiler.listener import ApplyReport, ChainAuth, apply, chains_with_managers
+from compiler.memo import IdentityMemo
 from compiler.model import CompileOptions, Policy, PolicyRef, UnprotectedMode
 from compiler.parse import IgnoredResource, parse_resources
 from compiler.scope import applies_to_chain
@@ -25,6 +28,7 @@ class Resolver(Protocol):
 
 
 DEFAULT_OPTIONS = CompileOptions()
+MEMO_BUDGET = 64 * 1024 * 1024  # bytes of compiled tables, and of listeners, kept for reuse
 
 
 @dataclass(frozen=True)
@@ -75,28 +79,41 @@ def load_policies(
 def compile_listener(
     listener: Any, policies: PolicySet, options: CompileOptions = DEFAULT_OPTIONS
 ) -> ListenerResult:
-    """Steps 3 and 4 for one listener: a table per distinct set of applicable policies."""
-    tables: dict[tuple[int, ...], ChainTable] = {}
-    passthrough = options.unprotected is UnprotectedMode.PASSTHROUGH and not policies.malformed
+    """Steps 3 and 4 for one listener: a table per distinct set of applicable policies.
 
-    def plan(chain_name: str | None, is_default: bool) -> ChainAuth | None:
+    Unchanged input gives the very same result objects as the previous call (compiler.memo),
+    so a warm call costs about the same for ten users as for a hundred thousand.
+    """
+    passthrough = options.unprotected is UnprotectedMode.PASSTHROUGH and not policies.malformed
+    tables: dict[tuple[int, ...], ChainTable] = {}
+    auths: dict[tuple[str | None, bool], ChainAuth | None] = {}
+    for chain in chains_with_managers(listener):
         chosen = tuple(
             index
             for index, item in enumerate(policies.resolved)
-            if applies_to_chain(item.policy, chain_name, is_default)
+            if applies_to_chain(item.policy, *chain)
         )
         if not chosen and passthrough:
-            return None
+            auths[chain] = None
+            continue
         if chosen not in tables:
-            tables[chosen] = compile_chain([policies.resolved[i] for i in chosen], options)
-        return tables[chosen].auth
-
-    result, report = apply(listener, plan)
+            picked = [policies.resolved[i] for i in chosen]
+            tables[chosen] = _TABLES.get(picked, options, partial(compile_chain, picked, options))
+        auths[chain] = tables[chosen].auth
+    result, report = _LISTENERS.get(
+        [auth for auth in auths.values() if auth is not None],
+        (_digest(listener), tuple(auth is not None for auth in auths.values())),
+        lambda: apply(listener, lambda name, is_default: auths[(name, is_default)]),
+    )
     errors: dict[str, PolicyError] = {str(error): error for error in policies.malformed}
     for table in tables.values():
         errors.update((str(error), error) for error in table.errors)
     users = max((table.users for table in tables.values()), default=0)
     return ListenerResult(result, policies, tuple(errors.values()), users, report)
+
+
+def _digest(listener: Any) -> bytes:
+    return hashlib.blake2b(listener.SerializeToString(deterministic=True), digest_size=16).digest()
 
 
 @dataclass(frozen=True)
@@ -117,3 +134,11 @@ def compile_chain(resolved: Sequence[Resolved], options: CompileOptions) -> Chai
     return ChainTable(
         ChainAuth(table.htpasswd, header), table.errors + header_errors, len(table.entries)
     )
+
+
+_TABLES: IdentityMemo[ChainTable] = IdentityMemo(
+    MEMO_BUDGET, lambda table: len(table.auth.htpasswd)
+)
+_LISTENERS: IdentityMemo[tuple[Any, ApplyReport]] = IdentityMemo(
+    MEMO_BUDGET, lambda result: int(result[0].ByteSize())
+)

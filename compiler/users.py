@@ -19,6 +19,7 @@ from compiler.errors import (
     UnsupportedHashError,
     describe,
 )
+from compiler.gcpause import paused_gc
 from compiler.htpasswd import (
     SHA_SCHEME,
     password_problem,
@@ -53,6 +54,11 @@ class UserTable:
 
 def compile_users(resolved: Sequence[Resolved]) -> UserTable:
     """Validate, hash and de-duplicate every credential, in precedence order."""
+    with paused_gc(sum(len(item.credentials) for item in resolved)):
+        return _compile_users(resolved)
+
+
+def _compile_users(resolved: Sequence[Resolved]) -> UserTable:
     entries: dict[str, HtpasswdEntry] = {}
     errors: list[PolicyError] = []
     for item in sorted(resolved, key=lambda item: item.policy.precedence):
