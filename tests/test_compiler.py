@@ -468,3 +468,22 @@ def test_the_fast_sha_and_render_give_libpass_s_bytes_exactly() -> None:
     ]
     assert render(entries) == reference_render(entries)
     assert render([]) == reference_render([])
+
+
+def test_an_unchanged_call_reuses_the_previous_result_and_a_change_does_not() -> None:
+    resolver = CredentialResolver()
+    listener = http_listener()
+
+    def call(*resources: bytes) -> ListenerResult:
+        return compile_listener(listener, load_policies(resources, resolver))
+
+    first = call(policy(), policy("other", "alice", "alice-pw-1"))
+    again = call(policy(), policy("other", "alice", "alice-pw-1"))
+    assert again.listener is first.listener  # nothing changed: nothing recompiled
+    changed = call(policy(), policy("other", "alice", "alice-pw-2"))
+    assert changed.listener is not first.listener
+    assert users_of(changed)["alice"] != users_of(first)["alice"]
+    other_listener = compile_listener(
+        http_listener(name="default/eg/other"), load_policies([policy()], resolver)
+    )
+    assert other_listener.listener.name == "default/eg/other"
