@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit api image lock clean
+.PHONY: demo test lint typecheck unit api image lock clean bench
 
 demo: $(STAMP)
 	$(BIN)/extension-server demo
@@ -21,6 +21,16 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The benchmark (not part of `make test`): prints a table, rewrites docs/performance.md and
+# docs/performance.png. A few minutes on a 2-core machine.
+BENCH_STAMP = $(VENV)/.bench-installed
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
 
 # The container image (needs a Docker engine; the development machines have none).
 IMAGE ?= extension-server:latest

@@ -15,8 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import cast
 
-from cachetools import LRUCache
-
 from backends import metrics
 from backends.cache import SecretCache
 from backends.registry import SecretRegistry
@@ -42,6 +40,7 @@ from compiler.errors import (
     TenancyError,
     UnresolvedCredentialError,
 )
+from compiler.memo import BoundedMemo, IdentityMemo
 from compiler.model import (
     Credential,
     PasswordFrom,
@@ -98,16 +97,24 @@ class CredentialResolver:
         # Envoy Gateway sends the same policies with every listener of every translation:
         # the same policy over the same stored secret gives the same (identical) Resolved,
         # which lets the compiler reuse its tables. Bounded by the credentials held.
-        self._memo: LRUCache[Hashable, tuple[object, Resolved]] = LRUCache(
-            MEMO_CREDENTIALS, getsizeof=lambda held: len(held[1].credentials) + 1
+        self._plain_sets: IdentityMemo[list[Resolved]] = IdentityMemo(4096, lambda _: 1)
+        self._memo: BoundedMemo[Hashable, tuple[object, Resolved]] = BoundedMemo(
+            MEMO_CREDENTIALS, lambda held: len(held[1].credentials) + 1
         )
-        self._memo_lock = threading.Lock()
 
     def resolve_all(self, policies: Sequence[Policy]) -> list[Resolved]:
         """Every policy's credentials or error, those that need a store in parallel."""
-        if sum(not isinstance(p.credentials, PlainCredentials) for p in policies) <= 1:
-            return [self.resolve(policy) for policy in policies]
+        stored = sum(not isinstance(p.credentials, PlainCredentials) for p in policies)
+        if stored == 0:
+            # Plain text resolves the same way every time: the same policies (the parser
+            # hands out the same objects) give the same list, without a lookup per policy.
+            return list(self._plain_sets.get(policies, None, lambda: self._resolve_each(policies)))
+        if stored == 1:
+            return self._resolve_each(policies)
         return list(self._pool.map(self.resolve, policies))
+
+    def _resolve_each(self, policies: Sequence[Policy]) -> list[Resolved]:
+        return [self.resolve(policy) for policy in policies]
 
     def resolve(self, policy: Policy) -> Resolved:
         try:
@@ -136,13 +143,11 @@ class CredentialResolver:
     def _remembered(self, policy: Policy, stored: StoredSecret | None, field: str = "") -> Resolved:
         """The Resolved made before for this policy and this very stored secret, or a new one."""
         key = (policy, id(stored))
-        with self._memo_lock:
-            held = self._memo.get(key)
+        held = self._memo.get(key)
         if held is not None and held[0] is stored:
             return held[1]
         resolved = Resolved(policy, tuple(self._credentials(policy, stored, field)))
-        with self._memo_lock:
-            self._memo[key] = (stored, resolved)
+        self._memo.put(key, (stored, resolved))
         return resolved
 
     def _credentials(

@@ -1,10 +1,11 @@
-"""Reuse of compiled results across hook calls, keyed by the identity of their inputs.
+"""Reuse of results across hook calls: the same policies arrive with every listener.
 
-Envoy Gateway sends the same listeners with the same policies on every translation. The
-resolver hands out the very same `Resolved` object while a policy and its stored secret
-are unchanged, so the compiler can key its tables on object identity, which costs
-nothing to compute whatever the number of users, and keep the inputs alive in the memo
-so that an identity cannot be reused by another object. Bounded by a byte budget.
+`BoundedMemo` is a dict with a size budget, evicting the oldest entries first: a hit is
+one dict lookup, which matters on a path taken for every policy of every hook call.
+`IdentityMemo` keys values on the identity of their inputs: the resolver hands out the
+very same `Resolved` object while a policy and its stored secret are unchanged, so the
+compiler can recognise an unchanged call in constant time whatever the number of users.
+It keeps the inputs alive in the memo, so that an identity cannot be reused meanwhile.
 """
 
 from __future__ import annotations
@@ -13,27 +14,55 @@ import threading
 from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
-from cachetools import LRUCache
-
+K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+class BoundedMemo(Generic[K, V]):
+    """Thread-safe memo within a size budget (`size` of each value, at least 1)."""
+
+    def __init__(self, budget: int, size: Callable[[V], int] = lambda _value: 1) -> None:
+        self._budget = budget
+        self._size = size
+        self._entries: dict[K, tuple[V, int]] = {}
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        held = self._entries.get(key)  # a plain dict read: safe without the lock
+        return None if held is None else held[0]
+
+    def put(self, key: K, value: V) -> None:
+        cost = max(1, self._size(value))
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._used -= old[1]
+            while self._entries and self._used + cost > self._budget:
+                _, (_, freed) = _pop_oldest(self._entries)
+                self._used -= freed
+            self._entries[key] = (value, cost)
+            self._used += cost
+
+
+def _pop_oldest(entries: dict[K, tuple[V, int]]) -> tuple[K, tuple[V, int]]:
+    key = next(iter(entries))
+    return key, entries.pop(key)
 
 
 class IdentityMemo(Generic[V]):
     """Values keyed by (the identities of some objects, a hashable extra)."""
 
     def __init__(self, budget: int, size: Callable[[V], int]) -> None:
-        self._lock = threading.Lock()
-        self._entries: LRUCache[Hashable, tuple[tuple[object, ...], V]] = LRUCache(
-            budget, getsizeof=lambda entry: size(entry[1]) + 1
+        self._memo: BoundedMemo[Hashable, tuple[tuple[object, ...], V]] = BoundedMemo(
+            budget, lambda held: size(held[1])
         )
 
     def get(self, objects: Sequence[object], extra: Hashable, make: Callable[[], V]) -> V:
         key = (tuple(map(id, objects)), extra)
-        with self._lock:
-            held = self._entries.get(key)
+        held = self._memo.get(key)
         if held is not None and all(a is b for a, b in zip(held[0], objects, strict=True)):
             return held[1]
         value = make()
-        with self._lock:
-            self._entries[key] = (tuple(objects), value)
+        self._memo.put(key, (tuple(objects), value))
         return value

@@ -136,6 +136,22 @@ class Policy:
     # spec.credentialsRevision: written by the server's rotation watcher, read to know that
     # a stored secret has a newer version than the one in the cache.
     credentials_revision: str | None = None
+    # Policies key the resolver's memo on every hook call: hash them once.
+    _hash: int = field(init=False, repr=False, compare=False, hash=False, default=0)
+
+    def __post_init__(self) -> None:
+        fields = (
+            self.ref,
+            self.created,
+            self.targets,
+            self.credentials,
+            self.forward_username_header,
+            self.credentials_revision,
+        )
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def precedence(self) -> tuple[int, str, str, str]:

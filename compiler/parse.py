@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiler.errors import InvalidHeaderError, MalformedPolicyError, PolicyError
+from compiler.memo import BoundedMemo
 from compiler.model import (
     POLICY_GROUP,
     POLICY_KIND,
@@ -96,11 +97,21 @@ def parse_resources(
     results: list[ParsedResource] = []
     for index, data in enumerate(raw):
         source = sources[index] if sources else f"extension_resources[{index}]"
-        try:
-            results.append(parse_resource(data, source))
-        except PolicyError as error:
-            results.append(error)
+        key = (data, source)
+        parsed = _parsed.get(key)
+        if parsed is None:
+            try:
+                parsed = parse_resource(data, source)
+            except PolicyError as error:
+                parsed = error
+            _parsed.put(key, parsed)
+        results.append(parsed)
     return results
+
+
+# The same objects arrive with every listener of every translation: parse each once.
+# Equal bytes give the very same Policy, which the resolver's and compiler's memos use.
+_parsed: BoundedMemo[tuple[bytes, str], ParsedResource] = BoundedMemo(16_384)
 
 
 def parse_resource(data: bytes, source: str = "extension_resources[0]") -> Policy | IgnoredResource:

@@ -84,6 +84,31 @@ def compile_listener(
     Unchanged input gives the very same result objects as the previous call (compiler.memo),
     so a warm call costs about the same for ten users as for a hundred thousand.
     """
+    digest = _digest(listener)
+    compiled = _CALLS.get(
+        policies.resolved,
+        (digest, options, bool(policies.malformed)),
+        lambda: _compile(listener, digest, policies, options),
+    )
+    errors: dict[str, PolicyError] = {str(error): error for error in policies.malformed}
+    for table in compiled.tables:
+        errors.update((str(error), error) for error in table.errors)
+    users = max((table.users for table in compiled.tables), default=0)
+    return ListenerResult(
+        compiled.listener, policies, tuple(errors.values()), users, compiled.report
+    )
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    listener: Any
+    report: ApplyReport
+    tables: tuple[ChainTable, ...]
+
+
+def _compile(
+    listener: Any, digest: bytes, policies: PolicySet, options: CompileOptions
+) -> _Compiled:
     passthrough = options.unprotected is UnprotectedMode.PASSTHROUGH and not policies.malformed
     tables: dict[tuple[int, ...], ChainTable] = {}
     auths: dict[tuple[str | None, bool], ChainAuth | None] = {}
@@ -102,14 +127,10 @@ def compile_listener(
         auths[chain] = tables[chosen].auth
     result, report = _LISTENERS.get(
         [auth for auth in auths.values() if auth is not None],
-        (_digest(listener), tuple(auth is not None for auth in auths.values())),
+        (digest, tuple(auth is not None for auth in auths.values())),
         lambda: apply(listener, lambda name, is_default: auths[(name, is_default)]),
     )
-    errors: dict[str, PolicyError] = {str(error): error for error in policies.malformed}
-    for table in tables.values():
-        errors.update((str(error), error) for error in table.errors)
-    users = max((table.users for table in tables.values()), default=0)
-    return ListenerResult(result, policies, tuple(errors.values()), users, report)
+    return _Compiled(result, report, tuple(tables.values()))
 
 
 def _digest(listener: Any) -> bytes:
@@ -141,4 +162,8 @@ _TABLES: IdentityMemo[ChainTable] = IdentityMemo(
 )
 _LISTENERS: IdentityMemo[tuple[Any, ApplyReport]] = IdentityMemo(
     MEMO_BUDGET, lambda result: int(result[0].ByteSize())
+)
+# Whole calls: the same listener with the same resolved policies. Sized like _LISTENERS.
+_CALLS: IdentityMemo[_Compiled] = IdentityMemo(
+    MEMO_BUDGET, lambda compiled: int(compiled.listener.ByteSize())
 )

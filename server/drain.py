@@ -27,6 +27,7 @@ class Drain(grpc.ServerInterceptor):  # type: ignore[misc]
         self._lock = threading.Condition()
         self._active = 0
         self._draining = False
+        self._wrapped: dict[str, Any] = {}
 
     @property
     def active(self) -> int:
@@ -36,11 +37,20 @@ class Drain(grpc.ServerInterceptor):  # type: ignore[misc]
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: Any
     ) -> Any:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped  # built once per method, not once per call
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # streams (health Watch, reflection) never hold a shutdown up
-        if handler_call_details.method.startswith(HEALTH_PREFIX):
+        if method.startswith(HEALTH_PREFIX):
             return handler  # probes keep getting answers: NOT_SERVING while draining
+        wrapped = self._track(handler)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _track(self, handler: Any) -> Any:
         behaviour = handler.unary_unary
 
         def tracked(request: Any, context: grpc.ServicerContext) -> Any:

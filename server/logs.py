@@ -72,5 +72,10 @@ def configure(level: str = "info", fmt: str = "logfmt", stream: TextIO | None = 
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 
 
+def enabled(level: int) -> bool:
+    """Whether events of `level` are logged: skip building lines nobody will see."""
+    return logging.getLogger().isEnabledFor(level)
+
+
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)

@@ -6,6 +6,7 @@ unchanged (it is never UNIMPLEMENTED, so enabling more hooks in Envoy Gateway is
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 
@@ -14,6 +15,7 @@ from prometheus_client import Histogram
 
 from compiler.model import CompileOptions, PolicyRef
 from compiler.pipeline import Resolver, compile_listener, load_policies
+from server import logs
 from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.logs import get_logger
@@ -25,6 +27,7 @@ HOOK_LATENCY = Histogram(
     ["method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+LISTENER_LATENCY = HOOK_LATENCY.labels("PostHTTPListenerModify")
 LOGGED_POLICIES = 20  # a listener can carry thousands: name the first ones, count the rest
 
 
@@ -57,6 +60,8 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             log.exception("hook.failed", listener=name)
             context.abort(grpc.StatusCode.INTERNAL, f"extension server failed on listener {name}")
             raise  # pragma: no cover (abort raises)
+        for chain in result.report.undecodable:
+            log.error("listener.undecodable_manager", listener=name, filter_chain=chain)
         for ignored in policies.ignored:
             log.info(
                 "policy.ignored",
@@ -74,20 +79,20 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
                 error=str(error),
                 reason=type(error).__name__,
             )
-        log.info(
-            "hook.listener",
-            listener=name,
-            policies=summarize(policies.refs),
-            policy_count=len(policies.refs),
-            users=result.users,
-            rejected=len(result.errors),
-            managers_protected=result.report.managers_protected,
-            managers_unchanged=result.report.managers_skipped,
-            ms=round((time.perf_counter() - started) * 1000, 2),
-        )
-        HOOK_LATENCY.labels("PostHTTPListenerModify").observe(time.perf_counter() - started)
-        for chain in result.report.undecodable:
-            log.error("listener.undecodable_manager", listener=name, filter_chain=chain)
+        elapsed = time.perf_counter() - started
+        LISTENER_LATENCY.observe(elapsed)
+        if logs.enabled(logging.INFO):  # the line is built only when someone reads it
+            log.info(
+                "hook.listener",
+                listener=name,
+                policies=summarize(policies.refs),
+                policy_count=len(policies.refs),
+                users=result.users,
+                rejected=len(result.errors),
+                managers_protected=result.report.managers_protected,
+                managers_unchanged=result.report.managers_skipped,
+                ms=round(elapsed * 1000, 2),
+            )
         return api.PostHTTPListenerModifyResponse(listener=result.listener)
 
     def PostRouteModify(

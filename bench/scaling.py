@@ -1,0 +1,188 @@
+"""Section 2: compile time and output size from 10 to 100 000 users, in process (no gRPC)."""
+
+from __future__ import annotations
+
+import base64
+import gc
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from backends import CredentialResolver, ResolverSettings
+from backends.stores import StoredSecret
+from bench.context import Context
+from bench.fixtures import store_policy
+from bench.results import Row, Section, median, ms, ratio, size, us
+from compiler.model import StoreRef
+from compiler.pipeline import compile_listener, load_policies
+from tests.builders import http_listener
+
+TITLE = "2. Compile scaling (in process)"
+SIZES = (10, 1_000, 10_000, 100_000)
+COLD_10K_TARGET = 0.050  # seconds
+WARM_SPREAD = 0.10  # warm calls within 10 % of the 10-user warm call
+WARM_CALLS = 25  # warm calls after each cold one (they take tens of µs: many, for a stable median)
+LINEAR_SLACK = 1.15  # per-user cold cost may rise this much from one size to the next (noise)
+NAMESPACE = "default"
+PATH = f"secret/data/gateways/{NAMESPACE}/bench-users"
+
+
+class MemoryStore:
+    """A secret store that answers from memory: one `usersFrom` map of user -> password."""
+
+    name = "vault"
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = users
+        self.fetches = 0
+
+    def fetch(self, ref: StoreRef) -> StoredSecret:
+        self.fetches += 1
+        return StoredSecret(self.users, "1")
+
+    def version(self, ref: StoreRef) -> str:
+        return "1"
+
+
+def users_of(count: int) -> dict[str, str]:
+    return {f"user-{index:06d}": f"password-{index:06d}-of-{count}" for index in range(count)}
+
+
+def runs_for(count: int, quick: bool) -> int:
+    if quick:
+        return 1 if count >= 100_000 else 3
+    return {10: 41, 1_000: 21, 10_000: 9, 100_000: 3}[count]
+
+
+def timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = action()
+    return time.perf_counter() - started, result
+
+
+def hash_alone(passwords: list[str]) -> list[bytes]:
+    """The baseline: what Envoy's {SHA} costs with nothing around it."""
+    sha1, encode = hashlib.sha1, base64.b64encode
+    return [encode(sha1(password.encode()).digest()) for password in passwords]
+
+
+@dataclass(frozen=True)
+class Measured:
+    count: int
+    runs: int
+    cold: float  # median seconds
+    warm: float
+    hashing: float  # the baseline
+    output: int  # listener ByteSize
+    table: int  # bytes of the bare htpasswd text
+
+
+def measure(count: int, listener: Any, raw: list[bytes], quick: bool) -> Measured:
+    users = users_of(count)
+    passwords = list(users.values())
+    store = MemoryStore(users)
+    runs = runs_for(count, quick)
+    colds, warms, hashes = [], [], []
+    result: Any = None
+    for _ in range(runs):
+        gc.collect()
+        resolver = CredentialResolver(ResolverSettings(), {"vault": store})
+
+        def call(resolver: CredentialResolver = resolver) -> Any:
+            return compile_listener(listener, load_policies(raw, resolver))
+
+        seconds, result = timed(call)
+        colds.append(seconds)
+        for _ in range(WARM_CALLS):
+            warms.append(timed(call)[0])  # the same call again: nothing changed
+        hashes.append(timed(lambda: hash_alone(passwords))[0])
+    assert result is not None and result.users == count, (count, result and result.errors)
+    assert store.fetches == runs, f"{store.fetches} fetches for {runs} cold runs"
+    return Measured(
+        count,
+        runs,
+        median(colds),
+        median(warms),
+        median(hashes),
+        result.listener.ByteSize(),
+        sum(len(name) + 35 for name in users),  # "name:{SHA}<28 characters>\n"
+    )
+
+
+def run(context: Context) -> Section:
+    section = Section(TITLE)
+    listener = http_listener()
+    raw = [store_policy("bench-users", NAMESPACE, "eg", "usersFrom", {"vault": {"path": PATH}})]
+    measured = [measure(count, listener, raw, context.quick) for count in SIZES]
+    for label, pick in (
+        ("cold", lambda m: m.cold),
+        ("warm", lambda m: m.warm),
+        ("hashlib alone", lambda m: m.hashing),
+    ):
+        context.samples.scaling[label] = [(m.count, pick(m)) for m in measured]
+    first = measured[0]
+    previous: Measured | None = None
+    for m in measured:
+        section.rows += rows_for(m, previous, first)
+        previous = m
+    slope = math.log(measured[-1].cold / measured[1].cold) / math.log(SIZES[-1] / SIZES[1])
+    section.notes.append(
+        f"One `usersFrom` policy on `{PATH}`, served from memory by a store object that returns "
+        '`StoredSecret(users, "1")`; listener: `tests.builders.http_listener()` (one default '
+        "chain). Cold: a fresh CredentialResolver for each run, so nothing is cached; warm: the "
+        f"same call again on the same resolver, {WARM_CALLS} times after each cold run (median "
+        f"of all). Log-log slope of cold time from 1,000 to 100,000 users: {slope:.2f} (1.00 is "
+        "linear)."
+    )
+    return section
+
+
+def rows_for(m: Measured, previous: Measured | None, first: Measured) -> list[Row]:
+    per_user, hash_per_user = m.cold / m.count, m.hashing / m.count
+    linear_target, linear = "-", None
+    if previous is not None:
+        linear_target = f"<= {LINEAR_SLACK:.2f}x per user at {previous.count:,}"
+        linear = per_user <= LINEAR_SLACK * previous.cold / previous.count
+    spread = m.warm / first.warm
+    return [
+        Row(
+            TITLE,
+            f"{m.count:,} users, cold (median of {m.runs})",
+            ms(m.cold),
+            ms(m.hashing),
+            ratio(m.cold, m.hashing),
+            "< 50 ms" if m.count == 10_000 else "-",
+            m.cold < COLD_10K_TARGET if m.count == 10_000 else None,
+            "baseline of cold: hashlib.sha1 + base64 of the passwords alone",
+        ),
+        Row(
+            TITLE,
+            f"{m.count:,} users, cold per user",
+            us(per_user),
+            us(hash_per_user),
+            ratio(per_user, hash_per_user),
+            linear_target,
+            linear,
+        ),
+        Row(
+            TITLE,
+            f"{m.count:,} users, warm (nothing changed)",
+            ms(m.warm),
+            ms(first.warm),
+            f"{spread:.2f}x",
+            "<= 1.10x the 10-user warm call",
+            spread <= 1 + WARM_SPREAD,
+            "baseline of warm: the 10-user warm call",
+        ),
+        Row(
+            TITLE,
+            f"{m.count:,} users, output (listener ByteSize)",
+            size(m.output),
+            size(m.table),
+            ratio(m.output, m.table),
+            note="baseline of output: the bare htpasswd text",
+        ),
+    ]
