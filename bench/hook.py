@@ -40,11 +40,11 @@ def run(context: Context) -> Section:
     requests = [hook_request(corpus.https, policies), hook_request(corpus.http3, policies)]
     warmup = context.scale(300, 50)
     calls = context.scale(2000, 200)
-    seconds = 1.0 if context.quick else 3.0
+    seconds = 1.0 if context.quick else 6.0
 
     # Both servers run at once and are measured in alternating rounds, so that a change in
     # the machine's speed during the run (a shared VM) weighs on both alike.
-    rounds = 2 if context.quick else 4
+    rounds = 2 if context.quick else 6
     servers = [
         ServerProcess.ours(context.workdir / "hook-ours.log"),
         ServerProcess.baseline(context.workdir / "hook-baseline.log"),

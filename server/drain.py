@@ -11,7 +11,6 @@ terminated, that is, its status sent.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,9 +23,10 @@ class Drain(grpc.ServerInterceptor):  # type: ignore[misc]
     """Counts unary calls from arrival to termination; refuses new ones once draining."""
 
     def __init__(self) -> None:
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._active = 0
         self._draining = False
+        self._idle = threading.Event()  # set once draining and no call is left
         self._wrapped: dict[str, Any] = {}
 
     @property
@@ -71,13 +71,13 @@ class Drain(grpc.ServerInterceptor):  # type: ignore[misc]
     def _finished(self) -> None:
         with self._lock:
             self._active -= 1
-            self._lock.notify_all()
+            if self._draining and self._active == 0:
+                self._idle.set()
 
     def drain(self, timeout: float) -> bool:
         """Refuse new calls and wait for the ones in flight; False if the time ran out."""
-        deadline = time.monotonic() + timeout
         with self._lock:
             self._draining = True
-            return self._lock.wait_for(
-                lambda: self._active == 0, max(0.0, deadline - time.monotonic())
-            )
+            if self._active == 0:
+                self._idle.set()
+        return self._idle.wait(timeout)
