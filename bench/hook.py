@@ -13,7 +13,7 @@ from bench.fixtures import (
     plaintext_policies,
     sequential,
 )
-from bench.processes import ServerProcess
+from bench.processes import BenchServer
 from bench.results import Row, Section, ms, percentile, ratio
 
 TITLE = "1. Hook latency and throughput (gRPC, loopback, warm)"
@@ -46,8 +46,8 @@ def run(context: Context) -> Section:
     # the machine's speed during the run (a shared VM) weighs on both alike.
     rounds = 2 if context.quick else 6
     servers = [
-        ServerProcess.ours(context.workdir / "hook-ours.log"),
-        ServerProcess.baseline(context.workdir / "hook-baseline.log"),
+        BenchServer.ours(context.workdir / "hook-ours.log"),
+        BenchServer.baseline(context.workdir / "hook-baseline.log"),
     ]
     figures: dict[str, dict[str, Any]] = {
         server.label: {"latencies": [], "one": [], "eight": []} for server in servers

@@ -19,7 +19,7 @@ from bench.fixtures import (
     plaintext_policies,
     store_policy,
 )
-from bench.processes import ServerProcess
+from bench.processes import BenchServer
 from bench.results import Row, Section, mib, ms, ratio, size
 from tests.support.vault import VaultStandIn
 
@@ -92,7 +92,7 @@ def measure(context: Context, corpus: CorpusListeners) -> Figures:
         vault.add_token(TOKEN, policies=["secret/data/gateways/"])
         vault.put_v2(secret, {"password": "fan-in-password"})
         vault.put_v2(users_secret, {f"user-{i:06d}": f"password-{i:06d}" for i in range(BIG)})
-        server = ServerProcess.ours(
+        server = BenchServer.ours(
             context.workdir / "stores-ours.log",
             "--vault-addr", vault.url, "--vault-token-file", str(token_file),
             "--backend-timeout", "10s",

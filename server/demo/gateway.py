@@ -12,10 +12,10 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,33 +24,30 @@ from server.api import extension_pb2, extension_pb2_grpc
 from server.demo.envoy import free_port
 
 
-class ExtensionServerProcess:
-    """`extension-server serve` on 127.0.0.1; a context manager that waits for SERVING."""
+class ServerProcess:
+    """A gRPC server as its own process on loopback; a context manager that waits for SERVING.
 
-    def __init__(self, log_path: Path, *extra_args: str, timeout: float = 20.0) -> None:
+    `command` builds the command line for the port it is given.
+    """
+
+    def __init__(
+        self, log_path: Path, command: Callable[[int], list[str]], *, timeout: float = 20.0
+    ) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = log_path
-        self._args = extra_args
+        self.command = command(self.port)
         self._timeout = timeout
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> ExtensionServerProcess:
-        command = [
-            sys.executable,
-            "-m",
-            "server",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--metrics-port",
-            "0",
-            *self._args,
-        ]
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.pid
+
+    def start(self) -> Self:
         with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
         self._wait_until_serving()
         return self
 
@@ -61,7 +58,7 @@ class ExtensionServerProcess:
             while True:
                 assert self._process is not None
                 if self._process.poll() is not None:
-                    raise RuntimeError(f"extension server exited; see {self.log_path}")
+                    raise RuntimeError(f"server exited; see {self.log_path}")
                 try:
                     answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
                     if answer.status == health_pb2.HealthCheckResponse.SERVING:
@@ -69,8 +66,8 @@ class ExtensionServerProcess:
                 except grpc.RpcError:
                     pass
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"extension server not serving after {self._timeout}s")
-                time.sleep(0.1)
+                    raise TimeoutError(f"server not serving after {self._timeout}s")
+                time.sleep(0.05)
 
     def stop(self) -> int:
         """SIGTERM, as Kubernetes stops a pod; the exit code."""
@@ -85,7 +82,7 @@ class ExtensionServerProcess:
         finally:
             self._process = None
 
-    def __enter__(self) -> ExtensionServerProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -95,6 +92,21 @@ class ExtensionServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def serve_command(port: int, *extra_args: str) -> list[str]:
+    """`extension-server serve` on 127.0.0.1:`port`, without a metrics endpoint."""
+    return [
+        sys.executable, "-m", "server", "serve",
+        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0", *extra_args,
+    ]  # fmt: skip
+
+
+class ExtensionServerProcess(ServerProcess):
+    """`extension-server serve` as a cluster would run it next to Envoy Gateway."""
+
+    def __init__(self, log_path: Path, *extra_args: str, timeout: float = 20.0) -> None:
+        super().__init__(log_path, lambda port: serve_command(port, *extra_args), timeout=timeout)
 
 
 class GatewayStandIn:
