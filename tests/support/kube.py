@@ -65,13 +65,13 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, Self, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.support.secrets import remember
+from tests.support.standin import HttpStandIn, StandInServer
 
 if TYPE_CHECKING:
     from lightkube import Client
@@ -315,19 +315,6 @@ def parse_field_selector(text: str) -> list[_Requirement]:
 # -- HTTP ------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], standin: KubeStandIn) -> None:
-        self.standin = standin
-        self.stopping = threading.Event()
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Silent: a client that timed out and left is not an error here."""
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     server_version = "KubeStandIn"
@@ -346,7 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Silent: no access log on stderr."""
 
     def _dispatch(self) -> None:
-        server = cast(_Server, self.server)
+        server = cast(StandInServer, self.server)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
         reply = server.standin._serve(
@@ -376,7 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_DELETE = _dispatch
 
 
-class KubeStandIn:
+class KubeStandIn(HttpStandIn):
     """An in-memory Kubernetes API server on 127.0.0.1; see the module docstring.
 
     State (objects, the resourceVersion counter, the request log) survives
@@ -386,76 +373,22 @@ class KubeStandIn:
     returns ("spec.username: Required value") becomes a cause of a 422 Invalid.
     """
 
+    name = "kube-standin"
+    handler = _Handler
+
     def __init__(self, port: int = 0, *, validator: Validator | None = None) -> None:
+        super().__init__(port)
         self.token = "kube-" + secrets.token_urlsafe(24)
         remember(self.token)
         self.validator = validator
         self.unavailable = False
         self.delay = 0.0
-        self._port = port
         self._lock = threading.RLock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._revision = 1
         self._log: list[KubeRequest] = []
         self._patches: list[tuple[str, Any]] = []
         self._kinds = {(k.group, k.version, k.plural): k for k in KINDS}
-
-    # -- lifecycle -----------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        if self._port == 0:
-            raise RuntimeError("KubeStandIn has not been started yet")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    def start(self) -> Self:
-        """Listen (again) on the port: the first start picks one if it was 0."""
-        if self._server is not None:
-            return self
-        server = _Server(("127.0.0.1", self._port), self)
-        self._port = server.server_address[1]
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"kube-standin-{self._port}",
-            daemon=True,
-        )
-        thread.start()
-        self._server, self._thread = server, thread
-        return self
-
-    def stop(self) -> None:
-        """Close the listening socket: the next connection is refused."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = self._thread = None
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- clients -------------------------------------------------------------
 

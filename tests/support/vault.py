@@ -57,12 +57,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self, cast
+from http.server import BaseHTTPRequestHandler
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from tests.support.secrets import remember
+from tests.support.standin import HttpStandIn, StandInServer
 
 KV_V1_DEFAULT_LEASE = 2764800  # Vault's default lease TTL: 768h
 DEFAULT_LOGIN_TTL = 2764800.0
@@ -240,19 +240,6 @@ UNSUPPORTED = _errors(405, "unsupported operation")
 _WRITE = frozenset({"POST", "PUT"})
 
 
-class _Server(ThreadingHTTPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], standin: VaultStandIn) -> None:
-        self.standin = standin
-        self.stopping = threading.Event()
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Silent: a client that timed out and left is not an error here."""
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     server_version = "VaultStandIn"
@@ -268,7 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Silent: no access log on stderr."""
 
     def _dispatch(self) -> None:
-        server = cast(_Server, self.server)
+        server = cast(StandInServer, self.server)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
         token = self.headers.get("X-Vault-Token") or ""
@@ -304,13 +291,16 @@ class _Handler(BaseHTTPRequestHandler):
     do_LIST = _dispatch
 
 
-class VaultStandIn:
+class VaultStandIn(HttpStandIn):
     """An in-memory Vault HTTP API on 127.0.0.1; see the module docstring.
 
     State (secrets, tokens, roles, the request log) survives `stop()`/`start()`,
     which reuse the same port. Faults can be switched at any time:
     `sealed`, `rate_limited` and `delay` (seconds to wait before answering).
     """
+
+    name = "vault-standin"
+    handler = _Handler
 
     def __init__(
         self,
@@ -319,6 +309,7 @@ class VaultStandIn:
         kv_v2_mounts: Sequence[str] = ("secret",),
         kv_v1_mounts: Sequence[str] = ("kv",),
     ) -> None:
+        super().__init__(port)
         overlap = set(kv_v2_mounts) & set(kv_v1_mounts)
         if overlap:
             raise ValueError(f"mounted both as KV v1 and v2: {sorted(overlap)}")
@@ -327,10 +318,7 @@ class VaultStandIn:
         self.sealed = False
         self.rate_limited = False
         self.delay = 0.0
-        self._port = port
         self._lock = threading.RLock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._tokens: dict[tuple[str, str], _Token] = {}
         self._auth_mounts: dict[tuple[str, str], str] = {}
         self._kubernetes: dict[tuple[str, str, str], _KubernetesRole] = {}
@@ -338,61 +326,6 @@ class VaultStandIn:
         self._v2: dict[tuple[str, str, str], _V2Secret] = {}
         self._v1: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._log: list[tuple[str, str, str]] = []
-
-    # -- lifecycle -----------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        if self._port == 0:
-            raise RuntimeError("VaultStandIn has not been started yet")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    def start(self) -> Self:
-        """Listen (again) on the port: the first start picks one if it was 0."""
-        if self._server is not None:
-            return self
-        server = _Server(("127.0.0.1", self._port), self)
-        self._port = server.server_address[1]
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"vault-standin-{self._port}",
-            daemon=True,
-        )
-        thread.start()
-        self._server, self._thread = server, thread
-        return self
-
-    def stop(self) -> None:
-        """Close the listening socket: the next connection is refused."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = self._thread = None
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- test set-up ---------------------------------------------------------
 
