@@ -67,9 +67,11 @@ class GatewayLoop:
         generations = {p["metadata"]["name"]: p["metadata"]["generation"] for p in policies}
         if generations == self._seen:
             return
-        self.envoy.publish([self.gateway.translate(self.listener, policies)])
+        # Counted before Envoy can serve the result, so a test that sees the new listener
+        # in Envoy always sees its translation counted too.
         self._seen = generations
         self.translations += 1
+        self.envoy.publish([self.gateway.translate(self.listener, policies)])
 
 
 @dataclass
