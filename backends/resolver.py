@@ -42,11 +42,12 @@ from compiler.errors import (
 )
 from compiler.memo import BoundedMemo, IdentityMemo
 from compiler.model import (
-    Credential,
+    Credentials,
     PasswordFrom,
     PlainCredentials,
     Policy,
     PolicyRef,
+    Secrets,
     StoreRef,
     UsersFrom,
     VaultRef,
@@ -146,23 +147,22 @@ class CredentialResolver:
         held = self._memo.get(key)
         if held is not None and held[0] is stored:
             return held[1]
-        resolved = Resolved(policy, tuple(self._credentials(policy, stored, field)))
+        resolved = Resolved(policy, self._credentials(policy, stored, field))
         self._memo.put(key, (stored, resolved))
         return resolved
 
-    def _credentials(
-        self, policy: Policy, stored: StoredSecret | None, field: str
-    ) -> list[Credential]:
+    def _credentials(self, policy: Policy, stored: StoredSecret | None, field: str) -> Credentials:
         spec = policy.credentials
         if isinstance(spec, PlainCredentials):
-            return [Credential(spec.username, spec.password, "spec.username", "spec.password")]
+            password = Secrets((spec.password.reveal(),))
+            return Credentials((spec.username,), password, "spec.username", "spec.password")
         assert stored is not None
         source = "spec.passwordFrom" if isinstance(spec, PasswordFrom) else "spec.usersFrom"
         document = stored.content
         try:
             if isinstance(spec, UsersFrom):
                 return user_credentials(document, spec.store, source)
-            return [password_credential(document, spec.store, spec.username, source)]
+            return password_credential(document, spec.store, spec.username, source)
         except StoredValueError as error:
             raise self._unresolved(policy, spec.store, field, str(error), INVALID) from None
 

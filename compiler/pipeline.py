@@ -152,9 +152,7 @@ def compile_chain(resolved: Sequence[Resolved], options: CompileOptions) -> Chai
         [item.policy for item in resolved if item.error is None],
         options.default_forward_username_header,
     )
-    return ChainTable(
-        ChainAuth(table.htpasswd, header), table.errors + header_errors, len(table.entries)
-    )
+    return ChainTable(ChainAuth(table.htpasswd, header), table.errors + header_errors, table.users)
 
 
 _TABLES: IdentityMemo[ChainTable] = IdentityMemo(

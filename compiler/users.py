@@ -22,13 +22,16 @@ from compiler.errors import (
 from compiler.gcpause import paused_gc
 from compiler.htpasswd import (
     SHA_SCHEME,
+    all_plain,
     password_problem,
     render,
     sha_hash,
     sha_hash_problem,
+    sha_hashes,
     username_problem,
 )
-from compiler.model import Credential, HtpasswdEntry, Policy, PolicyRef
+from compiler.model import NO_CREDENTIALS, Credential, Credentials, Policy, PolicyRef, Secret
+from compiler.schemes import scheme_of
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class Resolved:
     """A policy with the credentials its backend resolved (or the error that stopped it)."""
 
     policy: Policy
-    credentials: tuple[Credential, ...] = ()
+    credentials: Credentials = NO_CREDENTIALS
     error: PolicyError | None = None
 
 
@@ -44,12 +47,9 @@ class Resolved:
 class UserTable:
     """The compiled table of one set of policies."""
 
-    entries: tuple[HtpasswdEntry, ...]
+    htpasswd: str
+    users: int
     errors: tuple[PolicyError, ...]
-
-    @property
-    def htpasswd(self) -> str:
-        return render(self.entries)
 
 
 def compile_users(resolved: Sequence[Resolved]) -> UserTable:
@@ -59,27 +59,60 @@ def compile_users(resolved: Sequence[Resolved]) -> UserTable:
 
 
 def _compile_users(resolved: Sequence[Resolved]) -> UserTable:
-    entries: dict[str, HtpasswdEntry] = {}
+    hashes: dict[str, str] = {}  # user name -> {SHA} hash
+    owners: dict[str, PolicyRef] = {}  # user name -> the policy that defined it
     errors: list[PolicyError] = []
     for item in sorted(resolved, key=lambda item: item.policy.precedence):
         if item.error is not None:
             errors.append(item.error)
             continue
-        for credential in item.credentials:
-            error = _credential_error(item.policy.ref, credential)
-            if error is None and credential.username in entries:
-                error = _conflict(item.policy.ref, credential, entries[credential.username].policy)
+        credentials, ref = item.credentials, item.policy.ref
+        if _in_bulk(credentials, owners):
+            names = credentials.usernames
+            hashes.update(zip(names, sha_hashes(credentials.passwords.reveal()), strict=True))
+            owners.update(dict.fromkeys(names, ref))
+            continue
+        for credential in each(credentials):
+            error = _credential_error(ref, credential)
+            if error is None and credential.username in owners:
+                error = _conflict(ref, credential, owners[credential.username])
             if error is not None:
                 errors.append(error)
                 continue
-            hashed = (
-                credential.password.reveal() if credential.scheme else sha_hash(credential.password)
+            password = credential.password
+            hashes[credential.username] = (
+                password.reveal() if credential.scheme else sha_hash(password)
             )
-            entries[credential.username] = HtpasswdEntry(
-                credential.username, hashed, item.policy.ref
-            )
-    ordered = tuple(entries[name] for name in sorted(entries))
-    return UserTable(ordered, tuple(errors))
+            owners[credential.username] = ref
+    return UserTable(render(hashes), len(hashes), tuple(errors))
+
+
+def _in_bulk(credentials: Credentials, owners: dict[str, PolicyRef]) -> bool:
+    """The common case: every user valid, plain, new and listed once; hashed as a column.
+
+    Anything else goes user by user, so each problem gets its own error.
+    """
+    names = credentials.usernames
+    return (
+        owners.keys().isdisjoint(names)
+        and len(set(names)) == len(names)
+        and all_plain(names, credentials.passwords.reveal(), credentials.stored)
+    )
+
+
+def each(credentials: Credentials) -> list[Credential]:
+    """The column as one Credential per user, with the hash scheme of each stored value."""
+    stored, names = credentials.stored, credentials.usernames
+    return [
+        Credential(
+            name,
+            Secret(value),
+            credentials.username_field,
+            credentials.password_field,
+            scheme_of(value) if stored else None,
+        )
+        for name, value in zip(names, credentials.passwords.reveal(), strict=True)
+    ]
 
 
 def _credential_error(ref: PolicyRef, credential: Credential) -> PolicyError | None:

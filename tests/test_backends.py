@@ -19,7 +19,7 @@ from backends import CredentialResolver, ResolverSettings
 from backends.cache import ERROR_TTL, SecretCache
 from backends.stores import FORBIDDEN, NOT_FOUND, UNAVAILABLE, StoredSecret, StoreError
 from backends.tenancy import check_template, tenancy_problem
-from backends.values import StoredValueError, password_credential, scheme_of, user_credentials
+from backends.values import StoredValueError, password_credential, user_credentials
 from compiler.errors import (
     MalformedPolicyError,
     PlaintextForbiddenError,
@@ -30,6 +30,8 @@ from compiler.errors import (
 from compiler.model import AwsSecretRef, PasswordFrom, UsersFrom, VaultRef
 from compiler.parse import parse_resource
 from compiler.pipeline import compile_listener, load_policies
+from compiler.schemes import scheme_of
+from compiler.users import each
 from tests.builders import http_listener, managers, our_filter, policy
 from tests.support.secrets import sha
 
@@ -139,15 +141,15 @@ def test_stored_values_are_plain_passwords_sha_hashes_or_named_unsupported_hashe
 def test_users_from_a_map_an_htpasswd_text_and_a_json_string() -> None:
     vault = VaultRef("secret/data/gateways/default/users")
     users = user_credentials({"alice": "pw-a", "bob": sha("pw-b")}, vault, "spec.usersFrom")
-    assert [(c.username, c.scheme) for c in users] == [("alice", None), ("bob", "ldap_sha1")]
+    assert [(c.username, c.scheme) for c in each(users)] == [("alice", None), ("bob", "ldap_sha1")]
     text = f"# team\nalice:{sha('pw-a')}\n\ncarol:{sha('pw-c')}\n"
     users = user_credentials(
         {"htpasswd": text}, VaultRef(vault.path, key="htpasswd"), "spec.usersFrom"
     )
-    assert [c.username for c in users] == ["alice", "carol"]
+    assert users.usernames == ("alice", "carol")
     aws = AwsSecretRef("gateways/default/users")
-    assert [c.username for c in user_credentials('{"dave": "pw-d"}', aws, "f")] == ["dave"]
-    assert [c.username for c in user_credentials(text, aws, "f")] == ["alice", "carol"]
+    assert user_credentials('{"dave": "pw-d"}', aws, "f").usernames == ("dave",)
+    assert user_credentials(text, aws, "f").usernames == ("alice", "carol")
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,8 @@ from compiler.errors import (
     InvalidPasswordError,
     InvalidUsernameError,
     MalformedPolicyError,
+    PolicyError,
+    UnsupportedHashError,
 )
 from compiler.htpasswd import (
     DENY_ALL,
@@ -30,10 +32,12 @@ from compiler.htpasswd import (
     reference_sha_hash,
     render,
     sha_hash,
+    sha_hashes,
 )
 from compiler.listener import FILTER_NAME
-from compiler.model import CompileOptions, HtpasswdEntry, PolicyRef, Secret, UnprotectedMode
+from compiler.model import CompileOptions, Credentials, Secret, Secrets, UnprotectedMode
 from compiler.pipeline import ListenerResult, compile_listener, load_policies
+from compiler.users import Resolved, compile_users
 from tests.builders import (
     eg_security_filters,
     filter_names,
@@ -175,6 +179,54 @@ def test_unusable_password_is_rejected_without_quoting_it(password: str, problem
     if password:
         assert password not in str(error) and password not in repr(error)
     assert list(users_of(result)) == ["user"]
+
+
+def from_store(users: dict[str, str]) -> Resolved:
+    """What the resolver makes of a `usersFrom` secret: the users as one column."""
+    (resolved,) = load_policies([policy()], CredentialResolver()).resolved
+    names, values = tuple(users), Secrets(tuple(users.values()))
+    return Resolved(resolved.policy, Credentials(names, values, FIELD, FIELD, stored=True))
+
+
+FIELD = "spec.usersFrom"
+BCRYPT = "$2y$05$bvIG6Nmid91Mu9RcmmWZfO5HJIMCT8riNW0hEp8f6/FuA2/mHZFpe"
+
+
+@pytest.mark.parametrize("username", HOSTILE_USERNAMES.values(), ids=HOSTILE_USERNAMES.keys())
+def test_a_hostile_name_among_many_stored_users_loses_only_itself(username: str) -> None:
+    table = compile_users([from_store({"alice": "pw-a", username: "pw-x", "bob": "pw-b"})])
+    assert list(parse_like_envoy(table.htpasswd)) == ["alice", "bob"]
+    (error,) = table.errors
+    assert isinstance(error, InvalidUsernameError) and error.field == FIELD
+
+
+@pytest.mark.parametrize(
+    ("value", "error_type"),
+    [
+        ("", InvalidPasswordError),
+        ("pw\nx", InvalidPasswordError),
+        ("pw\x00", InvalidPasswordError),
+        ("p" * 4097, InvalidPasswordError),
+        (BCRYPT, UnsupportedHashError),
+        ("{SHA}not-a-hash", UnsupportedHashError),
+    ],
+    ids=["empty", "newline", "NUL", "too long", "bcrypt", "broken {SHA}"],
+)
+def test_an_unusable_stored_value_among_many_loses_only_its_user(
+    value: str, error_type: type[PolicyError]
+) -> None:
+    table = compile_users([from_store({"alice": "pw-a", "mallory": value, "bob": "pw-b"})])
+    assert list(parse_like_envoy(table.htpasswd)) == ["alice", "bob"]
+    (error,) = table.errors
+    assert isinstance(error, error_type) and "mallory" in str(error)
+    assert not value[1:] or value[1:] not in str(error)  # the value is never quoted
+
+
+def test_stored_sha_hashes_are_used_as_is_beside_plain_passwords() -> None:
+    seed_hash = SEED_LINE.split(":", 1)[1].strip()
+    table = compile_users([from_store({"user": seed_hash, "bob": "pw-b"})])
+    assert parse_like_envoy(table.htpasswd) == {"bob": sha_hash(Secret("pw-b")), "user": seed_hash}
+    assert table.errors == ()
 
 
 @pytest.mark.parametrize(
@@ -462,12 +514,14 @@ def test_the_fast_sha_and_render_give_libpass_s_bytes_exactly() -> None:
     passwords = ["p@ssw0rd", "ünïcödé", "ユーザー", " spaced ", "x" * 4096, "\u20ac"]
     for password in passwords:
         assert sha_hash(Secret(password)) == reference_sha_hash(Secret(password))
-    entries = [
-        HtpasswdEntry(name, sha_hash(Secret(name + "-pw")), PolicyRef("default", "p"))
+    hashes = {
+        name: sha_hash(Secret(name + "-pw"))
         for name in ["zed", "alice", "jürgen", "ユーザー", "a b", "x#y"]
-    ]
-    assert render(entries) == reference_render(entries)
-    assert render([]) == reference_render([])
+    }
+    assert render(hashes) == reference_render(hashes)
+    assert render({}) == reference_render({})
+    column = [name + "-pw" for name in hashes]
+    assert sha_hashes(column) == [reference_sha_hash(Secret(value)) for value in column]
 
 
 def test_an_unchanged_call_reuses_the_previous_result_and_a_change_does_not() -> None:
