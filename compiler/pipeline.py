@@ -58,10 +58,17 @@ class ListenerResult:
     report: ApplyReport
 
 
-def load_policies(
-    raw: Sequence[bytes], resolver: Resolver, sources: Sequence[str] | None = None
-) -> PolicySet:
-    """Steps 1 and 2: parse every resource, resolve every policy's credentials."""
+@dataclass(frozen=True)
+class ParsedPolicies:
+    """Step 1 for one call: our policies, the broken ones, and the objects of other kinds."""
+
+    policies: tuple[Policy, ...]
+    malformed: tuple[PolicyError, ...]
+    ignored: tuple[IgnoredResource, ...]
+
+
+def parse_policies(raw: Sequence[bytes], sources: Sequence[str] | None = None) -> ParsedPolicies:
+    """Step 1: parse every resource; a bad one becomes its PolicyError."""
     policies: list[Policy] = []
     malformed: list[PolicyError] = []
     ignored: list[IgnoredResource] = []
@@ -72,8 +79,20 @@ def load_policies(
             malformed.append(parsed)
         else:
             policies.append(parsed)
-    resolved = resolver.resolve_all(policies)
-    return PolicySet(tuple(resolved), tuple(malformed), tuple(ignored))
+    return ParsedPolicies(tuple(policies), tuple(malformed), tuple(ignored))
+
+
+def resolve_policies(parsed: ParsedPolicies, resolver: Resolver) -> PolicySet:
+    """Step 2: every policy's credentials (or the error that stopped them)."""
+    resolved = resolver.resolve_all(parsed.policies)
+    return PolicySet(tuple(resolved), parsed.malformed, parsed.ignored)
+
+
+def load_policies(
+    raw: Sequence[bytes], resolver: Resolver, sources: Sequence[str] | None = None
+) -> PolicySet:
+    """Steps 1 and 2: parse every resource, resolve every policy's credentials."""
+    return resolve_policies(parse_policies(raw, sources), resolver)
 
 
 def compile_listener(

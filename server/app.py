@@ -23,14 +23,12 @@ from backends.aws import AwsSecretsManagerStore, AwsSettings
 from backends.stores import SecretStore
 from backends.vault import VaultSettings, VaultStore
 from compiler.model import CompileOptions
-from server.api import extension_pb2, extension_pb2_grpc
 from server.drain import Drain
 from server.logs import get_logger
 from server.rotation import RotationWatcher
-from server.service import ExtensionService
+from server.service import SERVICE_NAME, ExtensionService, add_to_server
 from server.tls import TlsSettings, server_credentials
 
-SERVICE_NAME = extension_pb2.DESCRIPTOR.services_by_name["EnvoyGatewayExtension"].full_name
 log = get_logger("server.app")
 
 
@@ -109,9 +107,7 @@ class ExtensionServer:
             # A second server on the same port must fail, not silently share it.
             options=[("grpc.so_reuseport", 0)],
         )
-        extension_pb2_grpc.add_EnvoyGatewayExtensionServicer_to_server(  # type: ignore[no-untyped-call]
-            ExtensionService(self.resolver, settings.options), self._grpc
-        )
+        add_to_server(ExtensionService(self.resolver, settings.options), self._grpc)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(

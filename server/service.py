@@ -11,11 +11,20 @@ import time
 from collections.abc import Sequence
 
 import grpc
+from google.protobuf.message import DecodeError
 from prometheus_client import Histogram
 
 from compiler.model import CompileOptions, PolicyRef
-from compiler.pipeline import Resolver, compile_listener, load_policies
+from compiler.pipeline import (
+    ListenerResult,
+    PolicySet,
+    Resolver,
+    compile_listener,
+    parse_policies,
+    resolve_policies,
+)
 from server import logs
+from server.answers import Answer, Answers, LogEvent
 from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.logs import get_logger
@@ -42,17 +51,51 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
     def __init__(self, resolve: Resolver, options: CompileOptions) -> None:
         self._resolve = resolve
         self._options = options
+        self._answers = Answers()
 
     def PostHTTPListenerModify(
         self, request: api.PostHTTPListenerModifyRequest, context: grpc.ServicerContext
     ) -> api.PostHTTPListenerModifyResponse:
-        if not request.HasField("listener"):
-            return api.PostHTTPListenerModifyResponse()  # nothing sent, nothing changed
+        """The typed form of `answer`, for a server registered with the generated code."""
+        answer = self.answer(request.SerializeToString(), context)
+        return api.PostHTTPListenerModifyResponse.FromString(answer)
+
+    def answer(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        """PostHTTPListenerModify on the wire's bytes: a repeated request costs a lookup."""
         started = time.perf_counter()
-        name = request.listener.name
-        raw = [r.unstructured_bytes for r in request.post_listener_context.extension_resources]
+        kept, policies = self._answers.find(request, self._resolve)
+        if kept is None:
+            kept = self._compile(request, policies, context)
+            self._answers.keep(request, kept)
+        for line in kept.events:
+            getattr(log, line.level)(line.event, **dict(line.fields))
+        if not kept.summary:
+            return kept.response  # no listener: nothing to measure or report
+        elapsed = time.perf_counter() - started
+        LISTENER_LATENCY.observe(elapsed)
+        if logs.enabled(logging.INFO):  # the line is built only when someone reads it
+            log.info("hook.listener", **dict(kept.summary), ms=round(elapsed * 1000, 2))
+        return kept.response
+
+    def _compile(
+        self, raw: bytes, policies: PolicySet | None, context: grpc.ServicerContext
+    ) -> Answer:
         try:
-            policies = load_policies(raw, self._resolve)
+            request = api.PostHTTPListenerModifyRequest.FromString(raw)
+        except DecodeError:
+            log.warning("hook.invalid_request", size=len(raw))  # never its content
+            problem = "the request is not a PostHTTPListenerModifyRequest"
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            raise  # pragma: no cover (abort raises)
+        sent = request.post_listener_context.extension_resources
+        resources = [resource.unstructured_bytes for resource in sent]
+        name = request.listener.name
+        try:
+            parsed = parse_policies(resources)
+            if not request.HasField("listener"):  # nothing sent, nothing changed
+                return Answer(parsed, (), b"", (), ())
+            if policies is None:  # else: resolved by the lookup, from these very bytes
+                policies = resolve_policies(parsed, self._resolve)
             result = compile_listener(request.listener, policies, self._options)
         except Exception:
             # A bug, not a bad policy. Failing the call keeps Envoy Gateway's last good
@@ -60,40 +103,22 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             log.exception("hook.failed", listener=name)
             context.abort(grpc.StatusCode.INTERNAL, f"extension server failed on listener {name}")
             raise  # pragma: no cover (abort raises)
-        for chain in result.report.undecodable:
-            log.error("listener.undecodable_manager", listener=name, filter_chain=chain)
-        for ignored in policies.ignored:
-            log.info(
-                "policy.ignored",
-                listener=name,
-                kind=ignored.kind,
-                api_version=ignored.api_version,
-                resource=str(ignored.ref),
-            )
-        for error in result.errors:
-            log.warning(
-                "policy.rejected",
-                listener=name,
-                policy=str(error.policy),
-                field=error.field,
-                error=str(error),
-                reason=type(error).__name__,
-            )
-        elapsed = time.perf_counter() - started
-        LISTENER_LATENCY.observe(elapsed)
-        if logs.enabled(logging.INFO):  # the line is built only when someone reads it
-            log.info(
-                "hook.listener",
-                listener=name,
-                policies=summarize(policies.refs),
-                policy_count=len(policies.refs),
-                users=result.users,
-                rejected=len(result.errors),
-                managers_protected=result.report.managers_protected,
-                managers_unchanged=result.report.managers_skipped,
-                ms=round(elapsed * 1000, 2),
-            )
-        return api.PostHTTPListenerModifyResponse(listener=result.listener)
+        response = api.PostHTTPListenerModifyResponse(listener=result.listener)
+        return Answer(
+            parsed,
+            policies.resolved,
+            response.SerializeToString(),
+            _events(name, policies, result),
+            (
+                ("listener", name),
+                ("policies", summarize(policies.refs)),
+                ("policy_count", len(policies.refs)),
+                ("users", result.users),
+                ("rejected", len(result.errors)),
+                ("managers_protected", result.report.managers_protected),
+                ("managers_unchanged", result.report.managers_skipped),
+            ),
+        )
 
     def PostRouteModify(
         self, request: api.PostRouteModifyRequest, context: grpc.ServicerContext
@@ -125,3 +150,67 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             listeners=request.listeners,
             routes=request.routes,
         )
+
+
+def _events(name: str, policies: PolicySet, result: ListenerResult) -> tuple[LogEvent, ...]:
+    """The lines every answer to this request logs: what was left out, and why."""
+    events = [
+        LogEvent(
+            "error", "listener.undecodable_manager", (("listener", name), ("filter_chain", chain))
+        )
+        for chain in result.report.undecodable
+    ]
+    events += [
+        LogEvent(
+            "info",
+            "policy.ignored",
+            (
+                ("listener", name),
+                ("kind", ignored.kind),
+                ("api_version", ignored.api_version),
+                ("resource", str(ignored.ref)),
+            ),
+        )
+        for ignored in policies.ignored
+    ]
+    events += [
+        LogEvent(
+            "warning",
+            "policy.rejected",
+            (
+                ("listener", name),
+                ("policy", str(error.policy)),
+                ("field", error.field),
+                ("error", str(error)),
+                ("reason", type(error).__name__),
+            ),
+        )
+        for error in result.errors
+    ]
+    return tuple(events)
+
+
+def add_to_server(service: ExtensionService, server: grpc.Server) -> None:
+    """Register every hook; PostHTTPListenerModify takes and returns the wire's bytes."""
+    handlers = {
+        "PostHTTPListenerModify": grpc.unary_unary_rpc_method_handler(service.answer),
+        **{
+            method: grpc.unary_unary_rpc_method_handler(
+                getattr(service, method),
+                request_deserializer=getattr(api, f"{method}Request").FromString,
+                response_serializer=getattr(api, f"{method}Response").SerializeToString,
+            )
+            for method in PASS_THROUGH
+        },
+    }
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+SERVICE_NAME = api.DESCRIPTOR.services_by_name["EnvoyGatewayExtension"].full_name
+PASS_THROUGH = (
+    "PostRouteModify",
+    "PostVirtualHostModify",
+    "PostClusterModify",
+    "PostEndpointsModify",
+    "PostTranslateModify",
+)

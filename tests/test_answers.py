@@ -1,0 +1,119 @@
+"""Envoy Gateway sends the same request on every translation: it gets the same answer again,
+and the same log lines, until a credential behind it changes.
+
+Real gRPC over a socket. The stored-secret case reads through the real hvac client from
+the Vault stand-in (tests/support/vault.py, Vault's documented HTTP API and status codes),
+because no Vault server binary can be installed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from backends import ResolverSettings
+from backends.vault import VaultSettings
+from compiler.htpasswd import parse_like_envoy
+from compiler.model import VaultRef
+from server.api import extension_pb2 as api
+from server.api import extension_pb2_grpc as api_grpc
+from server.app import ExtensionServer, ServerSettings
+from server.demo.envoy import free_port
+from tests.builders import http_listener, managers, our_filter, policy
+from tests.support.secrets import remember
+from tests.support.vault import VaultStandIn
+
+SERVICE = "envoygateway.extension.EnvoyGatewayExtension"
+TOKEN = "hvs.answers-test-token"
+SECRET = "gateways/default/answers"
+BEFORE, AFTER = "answers-password-before", "answers-password-after"
+
+
+def call(*policies: bytes) -> api.PostHTTPListenerModifyRequest:
+    return api.PostHTTPListenerModifyRequest(
+        listener=http_listener(),
+        post_listener_context=api.PostHTTPListenerExtensionContext(
+            extension_resources=[api.ExtensionResource(unstructured_bytes=p) for p in policies]
+        ),
+    )
+
+
+def users(answer: api.PostHTTPListenerModifyResponse) -> dict[str, str]:
+    (hcm,) = managers(answer.listener)
+    return parse_like_envoy(our_filter(hcm).users.inline_string)
+
+
+def test_a_repeated_request_gets_the_same_bytes_and_logs_the_same_lines(served: object) -> None:
+    port = free_port()
+    server = served(["--host", "127.0.0.1", "--port", str(port)], port=port)  # type: ignore[operator]
+    request = call(policy(), policy("broken", "a:b", "pw"))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        hook = api_grpc.EnvoyGatewayExtensionStub(channel).PostHTTPListenerModify
+        answers = {hook(request, timeout=10).SerializeToString() for _ in range(3)}
+    assert server.stop() == 0
+    assert len(answers) == 1
+    lines = server.log_lines
+    assert sum("event=policy.rejected" in line and "default/broken" in line for line in lines) == 3
+    assert sum("event=hook.listener" in line for line in lines) == 3
+
+
+@dataclass
+class VaultServer:
+    vault: VaultStandIn
+    server: ExtensionServer
+    hooks: api_grpc.EnvoyGatewayExtensionStub
+
+
+@pytest.fixture
+def vault_server(tmp_path: Path) -> Iterator[VaultServer]:
+    remember(TOKEN, BEFORE, AFTER)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    with VaultStandIn() as vault:
+        vault.add_token(TOKEN)
+        vault.put_v2(SECRET, {"password": BEFORE})
+        settings = ServerSettings(
+            host="127.0.0.1",
+            port=0,
+            shutdown_grace=1.0,
+            vault=VaultSettings(addr=vault.url, token_file=str(token_file)),
+            resolver=ResolverSettings(cache_ttl=300.0),  # only a refresh brings a change
+        )
+        server = ExtensionServer(settings)
+        server.start()
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield VaultServer(vault, server, api_grpc.EnvoyGatewayExtensionStub(channel))
+        server.stop()
+
+
+def test_a_secret_that_changed_behind_the_same_request_gets_a_new_answer(
+    vault_server: VaultServer,
+) -> None:
+    ref = {"vault": {"path": f"secret/data/{SECRET}", "key": "password"}}
+    request = call(policy("stored", "sam", None, passwordFrom=ref))
+    first = users(vault_server.hooks.PostHTTPListenerModify(request, timeout=10))
+
+    vault_server.vault.put_v2(SECRET, {"password": AFTER})
+    assert users(vault_server.hooks.PostHTTPListenerModify(request, timeout=10)) == first  # cached
+    vault_server.server.resolver.refresh(VaultRef(f"secret/data/{SECRET}", key="password"))
+    after = users(vault_server.hooks.PostHTTPListenerModify(request, timeout=10))
+
+    assert list(after) == ["sam"] and after != first
+
+
+def test_a_request_that_is_not_protobuf_is_refused_and_the_next_call_is_answered(
+    vault_server: VaultServer,
+) -> None:
+    channel = grpc.insecure_channel(f"127.0.0.1:{vault_server.server.port}")
+    with channel:
+        raw = channel.unary_unary(f"/{SERVICE}/PostHTTPListenerModify")
+        with pytest.raises(grpc.RpcError) as refused:
+            raw(b"\xff\xff\xff not protobuf", timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(users(vault_server.hooks.PostHTTPListenerModify(call(policy()), timeout=10))) == [
+        "user"
+    ]
