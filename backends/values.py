@@ -32,14 +32,20 @@ def user_credentials(document: Any, ref: StoreRef, field: str) -> Credentials:
     if isinstance(content, str) and isinstance(ref, AwsSecretRef) and ref.key is None:
         content = _json_object_or_text(content)
     if isinstance(content, Mapping):
-        names, values = tuple(map(str, content.keys())), tuple(content.values())
+        names, values = tuple(content.keys()), tuple(content.values())
+        if not _all_strings(names):
+            names = tuple(map(str, names))
     elif isinstance(content, str):
         names, values = _htpasswd_columns(content, ref)
     else:
         raise StoredValueError(f"the value at {_where(ref)} is neither a map nor htpasswd text")
-    if not all(isinstance(value, str) for value in values):
+    if not _all_strings(values):
         raise StoredValueError(f"the value for a user at {_where(ref)} is not a string")
     return Credentials(names, Secrets(values), field, field, stored=True)
+
+
+def _all_strings(column: tuple[Any, ...]) -> bool:
+    return set(map(type, column)) <= {str}  # one C-speed pass, for 100 000 users too
 
 
 def _value_at(document: Any, ref: StoreRef, key: str | None) -> Any:

@@ -93,9 +93,10 @@ def _in_bulk(credentials: Credentials, owners: dict[str, PolicyRef]) -> bool:
     Anything else goes user by user, so each problem gets its own error.
     """
     names = credentials.usernames
+    distinct = set(names)
     return (
-        owners.keys().isdisjoint(names)
-        and len(set(names)) == len(names)
+        len(distinct) == len(names)
+        and distinct.isdisjoint(owners)
         and all_plain(names, credentials.passwords.reveal(), credentials.stored)
     )
 
