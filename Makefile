@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit api image lock clean bench
+.PHONY: demo test lint typecheck unit api image lock clean bench fuzz soak
 
 demo: $(STAMP)
 	$(BIN)/extension-server demo
@@ -31,6 +31,14 @@ bench: $(BENCH_STAMP)
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $(BENCH_STAMP)
+
+# On demand, not part of `make test` (see docs/reliability.md): a bounded fuzz run of the
+# policy parser and the listener rewriter, and ten minutes of load under store faults.
+fuzz: $(STAMP)
+	$(BIN)/python -m reliability.fuzz
+
+soak: $(STAMP)
+	$(BIN)/python -m reliability.soak
 
 # The container image (needs a Docker engine; the development machines have none).
 IMAGE ?= extension-server:latest
