@@ -67,9 +67,10 @@ def run(context: Context) -> tuple[Section, Section]:
     memory.notes.append(
         f"The {BIG:,}-user call (a `usersFrom` policy on `secret/data/{figures.users_secret}`, "
         f"the HTTPS listener with 3 chains) took {ms(figures.big_seconds)} end to end and its "
-        f"answer is {size(figures.big_response)}, over gRPC's default 4 MiB receive limit: the "
-        "bench's channels raise the client's max receive size to 256 MiB (the server's send "
-        "size is unlimited by default). The server runs with `--backend-timeout 10s` so that "
+        f"answer is {size(figures.big_response)}, over gRPC's default 4 MiB message limit: the "
+        "bench's channels raise the client's max receive size to 256 MiB and the server runs "
+        "with `--max-message-size 64MiB` (as Envoy Gateway's maxMessageSize would have to be "
+        "raised). It also runs with `--backend-timeout 10s` and `--call-timeout 60s` so that "
         "reading the 100k-user secret from the stand-in cannot time out."
     )
     return fanin, memory
@@ -95,7 +96,7 @@ def measure(context: Context, corpus: CorpusListeners) -> Figures:
         server = BenchServer.ours(
             context.workdir / "stores-ours.log",
             "--vault-addr", vault.url, "--vault-token-file", str(token_file),
-            "--backend-timeout", "10s",
+            "--backend-timeout", "10s", "--max-message-size", "64MiB", "--call-timeout", "60s",
         )  # fmt: skip
         context.commands["ours with Vault (sections 3, 4)"] = server.command
         with server:

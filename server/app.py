@@ -26,7 +26,7 @@ from compiler.model import CompileOptions
 from server.drain import Drain
 from server.logs import get_logger
 from server.rotation import RotationWatcher
-from server.service import SERVICE_NAME, ExtensionService, add_to_server
+from server.service import SERVICE_NAME, CallLimits, ExtensionService, add_to_server
 from server.tls import TlsSettings, server_credentials
 
 log = get_logger("server.app")
@@ -52,6 +52,10 @@ class ServerSettings:
     metrics_port: int | None = None  # None: no metrics endpoint
     tls: TlsSettings | None = None  # None: plaintext gRPC (inside the cluster network)
     rotation: RotationSettings = field(default_factory=RotationSettings)
+    # Listen on this Unix domain socket instead of host:port (Envoy Gateway's
+    # `service.unix.path`, for a server in Envoy Gateway's own pod).
+    unix_socket: str | None = None
+    limits: CallLimits = field(default_factory=CallLimits)
 
 
 def build_resolver(settings: ServerSettings) -> CredentialResolver:
@@ -101,19 +105,33 @@ class ExtensionServer:
         self.resolver = build_resolver(settings)
         self.watcher = build_watcher(settings, self.resolver)
         self._drain = Drain()
+        limits = settings.limits
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="hook"),
             interceptors=[self._drain],
-            # A second server on the same port must fail, not silently share it.
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                # A second server on the same port must fail, not silently share it.
+                ("grpc.so_reuseport", 0),
+                # Bigger messages get RESOURCE_EXHAUSTED from gRPC itself, as in Envoy Gateway.
+                ("grpc.max_receive_message_length", limits.max_message_size),
+                ("grpc.max_send_message_length", limits.max_message_size),
+            ],
+            # Calls beyond this many at once get RESOURCE_EXHAUSTED at once.
+            maximum_concurrent_rpcs=limits.max_concurrent_calls,
         )
-        add_to_server(ExtensionService(self.resolver, settings.options), self._grpc)
+        self._service = ExtensionService(self.resolver, settings.options, limits, settings.workers)
+        add_to_server(self._service, self._grpc)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
         )
-        address = f"{_bracket(settings.host)}:{settings.port}"
+        address = (
+            f"unix:{settings.unix_socket}"
+            if settings.unix_socket
+            else f"{_bracket(settings.host)}:{settings.port}"
+        )
+        self.address = address
         self.port = (
             self._grpc.add_secure_port(address, server_credentials(settings.tls))
             if settings.tls is not None
@@ -134,7 +152,7 @@ class ExtensionServer:
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "server.started",
-            host=self.settings.host,
+            address=self.address,
             port=self.port,
             unprotected_listeners=self.settings.options.unprotected.value,
             tls="mtls"
@@ -165,6 +183,7 @@ class ExtensionServer:
         if self._metrics is not None:
             self._metrics.shutdown()
             self._metrics.server_close()
+        self._service.close()
         log.info("server.stopped")
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -47,11 +50,42 @@ def summarize(refs: Sequence[PolicyRef]) -> str:
     return f"{shown},...(+{hidden} more)" if hidden > 0 else shown
 
 
+@dataclass(frozen=True)
+class CallLimits:
+    """What one call may take, so that no caller can starve the others."""
+
+    max_message_size: int = 4 * 1024 * 1024  # bytes each way; Envoy Gateway's default (4M)
+    max_concurrent_calls: int | None = 64  # beyond: RESOURCE_EXHAUSTED; None: no limit
+    call_timeout: float = 10.0  # seconds until DEADLINE_EXCEEDED; 0: no deadline of ours
+
+
+class Refused(Exception):
+    """A call answered with an error status instead of a listener."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code, self.details = code, details
+
+
 class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
-    def __init__(self, resolve: Resolver, options: CompileOptions) -> None:
+    def __init__(
+        self,
+        resolve: Resolver,
+        options: CompileOptions,
+        limits: CallLimits | None = None,
+        workers: int = 16,
+    ) -> None:
         self._resolve = resolve
         self._options = options
+        self._limits = limits or CallLimits()
         self._answers = Answers()
+        # New answers are compiled here, so that a call can give up at its deadline while
+        # the compile goes on and is kept for the next call (which Envoy Gateway makes at
+        # its next translation).
+        self._compiler = ThreadPoolExecutor(workers, thread_name_prefix="compile")
+
+    def close(self) -> None:
+        self._compiler.shutdown(wait=False, cancel_futures=True)
 
     def PostHTTPListenerModify(
         self, request: api.PostHTTPListenerModifyRequest, context: grpc.ServicerContext
@@ -63,12 +97,20 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
     def answer(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         """PostHTTPListenerModify on the wire's bytes: a repeated request costs a lookup."""
         started = time.perf_counter()
-        kept, policies = self._answers.find(request, self._resolve)
-        if kept is None:
-            kept = self._compile(request, policies, context)
-            self._answers.keep(request, kept)
-        for line in kept.events:
-            getattr(log, line.level)(line.event, **dict(line.fields))
+        try:
+            kept, policies = self._answers.find(request, self._resolve)
+            if kept is None:
+                kept = self._compile_in_time(request, policies, started, context)
+            for line in kept.events:
+                getattr(log, line.level)(line.event, **dict(line.fields))
+            self._check_size(kept)
+        except Refused as refused:
+            context.abort(refused.code, refused.details)
+            raise  # pragma: no cover (abort raises)
+        except Exception:
+            log.exception("hook.failed", size=len(request))  # a bug: fail closed, as below
+            context.abort(grpc.StatusCode.INTERNAL, "extension server failed")
+            raise  # pragma: no cover (abort raises)
         if not kept.summary:
             return kept.response  # no listener: nothing to measure or report
         elapsed = time.perf_counter() - started
@@ -77,16 +119,56 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             log.info("hook.listener", **dict(kept.summary), ms=round(elapsed * 1000, 2))
         return kept.response
 
-    def _compile(
-        self, raw: bytes, policies: PolicySet | None, context: grpc.ServicerContext
+    def _compile_in_time(
+        self,
+        request: bytes,
+        policies: PolicySet | None,
+        started: float,
+        context: grpc.ServicerContext,
     ) -> Answer:
+        limit = self._limits.call_timeout
+        if limit <= 0:
+            return self._compile_and_keep(request, policies)
+        compiling = self._compiler.submit(self._compile_and_keep, request, policies)
+        left = limit - (time.perf_counter() - started)
+        client = context.time_remaining()  # the caller's own deadline, if it set one
+        try:
+            return compiling.result(max(0.0, left if client is None else min(left, client)))
+        except FutureTimeout:
+            log.warning("hook.deadline_exceeded", size=len(request), call_timeout=limit)
+            raise Refused(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the answer took longer than the call timeout ({limit:g}s); it is kept "
+                "for the next call when it completes",
+            ) from None
+
+    def _compile_and_keep(self, request: bytes, policies: PolicySet | None) -> Answer:
+        answer = self._compile(request, policies)
+        self._answers.keep(request, answer)
+        return answer
+
+    def _check_size(self, answer: Answer) -> None:
+        limit = self._limits.max_message_size
+        if len(answer.response) <= limit:
+            return
+        name = dict(answer.summary).get("listener", "")
+        log.error("hook.answer_too_large", listener=name, size=len(answer.response), limit=limit)
+        raise Refused(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the answer for listener {name} is {len(answer.response)} bytes, over the "
+            f"{limit}-byte message limit: raise --max-message-size here and maxMessageSize "
+            "in Envoy Gateway's extension settings",
+        )
+
+    def _compile(self, raw: bytes, policies: PolicySet | None) -> Answer:
         try:
             request = api.PostHTTPListenerModifyRequest.FromString(raw)
         except DecodeError:
             log.warning("hook.invalid_request", size=len(raw))  # never its content
-            problem = "the request is not a PostHTTPListenerModifyRequest"
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-            raise  # pragma: no cover (abort raises)
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the request is not a PostHTTPListenerModifyRequest",
+            ) from None
         sent = request.post_listener_context.extension_resources
         resources = [resource.unstructured_bytes for resource in sent]
         name = request.listener.name
@@ -101,8 +183,9 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             # A bug, not a bad policy. Failing the call keeps Envoy Gateway's last good
             # config in place (fail closed) instead of sending an unprotected listener.
             log.exception("hook.failed", listener=name)
-            context.abort(grpc.StatusCode.INTERNAL, f"extension server failed on listener {name}")
-            raise  # pragma: no cover (abort raises)
+            raise Refused(
+                grpc.StatusCode.INTERNAL, f"extension server failed on listener {name}"
+            ) from None
         response = api.PostHTTPListenerModifyResponse(listener=result.listener)
         return Answer(
             parsed,

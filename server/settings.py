@@ -23,12 +23,18 @@ from backends.vault import AUTH_METHODS, SERVICE_ACCOUNT_TOKEN, VaultSettings
 from compiler.model import CompileOptions, UnprotectedMode
 from server import logs
 from server.app import RotationSettings, ServerSettings
+from server.service import CallLimits
 from server.tls import TlsSettings
 
 ENV_PREFIX = "EXTENSION_SERVER_"
 F = TypeVar("F", bound=Callable[..., Any])
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(kib|mib|gib|ki|mi|gi|k|m|g|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3,
+    "ki": 1024, "mi": 1024**2, "gi": 1024**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+}  # fmt: skip
 
 
 class Duration(click.ParamType[float]):
@@ -45,6 +51,21 @@ class Duration(click.ParamType[float]):
         if not match:
             self.fail(f"{value!r} is not a duration such as 30s, 5m or 10", param, ctx)
         return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+class ByteSize(click.ParamType[int]):
+    """`4MiB`, `512KiB`, `4M` (Kubernetes' decimal units, as Envoy Gateway's maxMessageSize)
+    or plain bytes, as an int of bytes."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = _SIZE.match(str(value))
+        if not match:
+            self.fail(f"{value!r} is not a size such as 4MiB, 512KiB, 4M or 4194304", param, ctx)
+        return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
 
 
 def setting(name: str, *also: str, **kwargs: Any) -> Callable[[F], F]:
@@ -107,6 +128,14 @@ SERVE_OPTIONS: list[Callable[[F], F]] = [
     setting("tls-key-file", help="The private key of --tls-cert-file (PEM)."),
     setting("tls-client-ca-file",
             help="Require client certificates signed by this CA (mTLS)."),
+    setting("unix-socket",
+            help="Listen on this Unix domain socket instead of --host/--port."),
+    setting("max-message-size", type=ByteSize(), default="4MiB",
+            help="Largest request or answer; beyond it a call gets RESOURCE_EXHAUSTED."),
+    setting("max-concurrent-calls", type=click.IntRange(0, 100_000), default=64,
+            help="Calls served at once; more get RESOURCE_EXHAUSTED (0: no limit)."),
+    setting("call-timeout", type=Duration(), default="10s",
+            help="A hook call not answered by then gets DEADLINE_EXCEEDED (0: none)."),
     setting("forbid-plaintext", is_flag=True, default=False,
             help="Reject policies with spec.password: passwords only from a store."),
     setting("secret-cache-ttl", type=Duration(), default="60s",
@@ -211,5 +240,11 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
             interval=options["rotation_poll_interval"],
             lease_namespace=options["rotation_lease_namespace"] or None,
             lease_name=options["rotation_lease_name"],
+        ),
+        unix_socket=options["unix_socket"] or None,
+        limits=CallLimits(
+            max_message_size=options["max_message_size"],
+            max_concurrent_calls=options["max_concurrent_calls"] or None,
+            call_timeout=options["call_timeout"],
         ),
     )

@@ -286,7 +286,8 @@ def test_every_server_setting_is_driven_by_the_chart(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     """Every EXTENSION_SERVER_* variable the chart sets is a real setting, and every
-    setting but --host (a pod listens on all addresses) and --config has a value."""
+    setting has a value but --host (a pod listens on all addresses), --config, and
+    --unix-socket (for a server inside Envoy Gateway's own pod, which this chart is not)."""
     settings = {
         str(p.envvar if isinstance(p.envvar, str) else p.envvar[0])
         for p in serve_command.params
@@ -297,7 +298,7 @@ def test_every_server_setting_is_driven_by_the_chart(
         names = set(env_of(objs))
         assert names <= settings, names - settings
         used |= names
-    assert settings - used == {ENV_PREFIX + "HOST", ENV_PREFIX + "CONFIG"}
+    assert settings - used == {ENV_PREFIX + n for n in ("HOST", "CONFIG", "UNIX_SOCKET")}
 
 
 def test_chart_defaults_are_the_server_defaults(
@@ -331,6 +332,7 @@ def test_chart_defaults_are_the_server_defaults(
         ("LOG_FORMAT", "log_format"),
         ("UNPROTECTED_LISTENERS", "unprotected_listeners"),
         ("WORKERS", "workers"),
+        ("MAX_CONCURRENT_CALLS", "max_concurrent_calls"),
         ("METRICS_PORT", "metrics_port"),
         ("PORT", "port"),
         ("VAULT_PATH_TEMPLATE", "vault_path_template"),
@@ -999,6 +1001,8 @@ WRONG_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "template-no-slash": ({"aws": {"secretTemplate": "gw/{namespace}"}}, "/aws/secretTemplate"),
     "log-format": ({"logFormat": "text"}, "/logFormat"),
     "workers": ({"workers": 0}, "/workers"),
+    "size-words": ({"maxMessageSize": "4 megabytes"}, "/maxMessageSize"),
+    "timeout-words": ({"callTimeout": "ten seconds"}, "/callTimeout"),
     "pdb-min-available": ({"podDisruptionBudget": {"minAvailable": "half"}}, "minAvailable"),
     "vault-addr-scheme": ({"vault": {"addr": "vault:8200"}}, "/vault/addr"),
     "role-arn": ({"aws": {"roleArn": "extension-server"}}, "/aws/roleArn"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,8 +11,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.api import extension_pb2 as api
+from server.api import extension_pb2_grpc as api_grpc
 from server.app import ExtensionServer, ServerSettings
 from server.tls import TlsSettings
+from tests.builders import http_listener
 from tests.support.certs import Authority, Pem
 
 
@@ -100,3 +105,48 @@ def test_a_rotated_certificate_is_served_from_the_next_connection(
         health(address, grpc.ssl_channel_credentials(renewed_ca.pem))
         == health_pb2.HealthCheckResponse.SERVING
     )
+
+
+def test_certificates_renewed_under_load_lose_no_call(
+    tmp_path: Path, authority: Authority, stop_after: list[ExtensionServer]
+) -> None:
+    """cert-manager renews the Secret while Envoy Gateway is calling: every call is answered.
+
+    Callers open a new connection every few calls, so handshakes happen before, during and
+    after each renewal; the files are rewritten in place, as the kubelet updates a volume.
+    """
+    clients = Authority("envoy-gateway-clients")
+    server = serve(tmp_path, authority.issue("extension-server", server=True), clients.pem)
+    stop_after.append(server)
+    client = clients.issue("envoy-gateway", server=False)
+    credentials = grpc.ssl_channel_credentials(authority.pem, client.key, client.cert)
+    address = f"127.0.0.1:{server.port}"
+    answered, failed = [0], []
+    stop = threading.Event()
+
+    def call_until_stopped() -> None:
+        while not stop.is_set():
+            with grpc.secure_channel(address, credentials) as channel:
+                hooks = api_grpc.EnvoyGatewayExtensionStub(channel)
+                for _ in range(5):
+                    try:
+                        answer = hooks.PostHTTPListenerModify(
+                            api.PostHTTPListenerModifyRequest(listener=http_listener()), timeout=5
+                        )
+                        assert answer.listener.name == http_listener().name
+                        answered[0] += 1
+                    except Exception as error:  # reported below, with the others
+                        failed.append(error)
+
+    callers = [threading.Thread(target=call_until_stopped) for _ in range(4)]
+    for caller in callers:
+        caller.start()
+    for _ in range(5):  # five renewals, 0.3 s apart
+        time.sleep(0.3)
+        authority.issue("extension-server", server=True).write(tmp_path, "server")
+    time.sleep(0.3)
+    stop.set()
+    for caller in callers:
+        caller.join(timeout=30)
+    assert failed == []
+    assert answered[0] > 20

@@ -148,6 +148,12 @@ The server's settings, as EXTENSION_SERVER_<NAME> variables (server/settings.py)
   value: {{ .Values.unprotectedListeners | quote }}
 - name: EXTENSION_SERVER_WORKERS
   value: {{ .Values.workers | quote }}
+- name: EXTENSION_SERVER_MAX_MESSAGE_SIZE
+  value: {{ .Values.maxMessageSize | quote }}
+- name: EXTENSION_SERVER_MAX_CONCURRENT_CALLS
+  value: {{ .Values.maxConcurrentCalls | quote }}
+- name: EXTENSION_SERVER_CALL_TIMEOUT
+  value: {{ .Values.callTimeout | quote }}
 - name: EXTENSION_SERVER_SHUTDOWN_GRACE
   value: {{ .Values.shutdownGrace | quote }}
 - name: EXTENSION_SERVER_METRICS_PORT
