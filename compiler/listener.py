@@ -1,7 +1,9 @@
 """Step 4, apply: put our basic_auth filter into every HTTP connection manager of a listener.
 
 Every `filter_chains` entry and the `default_filter_chain` is visited, HTTP/1-2 and
-HTTP/3 (QUIC) alike; a manager is found by its typed_config type, whatever its name.
+HTTP/3 (QUIC) alike; a manager is found by its typed_config type, whatever its name,
+and also when it is written as a TypedStruct (its config as a Struct), which Envoy runs
+just the same.
 Chains without one (tcp_proxy, TLS passthrough) are left untouched, and so is every
 other filter, Envoy Gateway's own SecurityPolicy basic_auth filters included. Applying
 the same plan to the output gives the same output (idempotent).
@@ -18,14 +20,22 @@ from envoy.extensions.filters.http.basic_auth.v3 import basic_auth_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2,
 )
+from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import DecodeError
+from xds.type.v3 import typed_struct_pb2
 
-from compiler.filters import place_filter
+from compiler.filters import insertion_index, place_filter
 
 # Our filter's name: Envoy Gateway's basic_auth prefix (so its ordering knows the type)
 # followed by a suffix no SecurityPolicy filter can have.
 FILTER_NAME = "envoy.filters.http.basic_auth/extension-server"
 HCM_TYPE = http_connection_manager_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+# Envoy accepts any extension's config as a TypedStruct (the type URL and the config as a
+# Struct, i.e. JSON) and runs it as the typed message: a manager written that way is a
+# manager too. The two types have the same fields, numbers and meaning.
+TYPED_STRUCT_TYPES = frozenset(
+    {typed_struct_pb2.TypedStruct.DESCRIPTOR.full_name, "udpa.type.v1.TypedStruct"}
+)
 
 
 @dataclass(frozen=True)
@@ -96,7 +106,19 @@ def basic_auth_filter(auth: ChainAuth) -> Any:
 def _is_http_manager(network_filter: Any) -> bool:
     if not network_filter.HasField("typed_config"):
         return False
-    return bool(network_filter.typed_config.type_url.rpartition("/")[2] == HCM_TYPE)
+    kind = _type_name(network_filter.typed_config.type_url)
+    if kind == HCM_TYPE:
+        return True
+    if kind not in TYPED_STRUCT_TYPES:
+        return False
+    typed_struct = _typed_struct(network_filter)
+    # One that cannot be read may be a manager: it is reported like an undecodable one.
+    return typed_struct is None or _type_name(typed_struct.type_url) == HCM_TYPE
+
+
+def _type_name(type_url: str) -> str:
+    """The message name of a type URL, as Envoy reads it: what follows the last '/'."""
+    return type_url.rpartition("/")[2]
 
 
 def _protect_manager(network_filter: Any, auth: ChainAuth) -> bool:
@@ -105,6 +127,8 @@ def _protect_manager(network_filter: Any, auth: ChainAuth) -> bool:
     An undecodable manager is left as it is: Envoy cannot decode it either and rejects
     the listener, so nothing is served without authentication.
     """
+    if _type_name(network_filter.typed_config.type_url) in TYPED_STRUCT_TYPES:
+        return _protect_struct_manager(network_filter, auth)
     manager = http_connection_manager_pb2.HttpConnectionManager()
     try:
         if not network_filter.typed_config.Unpack(manager):
@@ -122,3 +146,103 @@ def _protect_manager(network_filter: Any, auth: ChainAuth) -> bool:
     network_filter.typed_config.Pack(manager, deterministic=True)
     network_filter.typed_config.type_url = type_url
     return True
+
+
+def _typed_struct(network_filter: Any) -> Any:
+    """The filter's TypedStruct, or None if its bytes are not one."""
+    try:
+        return typed_struct_pb2.TypedStruct.FromString(network_filter.typed_config.value)
+    except DecodeError:
+        return None
+
+
+def _protect_struct_manager(network_filter: Any, auth: ChainAuth) -> bool:
+    """The same for a manager written as a TypedStruct: our filter goes into the Struct.
+
+    Envoy reads the Struct as JSON, and reads it leniently: a field may be spelled
+    `http_filters` or `httpFilters` (Envoy joins the two lists), null stands for the
+    field's default, and a single object where a list belongs is a list of one. Every
+    list present gets the filter, upgrade configs with filters of their own too. A filter
+    list of anything else is left as it is (Envoy rejects it), and reported.
+    """
+    typed_struct = _typed_struct(network_filter)
+    if typed_struct is None:
+        return False
+    config = typed_struct.value.fields
+    lists = _struct_lists(config, "http_filters", "httpFilters")
+    if lists is None:
+        return False
+    if not lists:
+        config["http_filters"].list_value.SetInParent()
+        lists = [config["http_filters"].list_value]
+    new_filter = _struct_value(basic_auth_filter(auth))
+    for filters in lists:
+        _place_struct_filter(filters.values, new_filter)
+    # An upgrade config Envoy could not read makes it reject the manager: only the
+    # readable ones need the filter, each spelling on its own.
+    for key in ("upgrade_configs", "upgradeConfigs"):
+        for upgrades in _struct_lists(config, key) or []:
+            for upgrade in upgrades.values:
+                for filters in _struct_lists(upgrade.struct_value.fields, "filters") or []:
+                    if len(filters.values):
+                        _place_struct_filter(filters.values, new_filter)
+    network_filter.typed_config.value = typed_struct.SerializeToString(deterministic=True)
+    return True
+
+
+def _struct_lists(fields: Any, *keys: str) -> list[Any] | None:
+    """The ListValues under any of `keys`, as Envoy's JSON reader sees them; None if one
+    of them holds what Envoy rejects (a string, a number, a boolean).
+
+    Null is "not set"; a single object is turned into the list of one it stands for.
+    """
+    found = []
+    for key in keys:
+        kind = fields[key].WhichOneof("kind") if key in fields else "null_value"
+        if kind == "struct_value":
+            single = struct_pb2.Value()
+            single.CopyFrom(fields[key])
+            fields[key].list_value.values.append(single)
+            kind = "list_value"
+        if kind == "list_value":
+            found.append(fields[key].list_value)
+        elif kind != "null_value":
+            return None
+    return found
+
+
+def _struct_value(http_filter: Any) -> Any:
+    """An HttpFilter as a Struct Value, in the JSON form Envoy reads a TypedStruct in."""
+    value = struct_pb2.Value()
+    value.struct_value.update(
+        json_format.MessageToDict(http_filter, preserving_proto_field_name=True)
+    )
+    return value
+
+
+def _place_struct_filter(values: Any, new_filter: Any) -> None:
+    """`place_filter` for a Struct's list of filters: ranked by the same rules."""
+    kept = [_copy(value) for value in values if _struct_filter(value).name != FILTER_NAME]
+    kept.insert(insertion_index([_struct_filter(value) for value in kept], FILTER_NAME), new_filter)
+    del values[:]
+    values.extend(kept)
+
+
+def _struct_filter(value: Any) -> Any:
+    """An HttpFilter with the name and type of a Struct filter entry, for ranking only."""
+    proxy = http_connection_manager_pb2.HttpFilter()
+    if value.WhichOneof("kind") != "struct_value":
+        return proxy
+    fields = value.struct_value.fields
+    if "name" in fields:
+        proxy.name = fields["name"].string_value
+    for key in ("typed_config", "typedConfig"):
+        if key in fields and "@type" in fields[key].struct_value.fields:
+            proxy.typed_config.type_url = fields[key].struct_value.fields["@type"].string_value
+    return proxy
+
+
+def _copy(message: Any) -> Any:
+    clone = type(message)()
+    clone.CopyFrom(message)
+    return clone

@@ -126,6 +126,15 @@ def parse_resource(data: bytes, source: str = "extension_resources[0]") -> Polic
             f"is not valid JSON ({error.__class__.__name__})",
             "Envoy Gateway should send one Kubernetes object as JSON",
         ) from None
+    except RecursionError:
+        # json.loads recurses once per nested array or object: a few kilobytes of '['
+        # exhaust the interpreter's stack. That is one bad object, not a failed call.
+        raise MalformedPolicyError(
+            position,
+            "unstructured_bytes",
+            "nests arrays or objects too deeply to be read",
+            "send one Kubernetes object as JSON",
+        ) from None
     return parse_object(obj, position)
 
 

@@ -38,6 +38,7 @@ from server import logs
 from server.app import ExtensionServer, ServerSettings
 from server.demo.gateway import GatewayStandIn
 from server.logs import PAYLOAD_LOGGERS
+from server.service import CallLimits
 from tests.builders import http_listener, managers, our_filter, policy
 from tests.support.aws import ACCOUNT, REGION, MotoServer
 from tests.support.secrets import remember
@@ -506,6 +507,7 @@ def test_a_hundred_concurrent_hook_calls_on_one_cold_secret_make_one_request(
             shutdown_grace=2.0,
             aws=AwsSettings(region=REGION, endpoint_url=aws.endpoint_url, timeout=2.0),
             resolver=ResolverSettings(cache_ttl=60.0, max_stale=900.0, timeout=2.0),
+            limits=CallLimits(max_concurrent_calls=None),  # 100 at once: over the default 64
         )
     )
     server.start()

@@ -1,0 +1,1 @@
+"""Reliability checks of the extension server: a soak under faults, and fuzzing."""
