@@ -119,7 +119,7 @@ class SecretCache:
         except StoreError as failure:
             metrics.BACKEND_REQUESTS.labels(store, failure.outcome).inc()
             with self._lock:
-                self._errors[key] = failure
+                self._errors[key] = failure.with_traceback(None)
                 del self._in_flight[key]
             future.set_exception(failure)
         except BaseException as failure:  # a bug: release the waiters, then re-raise
@@ -130,6 +130,11 @@ class SecretCache:
         else:
             metrics.BACKEND_REQUESTS.labels(store, OK).inc()
             with self._lock:
+                held = self._values.get(key)
+                if held is not None and held.value == value:
+                    # Unchanged: keep the very object, which downstream memos key on, so
+                    # a refresh does not make every answer compile (and be kept) anew.
+                    value = held.value
                 self._values[key] = _Entry(value, self._clock())
                 self._errors.pop(key, None)
                 del self._in_flight[key]
@@ -141,9 +146,19 @@ class SecretCache:
         A secret that is gone, or that the server may no longer read, is a revocation,
         not an outage: it takes effect at once.
         """
-        if error.outcome in DEFINITE:
-            raise error
-        if entry is not None and self._clock() - entry.fetched_at < self.ttl + self.max_stale:
+        if entry is None or error.outcome in DEFINITE:
+            raise _fresh(error)
+        if self._clock() - entry.fetched_at < self.ttl + self.max_stale:
             metrics.STALE_SERVES.labels(store).inc()
             return entry.value
-        raise error
+        raise _fresh(error)
+
+
+def _fresh(error: StoreError) -> StoreError:
+    """A new exception with the same meaning, for one caller.
+
+    One failure is remembered (ERROR_TTL) and given to many calls. Raising the very same
+    object again and again would grow its traceback by every caller's frames, and keep
+    those frames (whole hook calls) alive for as long as the failure is remembered.
+    """
+    return StoreError(error.store, error.outcome, str(error))

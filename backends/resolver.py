@@ -97,7 +97,10 @@ class CredentialResolver:
         self._pool = ThreadPoolExecutor(PARALLEL_LOOKUPS, thread_name_prefix="resolve")
         # Envoy Gateway sends the same policies with every listener of every translation:
         # the same policy over the same stored secret gives the same (identical) Resolved,
-        # which lets the compiler reuse its tables. Bounded by the credentials held.
+        # which lets the compiler reuse its tables. One entry per policy, the latest: an
+        # older Resolved (a previous secret version, a failure that passed) is freed, and
+        # the compiler's memos drop what they built from it (compiler/memo.py).
+        # Bounded by the credentials held.
         self._plain_sets: IdentityMemo[list[Resolved]] = IdentityMemo(4096, lambda _: 1)
         self._memo: BoundedMemo[Hashable, tuple[object, Resolved]] = BoundedMemo(
             MEMO_CREDENTIALS, lambda held: len(held[1].credentials) + 1
@@ -121,7 +124,24 @@ class CredentialResolver:
         try:
             return self._resolve(policy)
         except PolicyError as error:
-            return Resolved(policy, error=error)
+            # Kept as a value (in the Resolved, in memos): not with the frames it went
+            # through, which hold whole calls, nor with the store error it replaced.
+            error.__traceback__, error.__context__ = None, None
+            return self._failed(policy, error)
+
+    def _failed(self, policy: Policy, error: PolicyError) -> Resolved:
+        """The Resolved made before for this policy failing the same way, or a new one.
+
+        The compiler's and the answers' memos key on identity: a new object for every call
+        of a policy that keeps failing would compile, and keep, every call anew.
+        """
+        failure = (type(error), str(error))
+        held = self._memo.get(policy)
+        if held is not None and held[0] == failure:
+            return held[1]
+        resolved = Resolved(policy, error=error)
+        self._memo.put(policy, (failure, resolved))
+        return resolved
 
     def _resolve(self, policy: Policy) -> Resolved:
         spec = policy.credentials
@@ -143,12 +163,11 @@ class CredentialResolver:
 
     def _remembered(self, policy: Policy, stored: StoredSecret | None, field: str = "") -> Resolved:
         """The Resolved made before for this policy and this very stored secret, or a new one."""
-        key = (policy, id(stored))
-        held = self._memo.get(key)
+        held = self._memo.get(policy)
         if held is not None and held[0] is stored:
             return held[1]
         resolved = Resolved(policy, self._credentials(policy, stored, field))
-        self._memo.put(key, (stored, resolved))
+        self._memo.put(policy, (stored, resolved))
         return resolved
 
     def _credentials(self, policy: Policy, stored: StoredSecret | None, field: str) -> Credentials:

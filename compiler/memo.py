@@ -5,14 +5,17 @@ one dict lookup, which matters on a path taken for every policy of every hook ca
 `IdentityMemo` keys values on the identity of their inputs: the resolver hands out the
 very same `Resolved` object while a policy and its stored secret are unchanged, so the
 compiler can recognise an unchanged call in constant time whatever the number of users.
-It keeps the inputs alive in the memo, so that an identity cannot be reused meanwhile.
+It holds its inputs weakly and drops an entry as soon as one of them is gone: a value
+built from inputs nobody holds any more (a secret's previous version, an outage's
+failure) can never be asked for again, and must not wait for the budget to push it out.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -26,7 +29,9 @@ class BoundedMemo(Generic[K, V]):
         self._size = size
         self._entries: dict[K, tuple[V, int]] = {}
         self._used = 0
-        self._lock = threading.Lock()
+        # Re-entrant: freeing an evicted value can run a weakref callback that discards
+        # another entry (IdentityMemo), in the same thread, under the same lock.
+        self._lock = threading.RLock()
 
     def get(self, key: K) -> V | None:
         held = self._entries.get(key)  # a plain dict read: safe without the lock
@@ -44,6 +49,12 @@ class BoundedMemo(Generic[K, V]):
             self._entries[key] = (value, cost)
             self._used += cost
 
+    def discard(self, key: K) -> None:
+        with self._lock:
+            held = self._entries.pop(key, None)
+            if held is not None:
+                self._used -= held[1]
+
 
 def _pop_oldest(entries: dict[K, tuple[V, int]]) -> tuple[K, tuple[V, int]]:
     key = next(iter(entries))
@@ -51,18 +62,25 @@ def _pop_oldest(entries: dict[K, tuple[V, int]]) -> tuple[K, tuple[V, int]]:
 
 
 class IdentityMemo(Generic[V]):
-    """Values keyed by (the identities of some objects, a hashable extra)."""
+    """Values keyed by (the identities of some objects, a hashable extra), held as long as
+    every one of those objects lives (and the budget allows)."""
 
     def __init__(self, budget: int, size: Callable[[V], int]) -> None:
-        self._memo: BoundedMemo[Hashable, tuple[tuple[object, ...], V]] = BoundedMemo(
+        self._memo: BoundedMemo[Hashable, tuple[tuple[Any, ...], V]] = BoundedMemo(
             budget, lambda held: size(held[1])
         )
 
     def get(self, objects: Sequence[object], extra: Hashable, make: Callable[[], V]) -> V:
         key = (tuple(map(id, objects)), extra)
         held = self._memo.get(key)
-        if held is not None and all(a is b for a, b in zip(held[0], objects, strict=True)):
+        if held is not None and all(
+            ref() is obj for ref, obj in zip(held[0], objects, strict=True)
+        ):
             return held[1]
         value = make()
-        self._memo.put(key, (tuple(objects), value))
+
+        def forget(_gone: object, key: Hashable = key) -> None:
+            self._memo.discard(key)  # runs when an input dies, before its id can be reused
+
+        self._memo.put(key, (tuple(weakref.ref(obj, forget) for obj in objects), value))
         return value

@@ -135,6 +135,9 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         try:
             return compiling.result(max(0.0, left if client is None else min(left, client)))
         except FutureTimeout:
+            # Not started yet (every compile thread busy, say with a slow store): drop it
+            # rather than queue work nobody waits for.
+            compiling.cancel()
             log.warning("hook.deadline_exceeded", size=len(request), call_timeout=limit)
             raise Refused(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
