@@ -7,8 +7,10 @@ timeline (fresh, stale, denied) can be shown step by step without waiting.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +29,7 @@ from compiler.errors import (
     UnresolvedCredentialError,
     UnsupportedHashError,
 )
+from compiler.memo import IdentityMemo
 from compiler.model import AwsSecretRef, PasswordFrom, UsersFrom, VaultRef
 from compiler.parse import parse_resource
 from compiler.pipeline import compile_listener, load_policies
@@ -387,6 +390,56 @@ def test_without_any_good_value_a_failing_store_denies() -> None:
     fetch.failing = True
     with pytest.raises(StoreError, match="sealed"):
         SecretCache(60, 900, wait=5).get("k", "vault", fetch)
+
+
+def traceback_depth(error: BaseException) -> int:
+    depth, tb = 0, error.__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    return depth
+
+
+def test_a_remembered_failure_reaches_each_caller_without_the_others_frames() -> None:
+    """A failure is remembered for ERROR_TTL and given to every call meanwhile; the soak
+    found one shared exception growing by each caller's frames (whole hook calls)."""
+    cache = SecretCache(60, 900, wait=5)
+    fetch = Fetches()
+    fetch.failing = True
+    depths = []
+    for _ in range(200):
+        with pytest.raises(StoreError) as caught:
+            cache.get("k", "vault", fetch)
+        depths.append(traceback_depth(caught.value))
+    assert fetch.count == 1  # remembered: one request for all 200
+    assert max(depths) == depths[0] < 10
+
+
+def test_a_policy_that_keeps_failing_resolves_to_the_same_value_without_frames() -> None:
+    """Memos key on identity: one Resolved per policy and failure, holding no frames."""
+    resolver = CredentialResolver()  # no store configured: every call fails the same way
+    ref = {"vault": {"path": "secret/data/gateways/default/x", "key": "password"}}
+    raw = [policy("stored", "sam", None, passwordFrom=ref)]
+    first, second = (load_policies(raw, resolver).resolved[0] for _ in range(2))
+    assert first is second
+    assert first.error is not None
+    assert first.error.__traceback__ is None and first.error.__context__ is None
+
+
+class Thing:
+    """An object that can be weakly referenced, standing for a Resolved or a table."""
+
+
+def test_a_compiled_result_is_let_go_when_its_credentials_are() -> None:
+    """What the compiler kept for an old secret version goes with that version."""
+    memo: IdentityMemo[Thing] = IdentityMemo(1 << 20, lambda _: 1)
+    old, new = Thing(), Thing()
+    kept = memo.get([old], None, Thing)
+    assert memo.get([old], None, Thing) is kept  # the same input: the same value
+    watch = weakref.ref(kept)
+    del kept, old
+    gc.collect()
+    assert watch() is None  # the value went with its input
+    assert memo.get([new], None, Thing) is not None
 
 
 def test_a_revision_longer_than_the_crd_allows_is_refused() -> None:
