@@ -89,6 +89,9 @@ class SecretCache:
         assert future is not None
         if leader:
             self._fetch(key, store, fetch, future)
+        elif self._serves_meanwhile(entry):
+            assert entry is not None
+            return entry.value
         try:
             return future.result(timeout=self._wait)
         except StoreError as failure:
@@ -96,6 +99,19 @@ class SecretCache:
         except TimeoutError:
             timeout = StoreError(store, "timeout", f"no answer from {store} in {self._wait:g}s")
             return self._stale_or_raise(entry, store, timeout)
+
+    def _serves_meanwhile(self, entry: _Entry | None) -> bool:
+        """Whether a caller that finds a refresh in flight may take the last value now.
+
+        Only the caller that asks the store waits for it: with a slow store, every other
+        call would otherwise wait too, and queue the calls behind it. Not after a newer
+        version was seen (invalidated): the re-translation must get the new value.
+        """
+        return (
+            entry is not None
+            and not entry.invalidated
+            and self._clock() - entry.fetched_at < self.ttl + self.max_stale
+        )
 
     def invalidate(self, key: Hashable) -> None:
         """A newer version exists: the next `get` fetches; the old value still covers outages."""
