@@ -136,6 +136,10 @@ class SecretCache:
             metrics.BACKEND_REQUESTS.labels(store, failure.outcome).inc()
             with self._lock:
                 self._errors[key] = failure.with_traceback(None)
+                if failure.outcome in DEFINITE:
+                    # A revocation: the last value must not serve anyone again, not even
+                    # a caller that finds the next refresh in flight.
+                    self._values.pop(key, None)
                 del self._in_flight[key]
             future.set_exception(failure)
         except BaseException as failure:  # a bug: release the waiters, then re-raise

@@ -357,6 +357,38 @@ def test_while_one_caller_refreshes_from_a_slow_store_the_others_get_the_last_va
     assert refreshed == ["v2"] and fetch.count == 2
 
 
+def test_a_revoked_secret_is_not_served_to_callers_that_find_a_refresh_in_flight() -> None:
+    """A deleted secret is a revocation: once the store said so, the last value is gone,
+    also for a caller that arrives while the next request is still out."""
+    clock = Clock()
+    cache = SecretCache(ttl=60, max_stale=900, wait=5, clock=clock)
+    assert cache.get("k", "vault", lambda: "v1") == "v1"
+    clock.now += 61
+
+    def gone() -> str:
+        time.sleep(0.3)
+        raise StoreError("vault", NOT_FOUND, "no secret at that path")
+
+    with pytest.raises(StoreError):
+        cache.get("k", "vault", gone)
+    clock.now += ERROR_TTL + 1  # the failure is forgotten: the next get asks again
+    outcomes: list[str] = []
+
+    def ask() -> None:
+        try:
+            outcomes.append(cache.get("k", "vault", gone))
+        except StoreError as error:
+            outcomes.append(error.outcome)
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    time.sleep(0.1)  # that request is in flight
+    with pytest.raises(StoreError):
+        cache.get("k", "vault", gone)
+    asking.join()
+    assert outcomes == [NOT_FOUND]
+
+
 def test_after_a_newer_version_was_seen_callers_wait_for_it() -> None:
     """The rotation watcher's invalidation: the re-translation must get the new value."""
     cache = SecretCache(ttl=60, max_stale=900, wait=5)
