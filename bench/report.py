@@ -34,15 +34,19 @@ the wire types. Targets come from issue 6 and are never lowered here; a FAIL is 
 COLUMNS = ("measure", "ours", "baseline", "ours/baseline", "target", "result")
 
 
-def machine() -> dict[str, str]:
-    model = "unknown"
+def cpu_model(unknown: str = "unknown") -> str:
+    """The CPU's model name from /proc/cpuinfo (shared by the bench and the soak pages)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return unknown
+
+
+def machine() -> dict[str, str]:
+    model = cpu_model()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "CPU": model,

@@ -11,6 +11,7 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.report import cpu_model
 from reliability.callers import Tally
 from reliability.expect import Settings
 
@@ -140,14 +141,7 @@ def verdict_lines(run: Run) -> list[str]:
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model("unknown CPU")
     memory = ""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
