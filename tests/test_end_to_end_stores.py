@@ -16,13 +16,11 @@ from typing import Any
 
 import pytest
 
-from server.demo.echo import EchoBackend
-from server.demo.envoy import EnvoyProcess, HttpResponse, free_port, http_get
-from server.demo.gateway import ExtensionServerProcess, GatewayStandIn
-from server.demo.listeners import eg_http_listener
-from server.demo.story import basic, seed_policy
+from server.demo.envoy import HttpResponse
+from server.demo.stack import LocalGateway, local_gateway
+from server.demo.story import basic
 from tests.support.secrets import remember
-from tests.support.vault import VaultStandIn
+from tests.support.vault import VaultStandIn, seed_policy_from_vault
 
 TTL, MAX_STALE = 1.0, 3.0
 TRANSLATE_EVERY = 0.25
@@ -35,24 +33,13 @@ FIRST, SECOND = "first-vault-password", "rotated-vault-password"
 @dataclass
 class Stack:
     vault: VaultStandIn
-    gateway: GatewayStandIn
-    envoy: EnvoyProcess
-    listener: Any
-    port: int
+    local: LocalGateway
 
     def translate(self) -> None:
-        policy = seed_policy()
-        del policy["spec"]["password"]
-        policy["spec"]["passwordFrom"] = {
-            "vault": {"path": f"secret/data/{SECRET}", "key": "password"}
-        }
-        self.envoy.publish([self.gateway.translate(self.listener, [policy])])
+        self.local.apply([seed_policy_from_vault(f"secret/data/{SECRET}")])
 
     def get(self, password: str) -> HttpResponse:
-        return http_get(
-            f"http://127.0.0.1:{self.port}/example",
-            {"Host": "www.example.com", **basic("user", password)},
-        )
+        return self.local.get(basic("user", password))
 
     def until(self, condition: Any) -> float:
         """Re-translate until `condition()` holds; the seconds it took."""
@@ -78,19 +65,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "--secret-cache-ttl", f"{TTL}s", "--secret-max-stale", f"{MAX_STALE}s",
             "--backend-timeout", "1s", "--log-level", "debug",
         ]  # fmt: skip
-        with (
-            ExtensionServerProcess(workdir / "extension-server.log", *server_args) as server,
-            EchoBackend() as backend,
-            EnvoyProcess(workdir / "envoy", "backend", backend.port) as envoy,
-        ):
-            gateway = GatewayStandIn(server.address)
-            port = free_port()
-            stack = Stack(
-                vault, gateway, envoy, eg_http_listener("default/eg/http", port, "backend"), port
-            )
+        with local_gateway(workdir, *server_args) as local:
+            stack = Stack(vault, local)
             stack.translate()
             yield stack
-            gateway.close()
 
 
 def test_a_password_kept_in_vault_lets_the_user_in(stack: Stack) -> None:

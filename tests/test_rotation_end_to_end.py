@@ -20,14 +20,12 @@ from typing import Any
 
 import pytest
 
-from server.demo.echo import EchoBackend
-from server.demo.envoy import EnvoyProcess, HttpResponse, free_port, http_get
-from server.demo.gateway import ExtensionServerProcess, GatewayStandIn
-from server.demo.listeners import eg_http_listener
-from server.demo.story import basic, seed_policy
+from server.demo.envoy import HttpResponse
+from server.demo.stack import LocalGateway, local_gateway
+from server.demo.story import basic
 from tests.support.kube import KubeStandIn
 from tests.support.secrets import remember
-from tests.support.vault import VaultStandIn
+from tests.support.vault import VaultStandIn, seed_policy_from_vault
 
 POLL = 1.0  # --rotation-poll-interval
 TTL = 300.0  # so long that only the watcher can bring the new password in time
@@ -41,10 +39,8 @@ GIVE_UP_AFTER = 30.0  # a bound on the polling loops, not a performance assertio
 class GatewayLoop:
     """Envoy Gateway's part: re-translate when a policy's generation increases."""
 
-    def __init__(
-        self, kube: KubeStandIn, gateway: GatewayStandIn, envoy: EnvoyProcess, listener: Any
-    ) -> None:
-        self.kube, self.gateway, self.envoy, self.listener = kube, gateway, envoy, listener
+    def __init__(self, kube: KubeStandIn, local: LocalGateway) -> None:
+        self.kube, self.local = kube, local
         self.translations = 0
         self._seen: dict[str, int] = {}
         self._stop = threading.Event()
@@ -71,7 +67,7 @@ class GatewayLoop:
         # in Envoy always sees its translation counted too.
         self._seen = generations
         self.translations += 1
-        self.envoy.publish([self.gateway.translate(self.listener, policies)])
+        self.local.apply(policies)
 
 
 @dataclass
@@ -79,11 +75,9 @@ class Stack:
     vault: VaultStandIn
     kube: KubeStandIn
     loop: GatewayLoop
-    port: int
 
     def get(self, password: str) -> HttpResponse:
-        headers = {"Host": "www.example.com", **basic("user", password)}
-        return http_get(f"http://127.0.0.1:{self.port}/example", headers)
+        return self.loop.local.get(basic("user", password))
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +89,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with VaultStandIn() as vault, KubeStandIn() as kube:
         vault.add_token(TOKEN)
         vault.put_v2(SECRET, {"password": BEFORE})
-        policy = seed_policy(NAMESPACE)
-        del policy["spec"]["password"]
-        policy["spec"]["passwordFrom"] = {
-            "vault": {"path": f"secret/data/{SECRET}", "key": "password"}
-        }
-        kube.put_policy(policy)
+        kube.put_policy(seed_policy_from_vault(f"secret/data/{SECRET}", namespace=NAMESPACE))
         previous = os.environ.get("KUBECONFIG")
         os.environ["KUBECONFIG"] = str(kube.kubeconfig(workdir / "kubeconfig"))
         try:
@@ -109,20 +98,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "--secret-cache-ttl", f"{TTL:g}s", "--rotation-poll-interval", f"{POLL:g}s",
                 "--rotation-lease-namespace", "envoy-gateway-system",
             ]  # fmt: skip
-            with (
-                ExtensionServerProcess(workdir / "extension-server.log", *server_args) as server,
-                EchoBackend() as backend,
-                EnvoyProcess(workdir / "envoy", "backend", backend.port) as envoy,
-            ):
-                gateway = GatewayStandIn(server.address)
-                port = free_port()
-                loop = GatewayLoop(
-                    kube, gateway, envoy, eg_http_listener("default/eg/http", port, "backend")
-                )
+            with local_gateway(workdir, *server_args) as local:
+                loop = GatewayLoop(kube, local)
                 loop.start()
-                yield Stack(vault, kube, loop, port)
+                yield Stack(vault, kube, loop)
                 loop.stop()
-                gateway.close()
         finally:
             if previous is None:
                 os.environ.pop("KUBECONFIG", None)

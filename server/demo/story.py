@@ -19,10 +19,8 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from server.demo.echo import EchoBackend
-from server.demo.envoy import EnvoyProcess, HttpResponse, free_port, http_get
-from server.demo.gateway import ExtensionServerProcess, GatewayStandIn
-from server.demo.listeners import eg_http_listener
+from server.demo.envoy import HttpResponse, http_get
+from server.demo.stack import HOST, LISTENER_NAME, PATH, local_gateway
 from server.manifests import load_yaml_documents
 
 # The policy exactly as the seed's Testing section applies it.
@@ -39,9 +37,6 @@ spec:
   username: user
   password: p@ssw0rd
 """
-HOST = "www.example.com"
-PATH = "/example"
-LISTENER_NAME = "default/eg/http"
 MISSING_CREDENTIALS = "User authentication failed. Missing username and password."
 
 
@@ -105,22 +100,16 @@ def run_demo(workdir: Path | None = None, say: Callable[[str], None] = print) ->
 def _story(demo: Demo) -> None:
     say = demo.say
     say("== Starting the extension server, an echo backend and Envoy")
-    with contextlib.ExitStack() as stack:
-        server = stack.enter_context(ExtensionServerProcess(demo.workdir / "extension-server.log"))
-        say(f"extension server: gRPC on {server.address} (log: {server.log_path})")
-        backend = stack.enter_context(EchoBackend())
-        say(f"echo backend:     http://127.0.0.1:{backend.port}")
-        envoy = stack.enter_context(EnvoyProcess(demo.workdir / "envoy", "backend", backend.port))
-        say(f"envoy:            pid {envoy.pid}, admin {envoy.admin_url}")
-        gateway = GatewayStandIn(server.address)
-        stack.callback(gateway.close)
-        port = free_port()
-        listener = eg_http_listener(LISTENER_NAME, port, "backend")
-        say(f"gateway:          listener {LISTENER_NAME} on 127.0.0.1:{port}")
+    with local_gateway(demo.workdir) as local:
+        say(f"extension server: gRPC on {local.server.address} (log: {local.server.log_path})")
+        say(f"echo backend:     http://127.0.0.1:{local.backend.port}")
+        say(f"envoy:            pid {local.envoy.pid}, admin {local.envoy.admin_url}")
+        say(f"gateway:          listener {LISTENER_NAME} on 127.0.0.1:{local.port}")
+        envoy, port = local.envoy, local.port
 
         say("")
         say("== Envoy Gateway translates the Gateway; no ListenerContextExample exists yet")
-        envoy.publish([gateway.translate(listener, [])])
+        local.apply()
         response = demo.curl(port)
         demo.check(response.status == 401, "401 Unauthorized")
         demo.check(response.body.strip() == MISSING_CREDENTIALS, f"body is {MISSING_CREDENTIALS!r}")
@@ -136,7 +125,7 @@ def _story(demo: Demo) -> None:
         say("   EOF")
         say("   (Envoy Gateway re-translates and calls the hook with the policy attached)")
         pid = envoy.pid
-        envoy.publish([gateway.translate(listener, [seed_policy()])])
+        local.apply([seed_policy()])
         response = demo.curl(port, basic("user", "p@ssw0rd"))
         demo.check(response.status == 200, "200 OK with user:p@ssw0rd")
         headers = response.json().get("headers", {}) if response.status == 200 else {}

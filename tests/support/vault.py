@@ -61,6 +61,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
+from server.demo.story import seed_policy
 from tests.support.secrets import remember
 from tests.support.standin import HttpStandIn, StandInServer
 
@@ -822,3 +823,13 @@ class VaultStandIn(HttpStandIn):
             self._v1.pop(key, None)
             return NO_CONTENT
         return UNSUPPORTED
+
+
+def seed_policy_from_vault(
+    path: str, key: str = "password", namespace: str = "default"
+) -> dict[str, Any]:
+    """The seed's policy with its password read from Vault at `path` instead of written in it."""
+    policy = seed_policy(namespace)
+    del policy["spec"]["password"]
+    policy["spec"]["passwordFrom"] = {"vault": {"path": path, "key": key}}
+    return policy
