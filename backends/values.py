@@ -41,7 +41,9 @@ def user_credentials(document: Any, ref: StoreRef, field: str) -> Credentials:
         raise StoredValueError(f"the value at {_where(ref)} is neither a map nor htpasswd text")
     if not _all_strings(values):
         raise StoredValueError(f"the value for a user at {_where(ref)} is not a string")
-    return Credentials(names, Secrets(values), field, field, stored=True)
+    # htpasswd text holds hashes only: a value there is never hashed again as a password
+    hashed = isinstance(content, str)
+    return Credentials(names, Secrets(values), field, field, stored=True, hashed=hashed)
 
 
 def _all_strings(column: tuple[Any, ...]) -> bool:

@@ -206,6 +206,9 @@ class Credentials:
     # True when the values come from a store, where a value may be a ready hash ({SHA} is
     # used as is; any other scheme is rejected). A policy's own spec.password never is.
     stored: bool = False
+    # True when every value is a hash by construction (htpasswd text): a value in no scheme
+    # is then an unknown hash, never a password to hash again.
+    hashed: bool = False
 
     def __len__(self) -> int:
         return len(self.usernames)

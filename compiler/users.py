@@ -31,7 +31,7 @@ from compiler.htpasswd import (
     username_problem,
 )
 from compiler.model import NO_CREDENTIALS, Credential, Credentials, Policy, PolicyRef, Secret
-from compiler.schemes import scheme_of
+from compiler.schemes import scheme_label, scheme_of
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,8 @@ def _in_bulk(credentials: Credentials, owners: dict[str, PolicyRef]) -> bool:
     names = credentials.usernames
     distinct = set(names)
     return (
-        len(distinct) == len(names)
+        not credentials.hashed
+        and len(distinct) == len(names)
         and distinct.isdisjoint(owners)
         and all_plain(names, credentials.passwords.reveal(), credentials.stored)
     )
@@ -110,7 +111,7 @@ def each(credentials: Credentials) -> list[Credential]:
             Secret(value),
             credentials.username_field,
             credentials.password_field,
-            scheme_of(value) if stored else None,
+            scheme_of(value, credentials.hashed) if stored else None,
         )
         for name, value in zip(names, credentials.passwords.reveal(), strict=True)
     ]
@@ -139,12 +140,13 @@ def _credential_error(ref: PolicyRef, credential: Credential) -> PolicyError | N
 
 
 def _hash_error(ref: PolicyRef, credential: Credential) -> PolicyError | None:
-    user = describe(credential.username)
-    if credential.scheme != SHA_SCHEME:
+    user, scheme = describe(credential.username), credential.scheme or ""
+    if scheme != SHA_SCHEME:
         return UnsupportedHashError(
             ref,
             credential.password_field,
-            f"the stored value for user {user} is a {credential.scheme} hash",
+            f"the stored value for user {user} is a hash Envoy cannot verify: "
+            f"{scheme_label(scheme)}",
             "Envoy only verifies {SHA} (unsalted SHA-1) hashes: store a {SHA} hash "
             "or the password itself",
         )

@@ -181,7 +181,7 @@ def test_a_stored_sha_hash_is_given_to_envoy_as_is(aws: MotoServer) -> None:
 
 @pytest.mark.parametrize(
     ("stored", "scheme"),
-    [(BCRYPT, "bcrypt"), (apr_md5_crypt.hash("s3cret!"), "apr_md5_crypt")],
+    [(BCRYPT, "bcrypt"), (apr_md5_crypt.hash("s3cret!"), "apr1")],
     ids=["bcrypt", "apr1"],
 )
 def test_a_stored_hash_envoy_cannot_verify_is_rejected_naming_the_user(

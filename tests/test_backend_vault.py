@@ -221,8 +221,8 @@ def test_bcrypt_and_apr1_hashes_are_rejected_naming_the_user(
     team = errors_of(result, "eg-team")
     assert {type(error) for error in team} == {UnsupportedHashError}
     assert sorted(e.problem for e in team) == [
-        "the stored value for user 'bob' is a bcrypt hash",
-        "the stored value for user 'carol' is a apr_md5_crypt hash",
+        "the stored value for user 'bob' is a hash Envoy cannot verify: bcrypt",
+        "the stored value for user 'carol' is a hash Envoy cannot verify: apr1 ($apr1$)",
     ]
     erin = denied(result, "erin", UnsupportedHashError, "spec.passwordFrom")
     assert "'erin'" in erin.problem and "bcrypt" in erin.problem

@@ -34,7 +34,7 @@ from compiler.model import AwsSecretRef, PasswordFrom, UsersFrom, VaultRef
 from compiler.parse import parse_resource
 from compiler.pipeline import compile_listener, load_policies
 from compiler.schemes import scheme_of
-from compiler.users import each
+from compiler.users import Resolved, compile_users, each
 from tests.builders import http_listener, managers, our_filter, policy
 from tests.support.secrets import sha
 
@@ -133,12 +133,43 @@ def test_a_policy_names_its_credentials_in_exactly_one_way(
         ("$y$j9T$F5Jx5fExrKuPp53xLKQ..1$X3DX6M94c7o.9agCG9G317fhZg9SqC.5i5rd.RhAtQ7", "crypt"),
         ("{SSHA}abcdefghijklmnopqrstuvwxyz012345", "ldap_salted_sha1"),
         ("{CRYPT}$1$abc", "LDAP {CRYPT}"),
+        ("{sha}" + sha("p@ssw0rd")[5:], "LDAP {sha}"),  # Envoy's prefix is upper case only
+        ("abzlUXK5ed5rs", None),  # 13 characters: in a map, a password like any other
     ],
 )
 def test_stored_values_are_plain_passwords_sha_hashes_or_named_unsupported_hashes(
     value: str, scheme: str | None
 ) -> None:
     assert scheme_of(value) == scheme
+
+
+@pytest.mark.parametrize(
+    ("value", "scheme"),
+    [
+        (sha("p@ssw0rd"), "ldap_sha1"),
+        ("abzlUXK5ed5rs", "crypt"),  # DES crypt, `htpasswd -d`
+        ("_J9..CCCCXBrJUJV154M", "crypt"),  # BSDi extended DES crypt
+        ("p@ssw0rd", "unknown"),
+        ("", "unknown"),
+    ],
+)
+def test_in_htpasswd_text_every_value_is_a_hash_never_a_password(value: str, scheme: str) -> None:
+    assert scheme_of(value, hashed=True) == scheme
+
+
+def test_a_des_crypt_line_of_htpasswd_text_denies_that_user_and_keeps_the_others() -> None:
+    vault = VaultRef("secret/data/gateways/default/users", key="htpasswd")
+    text = f"alice:abzlUXK5ed5rs\nbob:{sha('pw-b')}\ncarol:p@ssw0rd\n"
+    users = user_credentials({"htpasswd": text}, vault, "spec.usersFrom")
+    table = compile_users([Resolved(parse_resource(policy()), users)])
+    assert table.htpasswd == f"bob:{sha('pw-b')}\n"
+    problems = sorted(error.problem for error in table.errors)
+    assert problems == [
+        "the stored value for user 'alice' is a hash Envoy cannot verify: crypt",
+        "the stored value for user 'carol' is a hash Envoy cannot verify: not in any known "
+        "scheme (htpasswd text holds hashes, not passwords)",
+    ]
+    assert all("abzlUXK5ed5rs" not in str(error) for error in table.errors)
 
 
 def test_users_from_a_map_an_htpasswd_text_and_a_json_string() -> None:
