@@ -12,9 +12,13 @@ COPY requirements.lock pyproject.toml README.md ./
 COPY compiler ./compiler
 COPY backends ./backends
 COPY server ./server
-RUN python -m venv /opt/extension-server \
- && /opt/extension-server/bin/pip install --constraint requirements.lock . \
- && /opt/extension-server/bin/pip uninstall --yes pip
+# `python -m venv` would put pip and setuptools (3.11's ensurepip) into the environment, and
+# they would ship: create it without them and install into it with the base image's pip. The
+# project's build backend lives only in pip's isolated build environment. The last command
+# fails the build if pip, setuptools or wheel got into the environment all the same.
+RUN python -m venv --without-pip /opt/extension-server \
+ && python -m pip --python /opt/extension-server/bin/python install --constraint requirements.lock . \
+ && /opt/extension-server/bin/python -c "import importlib.util, sys; found = [m for m in ('pip', 'setuptools', 'wheel') if importlib.util.find_spec(m)]; sys.exit(f'left in /opt/extension-server: {found}' if found else 0)"
 
 FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="extension-server" \

@@ -3,7 +3,8 @@
 Rendering, linting and values-schema checks go through helm-python-sdk, which wraps Helm's own
 Go SDK: no helm binary and no cluster are needed. The CRD's openAPIV3Schema is checked twice:
 with Helm's Go JSON-schema validator (Go regexp, the engine family the API server uses for
-`pattern`) and, when installed, with Python's jsonschema.
+`pattern`) and, when installed, with Python's jsonschema, whose `pattern` is read with
+google-re2 here (RE2 syntax, as Go's: `\\p{Cf}` and friends, which Python's `re` lacks).
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import celpy  # type: ignore[import-untyped]
 import helm_python as helm
+import jsonschema
 import pytest
+import re2  # type: ignore[import-untyped]
 import yaml
 
 from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE, tenancy_problem
-from compiler.errors import MalformedPolicyError
-from compiler.model import PasswordFrom, Policy, PolicyRef, UsersFrom, VaultRef
-from compiler.parse import parse_object
+from compiler.errors import MalformedPolicyError, PolicyError
+from compiler.htpasswd import password_problem, username_problem
+from compiler.model import PasswordFrom, PlainCredentials, Policy, PolicyRef, UsersFrom, VaultRef
+from compiler.parse import _RESERVED_HEADERS, parse_object
 
 CHART_DIR = Path(__file__).resolve().parent.parent / "charts" / "extension-server"
 CRD_FILE = CHART_DIR / "crds" / "listenercontextexamples.example.extensions.io.yaml"
@@ -42,8 +47,13 @@ SEED_POLICY: dict[str, Any] = {
     },
 }
 
-BAD_USERNAMES = ["a:b", ":", "#user", " user", "user ", "a\tb", "a\x7fb", "user\r", ""]
-GOOD_USERNAMES = ["user", "a b", "a#b", "user#", "ünïcødé", "x" * 256]
+BAD_USERNAMES = [
+    *["a:b", ":", "#user", " user", "user ", "a\tb", "a\x7fb", "user\r", ""],
+    # C1 control, Unicode white space at either end, invisible format characters
+    *["a\x85b", "a\x9fb", "\u00a0user", "user\u3000", "\u2000user", "user\u2028"],
+    *["a\u200bb", "\ufeffuser", "a\u00adb", "a\u202eb", "a\u2066b", "a\U000e0041"],
+]
+GOOD_USERNAMES = ["user", "a b", "a#b", "user#", "ünïcødé", "x" * 256, "a\u00a0b", "\ue000"]
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -120,6 +130,17 @@ def go_validator(
     )
     with helm.Chart.load(probe) as loaded:
         yield loaded
+
+
+def python_validator(schema: dict[str, Any]) -> Any:
+    """jsonschema's Draft 7 validator, with `pattern` read by google-re2 (RE2 syntax, as the
+    API server's Go regexp reads it) instead of Python's `re`, which has no `\\p{..}`."""
+
+    def pattern(validator: Any, regex: str, instance: Any, _: Any) -> Iterator[Any]:
+        if validator.is_type(instance, "string") and not re2.search(regex, instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {regex!r}")
+
+    return jsonschema.validators.extend(jsonschema.Draft7Validator, {"pattern": pattern})(schema)
 
 
 def with_spec(**changes: Any) -> dict[str, Any]:
@@ -458,6 +479,11 @@ def test_go_rejects_username(go_validator: helm.Chart, username: str) -> None:
         {"targetRefs": [{"kind": "Gateway", "name": ""}]},
         {"password": ""},
         {"password": "x" * 4097},
+        {"password": "p@ss\x00w0rd"},
+        {"password": "p@ss\tw0rd"},
+        {"password": "p@ssw0rd\n"},
+        {"password": "p@ss\x7fw0rd"},
+        {"password": "p@ss\x9fw0rd"},
     ],
 )
 def test_go_rejects_bad_spec(go_validator: helm.Chart, spec_changes: dict[str, Any]) -> None:
@@ -475,13 +501,12 @@ def test_go_rejects_missing_required(go_validator: helm.Chart) -> None:
 
 
 def test_seed_policy_passes_jsonschema(object_schema: dict[str, Any]) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
-    validator = jsonschema.Draft7Validator(object_schema)
+    validator = python_validator(object_schema)
     assert list(validator.iter_errors(SEED_POLICY)) == []
     for username in GOOD_USERNAMES:
         assert validator.is_valid(with_spec(username=username)), username
-    # Python's `$` also matches before a final "\n", so "user\n" is left to the Go checks.
-    for username in BAD_USERNAMES:
+    # RE2's `$` is the end of the text (Python's `re` would also match before a final "\n").
+    for username in [*BAD_USERNAMES, "user\n"]:
         assert not validator.is_valid(with_spec(username=username)), repr(username)
     errors = list(validator.iter_errors(with_spec(username="a:b")))
     assert [list(e.path) for e in errors] == [["spec", "username"]]
@@ -625,6 +650,30 @@ CEL_REJECTED: dict[str, tuple[dict[str, Any], str]] = {
         store_policy(usersFrom={}),
         "exactly one of vault and awsSecretsManager",
     ),
+    # Headers HTTP or Envoy own (the parser's _RESERVED_HEADERS), in any case.
+    "reserved-header": (
+        store_policy(username="alice", password="p@ssw0rd", forwardUsernameHeader="Authorization"),
+        "forwardUsernameHeader must not be a header HTTP or Envoy owns",
+    ),
+    "reserved-header-lower-case": (
+        store_policy(username="alice", password="p@ssw0rd", forwardUsernameHeader="host"),
+        "forwardUsernameHeader must not be a header HTTP or Envoy owns",
+    ),
+    "reserved-header-mixed-case": (
+        store_policy(
+            username="alice", password="p@ssw0rd", forwardUsernameHeader="Transfer-ENCODING"
+        ),
+        "forwardUsernameHeader must not be a header HTTP or Envoy owns",
+    ),
+    # maxLength counts characters, the server's limits are bytes of UTF-8.
+    "username-over-256-bytes": (
+        store_policy(username="é" * 129, password="p@ssw0rd"),
+        "username must be at most 256 bytes",
+    ),
+    "password-over-4096-bytes": (
+        store_policy(username="alice", password="é" * 2049),
+        "password must be at most 4096 bytes",
+    ),
 }
 
 # Policies the structural schema itself rejects.
@@ -639,7 +688,29 @@ SCHEMA_REJECTED: dict[str, dict[str, Any]] = {
     "aws-without-secretId": store_policy(usersFrom={"awsSecretsManager": {"key": "users"}}),
     "aws-empty-secretId": store_policy(usersFrom={"awsSecretsManager": {"secretId": ""}}),
     "usersFrom-string": store_policy(usersFrom=VAULT_V2),
+    "username-format-character": store_policy(username="a\u200bb", password="p@ssw0rd"),
+    "username-trailing-no-break-space": store_policy(username="alice\u00a0", password="p"),
+    "password-newline": store_policy(username="alice", password="p@ss\nw0rd"),
+    "password-c1-control": store_policy(username="alice", password="p@ss\x85w0rd"),
 }
+
+
+def server_problem(policy: dict[str, Any]) -> str | None:
+    """Why the server leaves `policy` out, or None: its parser, then the checks the user table
+    makes (compiler/users.py) on the user name and password, as they also apply to names read
+    from secret stores."""
+    try:
+        parsed = parse_object(policy, PolicyRef("<test>", "<test>"))
+    except PolicyError as error:
+        return str(error)
+    assert isinstance(parsed, Policy)
+    credentials = parsed.credentials
+    problem = None
+    if isinstance(credentials, PlainCredentials | PasswordFrom):
+        problem = username_problem(credentials.username)
+    if problem is None and isinstance(credentials, PlainCredentials):
+        problem = password_problem(credentials.password)
+    return problem
 
 
 def spec_schema(object_schema: dict[str, Any]) -> dict[str, Any]:
@@ -669,7 +740,6 @@ def with_defaults(schema: dict[str, Any], value: Any) -> Any:
 def cel_failures(schema: dict[str, Any], value: Any, where: str = "$") -> list[str]:
     """Messages of every x-kubernetes-validations rule that `value` fails, evaluated with
     cel-python (`celpy`) at each node of the schema, as the API server evaluates them."""
-    celpy = pytest.importorskip("celpy")
     failures: list[str] = []
     for rule in schema.get("x-kubernetes-validations", []):
         env = celpy.Environment()
@@ -752,8 +822,7 @@ def test_go_rejects_bad_store_reference(go_validator: helm.Chart, name: str) -> 
 
 
 def test_jsonschema_on_store_references(object_schema: dict[str, Any]) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
-    validator = jsonschema.Draft7Validator(object_schema)
+    validator = python_validator(object_schema)
     for name, policy in VALID_POLICIES.items():
         assert list(validator.iter_errors(policy)) == [], name
     for name, policy in SCHEMA_REJECTED.items():
@@ -809,8 +878,7 @@ def test_credentials_revision_bounds(
     policy = with_spec(credentialsRevision=revision)
     with pytest.raises(helm.HelmValuesError, match="credentialsRevision"):
         go_validator.validate_schema(policy)
-    jsonschema = pytest.importorskip("jsonschema")
-    assert not jsonschema.Draft7Validator(object_schema).is_valid(policy)
+    assert not python_validator(object_schema).is_valid(policy)
     if len(str(revision)) <= 128:  # the parser checks the type, the CRD also the length
         with pytest.raises(MalformedPolicyError):
             parse_object(policy, PolicyRef("<test>", "<test>"))
@@ -825,15 +893,127 @@ def test_cel_keeps_the_username_rules(object_schema: dict[str, Any]) -> None:
 
 
 def test_server_parser_agrees_with_the_crd() -> None:
-    """What the CRD accepts the server parses; what it rejects the server rejects too."""
+    """What the CRD accepts the server takes; what it rejects the server rejects too (in its
+    parser, or in the checks of the user table)."""
     where = PolicyRef("<test>", "<test>")
     for name, policy in VALID_POLICIES.items():
         assert isinstance(parse_object(policy, where), Policy), name
+        assert server_problem(policy) is None, name
     rejected = {**{k: v for k, (v, _) in CEL_REJECTED.items()}, **SCHEMA_REJECTED}
     for name, policy in rejected.items():
-        with pytest.raises(MalformedPolicyError):
-            parse_object(policy, where)
-            pytest.fail(f"the server accepted {name}")
+        assert server_problem(policy) is not None, f"the server accepted {name}"
+
+
+@pytest.mark.parametrize("header", sorted(_RESERVED_HEADERS))
+def test_cel_rejects_every_reserved_header_in_any_case(
+    go_validator: helm.Chart, object_schema: dict[str, Any], header: str
+) -> None:
+    for spelling in (header, header.upper(), header.title()):
+        policy = with_spec(forwardUsernameHeader=spelling)
+        go_validator.validate_schema(policy)  # a header token: only the CEL rule refuses it
+        failures = api_server_cel(object_schema, policy)
+        assert any("must not be a header HTTP or Envoy owns" in f for f in failures), spelling
+        assert server_problem(policy) is not None, spelling
+
+
+def test_cel_reserved_headers_are_the_parsers(object_schema: dict[str, Any]) -> None:
+    (rule,) = rules(spec_schema(object_schema)["properties"]["forwardUsernameHeader"])
+    listed = re.search(r"\(\?i\)\^\(([^)]*)\)\$", rule)
+    assert listed, rule
+    assert set(listed.group(1).split("|")) == _RESERVED_HEADERS
+    for header in ("X-Example-Ext", "X-Host", "Hosts", "tex", "X-Authorization", "Upgrade-X"):
+        policy = with_spec(forwardUsernameHeader=header)
+        assert api_server_cel(object_schema, policy) == [], header
+        assert server_problem(policy) is None, header
+
+
+# --- CRD and server on one list of user names ----------------------------------------------
+
+# The checks only the server makes: the API server has no Unicode normalization and RE2 no
+# class for unassigned code points. The username description says so; the server leaves
+# such a policy out with an error naming it (the words below are from that error).
+SERVER_ONLY: dict[str, str] = {
+    "e\u0301": "Normalization Form C",  # e + COMBINING ACUTE ACCENT: NFC is "é"
+    "\u212b": "Normalization Form C",  # ANGSTROM SIGN: NFC is "Å"
+    "a\u0378b": "unassigned",
+    "\U000e0080": "unassigned",
+    "\ufdd0": "unassigned",  # noncharacters are never assigned
+    "\uffff": "unassigned",
+}
+
+# One list for both. Lone surrogates are left out: they cannot reach either, as JSON
+# decoding (the API server's, Envoy Gateway's) turns each into U+FFFD.
+USERNAME_CASES: list[str] = [
+    *GOOD_USERNAMES,
+    *BAD_USERNAMES,
+    *["user\n", "x" * 257, "#", "# user", "a#", "a:", "名前", "emoji \U0001f642"],
+    # bytes, not characters: 256 bytes pass, 258 or 260 do not
+    *["é" * 128, "é" * 129, "\U0001f642" * 64, "\U0001f642" * 65],
+    # controls, C0 and C1, anywhere
+    *["\x00", "a\x00b", "\x1f", "a\x80b", "\tuser", "user\x0b", "\x1cuser", "user\x85"],
+    # Unicode white space: at either end refused, inside allowed
+    *["\u1680user", "user\u205f", "\u2029user", "\u202fuser", "user\u200a", "\u3000"],
+    *["a\u3000b", "a\u202fb", "a\u2002b"],
+    # format characters (Cf): joiners, word joiner, marks, tags, annotation anchors
+    *["a\u200cb", "a\u200db", "a\u2060b", "a\u061cb", "a\u180eb", "a\U0001d173b"],
+    *["\U000e0001", "a\ufff9b", "\u200e", "user\u2069"],
+    # private use (Co): the server takes it, so the CRD must too
+    *["\ue000", "\U000f0000", "a\U00100000b"],
+    *SERVER_ONLY,
+]
+
+
+def crd_accepts(go_validator: helm.Chart, object_schema: dict[str, Any], username: str) -> bool:
+    """What the API server would say: the schema (Go regexp, lengths), then the CEL rules."""
+    policy = with_spec(username=username)
+    try:
+        go_validator.validate_schema(policy)
+    except helm.HelmValuesError:
+        return False
+    return api_server_cel(object_schema, policy) == []
+
+
+def test_crd_admits_only_user_names_the_server_admits(
+    go_validator: helm.Chart, object_schema: dict[str, Any]
+) -> None:
+    """Every name the CRD accepts the server accepts, but for the checks only the server can
+    make (SERVER_ONLY); and the CRD refuses no name the server accepts."""
+    disagreements = []
+    for username in dict.fromkeys(USERNAME_CASES):
+        crd = crd_accepts(go_validator, object_schema, username)
+        problem = username_problem(username)
+        if username in SERVER_ONLY:
+            agree = crd and problem is not None and SERVER_ONLY[username] in problem
+        else:
+            agree = crd == (problem is None)
+        if not agree:
+            disagreements.append((username, f"CRD accepts: {crd}", f"server: {problem}"))
+    assert disagreements == []
+
+
+def test_go_and_re2_read_the_username_pattern_alike(
+    go_validator: helm.Chart, object_schema: dict[str, Any]
+) -> None:
+    """The Python checks (google-re2) and Helm's Go validator agree on every name of the list,
+    so what the CEL and jsonschema tests prove holds for the API server's Go regexp too."""
+    python = python_validator(object_schema)
+    for username in dict.fromkeys(USERNAME_CASES):
+        policy = with_spec(username=username)
+        try:
+            go_validator.validate_schema(policy)
+            go = True
+        except helm.HelmValuesError:
+            go = False
+        assert python.is_valid(policy) == go, repr(username)
+
+
+def test_crd_says_what_only_the_server_checks(object_schema: dict[str, Any]) -> None:
+    description = " ".join(
+        spec_schema(object_schema)["properties"]["username"]["description"].split()
+    )
+    for words in ("Normalization Form C", "unassigned", "256 bytes", "format characters"):
+        assert words in description, words
+    assert {reason for reason in SERVER_ONLY.values()} <= {"Normalization Form C", "unassigned"}
 
 
 def doc_policies() -> list[tuple[str, dict[str, Any]]]:

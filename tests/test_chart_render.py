@@ -30,6 +30,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import textwrap
 import threading
 import time
 import urllib.request
@@ -40,6 +41,7 @@ from typing import Any
 
 import grpc
 import helm_python as helm
+import jsonschema
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
@@ -1042,7 +1044,6 @@ def test_wrong_values_fail(name: str) -> None:
 
 
 def test_schema_is_valid_draft7() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
     jsonschema.Draft7Validator.check_schema(schema)
     defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
@@ -1051,7 +1052,6 @@ def test_schema_is_valid_draft7() -> None:
 
 def test_schema_durations_are_server_durations() -> None:
     """What the schema's duration pattern accepts, the server parses."""
-    jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
     pattern = jsonschema.Draft7Validator(schema["properties"]["backendTimeout"])
     seconds = {"250ms": 0.25, "2s": 2, "1.5s": 1.5, "15m": 900, "1h": 3600, "0s": 0}
@@ -1072,9 +1072,17 @@ def test_schema_durations_are_server_durations() -> None:
         assert not interval.is_valid(bad), bad
 
 
-# --- the install examples of docs/chart.md ------------------------------------------------
+# --- the helm install / upgrade examples of docs/chart.md and docs/guide.md ----------------
 
-DOCS = CHART_DIR.parent.parent / "docs" / "chart.md"
+DOCS_DIR = CHART_DIR.parent.parent / "docs"
+DOCS = DOCS_DIR / "chart.md"
+GUIDE = DOCS_DIR / "guide.md"
+# The guide is one walk-through: each command runs after the ones before it, on the same
+# release. chart.md's examples are alternatives, each a fresh install.
+SEQUENTIAL_DOCS = ("guide.md",)
+SEED = Path("/work/shared/seed/extension-server.md")
+# helm flags that take the next word as their argument
+HELM_FLAGS_WITH_ARGUMENT = {"-n", "--namespace", "-f", "--values", "--set", "--set-string"}
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -1087,28 +1095,78 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def doc_installs() -> list[tuple[str, dict[str, Any]]]:
-    """Each `helm install` of docs/chart.md with the values its -f files and --set give."""
-    text = DOCS.read_text()
+@dataclass
+class HelmCommand:
+    """One `helm install` or `helm upgrade` of a doc, with the values the release then has."""
+
+    name: str
+    verb: str
+    release: str
+    values: dict[str, Any]
+    problems: list[str]
+
+
+def doc_helm_commands(path: Path) -> list[HelmCommand]:
+    """Each `helm install` and `helm upgrade` of `path`, with the values its -f files, --set
+    and --set-string give (and, with --reuse-values, the release's values before it). In a
+    SEQUENTIAL_DOCS walk-through, a second install of a release, or an upgrade that drops
+    the values set before (no --reuse-values and no -f), is a problem."""
+    text = path.read_text()
+    doc = f"docs/{path.name}"
+    sequential = path.name in SEQUENTIAL_DOCS
     files = {
         match.group(1): yaml.safe_load(block)
         for block in re.findall(r"```yaml\n(.*?)```", text, re.S)
         if (match := re.match(r"# (\S+\.yaml)\n", block))
     }
-    installs: list[tuple[str, dict[str, Any]]] = []
+    releases: dict[str, dict[str, Any]] = {}
+    commands: list[HelmCommand] = []
     for block in re.findall(r"```shell\n(.*?)```", text, re.S):
-        for command in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(command, comments=True)
-            if words[:2] != ["helm", "install"]:
+        for line in block.replace("\\\n", " ").splitlines():
+            if not line.startswith("helm "):
                 continue
+            words = shlex.split(line, comments=True)
+            verb, flags = words[1], words[2:]
+            if verb not in ("install", "upgrade"):
+                continue
+            positional = [
+                word
+                for before, word in zip(["", *flags[:-1]], flags, strict=True)
+                if not word.startswith("-") and before not in HELM_FLAGS_WITH_ARGUMENT
+            ]
+            release = positional[0]
+            problems = []
             values: dict[str, Any] = {}
+            if verb == "install" and sequential and release in releases:
+                problems.append(f"installs {release} again: helm refuses to re-use a name")
+            if verb == "upgrade":
+                if sequential and release not in releases and "--install" not in flags:
+                    problems.append(f"upgrades {release} before any install of it")
+                if "--reuse-values" in flags:
+                    values = releases.get(release, {})
+                elif "-f" not in flags and "--values" not in flags:
+                    problems.append("upgrades without --reuse-values or -f: drops earlier values")
             for flag, arg in itertools.pairwise(words):
-                if flag == "-f":
+                if flag in ("-f", "--values"):
                     values = deep_merge(values, files[arg])
                 elif flag == "--set":
                     values = deep_merge(values, helm.parse_set_string(arg))
-            installs.append((f"docs/chart.md#{len(installs)}", values))
-    return installs
+                elif flag == "--set-string":
+                    values = deep_merge(values, helm.parse_set_string_values(arg))
+            if sequential:
+                releases[release] = values
+            name = f"{doc}#{len(commands)}"
+            commands.append(HelmCommand(name, verb, release, values, problems))
+    return commands
+
+
+def doc_installs() -> list[tuple[str, dict[str, Any]]]:
+    """Each `helm install` of docs/chart.md with the values its -f files and --set give."""
+    return [(c.name, c.values) for c in doc_helm_commands(DOCS) if c.verb == "install"]
+
+
+def every_doc_command() -> list[HelmCommand]:
+    return [*doc_helm_commands(DOCS), *doc_helm_commands(GUIDE)]
 
 
 def test_docs_have_the_install_examples() -> None:
@@ -1119,12 +1177,59 @@ def test_docs_have_the_install_examples() -> None:
     assert any(v.get("vault", {}).get("auth") == "approle" for v in values)
     assert any(v.get("aws", {}).get("roleArn") for v in values)
     assert any(v.get("tls", {}).get("clientCA") for v in values)
+    assert any(v.get("rotation", {}).get("pollInterval") == "0" for v in values)  # --set-string
 
 
-@pytest.mark.parametrize(("name", "values"), doc_installs(), ids=[n for n, _ in doc_installs()])
-def test_doc_install_example_renders_valid_kubernetes(name: str, values: dict[str, Any]) -> None:
+def test_docs_helm_commands_have_no_problem() -> None:
+    problems = [(c.name, p) for c in every_doc_command() for p in c.problems]
+    assert problems == []
+
+
+def test_guide_installs_once_then_upgrades_keeping_the_values() -> None:
+    """The guide installs the release in step 3 and upgrades it after: a second
+    `helm install` fails ("cannot re-use a name"), and an upgrade without --reuse-values
+    silently drops the store settings of step 7."""
+    commands = doc_helm_commands(GUIDE)
+    assert [c.verb for c in commands] == ["install", "upgrade", "upgrade", "upgrade"]
+    assert {c.release for c in commands} == {RELEASE}
+    vault, aws, tls = (c.values for c in commands[1:])
+    assert vault["vault"]["auth"] == "kubernetes" and vault["forbidPlaintext"] is True
+    assert aws["aws"]["region"] == "eu-west-1"
+    assert "eks.amazonaws.com/role-arn" in aws["serviceAccount"]["annotations"]
+    # step 8 keeps what step 7 set
+    assert tls["tls"]["clientCA"]["secretName"] == "envoy-gateway-client-ca"
+    assert tls["vault"] == vault["vault"] and tls["aws"] == aws["aws"]
+    assert tls["forbidPlaintext"] is True
+
+
+def test_the_problem_checks_catch_the_old_guide(tmp_path: Path) -> None:
+    """The guide as it was (install twice, upgrade without --reuse-values) has problems."""
+    text = GUIDE.read_text()
+    old = tmp_path / "guide.md"
+    old.write_text(
+        text.replace(
+            "helm upgrade -n envoy-gateway-system extension-server ./charts/extension-server"
+            " --reuse-values",
+            "helm upgrade -n envoy-gateway-system extension-server ./charts/extension-server",
+        )
+    )
+    problems = [p for c in doc_helm_commands(old) for p in c.problems]
+    assert sum("drops earlier values" in p for p in problems) == 3
+    old.write_text(text.replace("helm upgrade", "helm install").replace(" --reuse-values", ""))
+    problems = [p for c in doc_helm_commands(old) for p in c.problems]
+    assert sum("re-use a name" in p for p in problems) == 3
+
+
+@pytest.mark.parametrize("command", every_doc_command(), ids=[c.name for c in every_doc_command()])
+def test_doc_install_example_renders_valid_kubernetes(command: HelmCommand) -> None:
     with helm.Chart.load(CHART_DIR) as chart:
-        files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        files = chart.render(
+            command.values,
+            name=command.release,
+            namespace=NAMESPACE,
+            is_install=command.verb == "install",
+            is_upgrade=command.verb == "upgrade",
+        )
     objs = [
         doc
         for path, text in files.items()
@@ -1132,9 +1237,49 @@ def test_doc_install_example_renders_valid_kubernetes(name: str, values: dict[st
         for doc in yaml.safe_load_all(text)
         if doc
     ]
-    assert objs, name
+    assert objs, command.name
     for obj in objs:
         k8s_validate(obj)
+
+
+# --- the guide's Envoy Gateway ConfigMap ---------------------------------------------------
+
+
+def envoy_gateway_config(text: str) -> dict[str, Any]:
+    """The envoy-gateway-config ConfigMap of a `cat <<EOF | kubectl apply -f -` heredoc, with
+    its envoy-gateway.yaml parsed too (so comments and layout do not count)."""
+    for body in re.findall(r"cat <<EOF \| kubectl apply -f -\n(.*?)\n[ \t]*EOF\n", text, re.S):
+        obj = yaml.safe_load(textwrap.dedent(body))
+        if isinstance(obj, dict) and obj.get("kind") == "ConfigMap":
+            assert obj["metadata"]["name"] == "envoy-gateway-config"
+            data = {key: yaml.safe_load(value) for key, value in obj["data"].items()}
+            return {**obj, "data": data}
+    raise AssertionError("no envoy-gateway-config ConfigMap in a kubectl apply heredoc")
+
+
+def test_guide_configmap_fragment_names_the_hook_the_policy_and_the_service() -> None:
+    configmap = envoy_gateway_config(GUIDE.read_text())
+    assert configmap["metadata"] == {"name": "envoy-gateway-config", "namespace": NAMESPACE}
+    eg = configmap["data"]["envoy-gateway.yaml"]
+    assert (eg["apiVersion"], eg["kind"]) == ("gateway.envoyproxy.io/v1alpha1", "EnvoyGateway")
+    manager = eg["extensionManager"]
+    assert manager["hooks"] == {"xdsTranslator": {"post": ["HTTPListener"]}}
+    assert manager["policyResources"] == [
+        {"group": "example.extensions.io", "version": "v1alpha1", "kind": "ListenerContextExample"}
+    ]
+    assert manager["service"] == {
+        "fqdn": {
+            "hostname": "extension-server.envoy-gateway-system.svc.cluster.local",
+            "port": 5005,
+        }
+    }
+    assert manager.get("failOpen", False) is False
+
+
+def test_guide_configmap_fragment_is_the_seeds() -> None:
+    if not SEED.is_file():
+        pytest.skip(f"{SEED} is absent: no seed ConfigMap to compare the guide's with")
+    assert envoy_gateway_config(GUIDE.read_text()) == envoy_gateway_config(SEED.read_text())
 
 
 # --- 3. the rendered Deployment starts the server ------------------------------------------

@@ -4,11 +4,15 @@ The Dockerfile is parsed with `dockerfile-parse` and held to what the issue asks
 image pinned by tag, a non-root user, nothing of the build (or any secret) in the final
 stage, the pinned dependencies of requirements.lock, and an entrypoint that is the CLI.
 The lock itself is resolved by pip against pyproject.toml (a dry run), so a stale lock fails.
+The build stage's commands that shape the virtual environment are run here, under a temporary
+directory, to prove the environment the final stage copies holds no pip, setuptools or wheel.
 """
 
 from __future__ import annotations
 
+import io
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -21,12 +25,22 @@ from dockerfile_parse import DockerfileParser
 from server.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
+VENV = "/opt/extension-server"
+# What `python -m venv` (ensurepip) or an installer leaves behind, by site-packages entry.
+INSTALLERS = ("pip", "setuptools", "wheel", "pkg_resources", "_distutils_hack", "distutils")
 
 
 @pytest.fixture(scope="module")
 def stages() -> list[list[dict[str, Any]]]:
     """The Dockerfile's instructions, split into its stages."""
-    parser = DockerfileParser(path=str(ROOT / "Dockerfile"))
+    return split_stages(DockerfileParser(path=str(ROOT / "Dockerfile")))
+
+
+def stages_of(text: str) -> list[list[dict[str, Any]]]:
+    return split_stages(DockerfileParser(fileobj=io.BytesIO(text.encode())))
+
+
+def split_stages(parser: DockerfileParser) -> list[list[dict[str, Any]]]:
     split: list[list[dict[str, Any]]] = []
     for instruction in parser.structure:
         if instruction["instruction"] == "FROM":
@@ -120,3 +134,82 @@ def test_the_build_context_leaves_the_developer_machine_out() -> None:
         "backends",
         "server",
     }
+
+
+# --- no installer in the shipped virtual environment ---------------------------------------
+
+
+def shape_environment(build: list[dict[str, Any]], root: Path) -> tuple[list[str], list[str]]:
+    """Run the build stage's RUN commands with VENV moved under `root`, all but the install of
+    the project (it needs the package index and adds only the locked dependencies), with this
+    machine's Python 3.11 for the base image's. Returns what the environment then holds of
+    INSTALLERS (site-packages entries and bin/ scripts) and the commands that failed."""
+    venv = root / "venv"
+    failed: list[str] = []
+    for run in values(build, "RUN"):
+        for command in re.split(r"\s*&&\s*", run.strip()):
+            argv = [arg.replace(VENV, str(venv)) for arg in shlex.split(command)]
+            if "install" in argv:
+                continue
+            if argv[0] == "python":
+                argv[0] = sys.executable
+            done = subprocess.run(
+                argv, cwd=root, capture_output=True, text=True, timeout=300, check=False
+            )
+            if done.returncode != 0:
+                failed.append(f"{command}: {done.stderr.strip()[-500:]}")
+    found = [
+        entry.name
+        for site in venv.glob("lib/python3*/site-packages")
+        for entry in site.iterdir()
+        if re.split(r"[-.]", entry.name)[0].lower() in INSTALLERS
+    ]
+    found += [s.name for s in (venv / "bin").glob("*") if s.name.startswith(("pip", "wheel"))]
+    return sorted(found), failed
+
+
+def test_the_shipped_environment_holds_no_pip_setuptools_or_wheel(
+    stages: list[list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    build, final = stages
+    assert any(f"-m venv --without-pip {VENV}" in run for run in values(build, "RUN"))
+    found, failed = shape_environment(build, tmp_path)
+    assert (found, failed) == ([], [])
+    assert values(final, "COPY") == [f"--from=build {VENV} {VENV}"]
+
+
+def test_the_environment_check_fails_a_build_that_leaves_an_installer(tmp_path: Path) -> None:
+    """Without --without-pip, 3.11's venv installs pip and setuptools: the build stage's own
+    check then fails the build, and so does the test above."""
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.count("-m venv --without-pip ") == 1
+    build = stages_of(text.replace("-m venv --without-pip ", "-m venv "))[0]
+    found, failed = shape_environment(build, tmp_path)
+    assert {"pip", "setuptools"} <= {re.split(r"[-.]", name)[0] for name in found}
+    assert len(failed) == 1 and "left in" in failed[0], failed
+
+
+def test_removing_only_pip_leaves_setuptools(tmp_path: Path) -> None:
+    """The Dockerfile as it was (pip uninstalled from the venv, setuptools forgotten) fails."""
+    build = stages_of(
+        "FROM python:3.11-slim-bookworm AS build\n"
+        f"RUN python -m venv {VENV} \\\n"
+        f" && {VENV}/bin/pip install --constraint requirements.lock . \\\n"
+        f" && {VENV}/bin/pip uninstall --yes pip\n"
+    )[0]
+    found, _ = shape_environment(build, tmp_path)
+    assert "setuptools" in {re.split(r"[-.]", name)[0] for name in found}
+    assert not any(name.startswith("pip") for name in found)
+
+
+def test_the_final_stage_removes_the_base_images_installer(
+    stages: list[list[dict[str, Any]]],
+) -> None:
+    final = stages[-1]
+    runs = values(final, "RUN")
+    assert any(
+        re.fullmatch(r"python -m pip uninstall --yes( --quiet)? pip setuptools wheel", run)
+        for run in runs
+    ), runs
+    names = [i["instruction"] for i in final]
+    assert names.index("RUN") < names.index("USER")  # removed as root, before the switch
