@@ -56,6 +56,10 @@ class ListenerResult:
     errors: tuple[PolicyError, ...]
     users: int
     report: ApplyReport
+    # Valid policies that govern none of the listener's HTTP connection managers: attached,
+    # yet protecting nothing here (their targetRefs match no chain). A finding to report,
+    # not an error: the call and the listener are unaffected.
+    applies_to_nothing: tuple[PolicyRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,12 @@ def compile_listener(
         errors.update((str(error), error) for error in table.errors)
     users = max((table.users for table in compiled.tables), default=0)
     return ListenerResult(
-        compiled.listener, policies, tuple(errors.values()), users, compiled.report
+        compiled.listener,
+        policies,
+        tuple(errors.values()),
+        users,
+        compiled.report,
+        compiled.applies_to_nothing,
     )
 
 
@@ -123,6 +132,7 @@ class _Compiled:
     listener: Any
     report: ApplyReport
     tables: tuple[ChainTable, ...]
+    applies_to_nothing: tuple[PolicyRef, ...]
 
 
 def _compile(
@@ -131,12 +141,14 @@ def _compile(
     passthrough = options.unprotected is UnprotectedMode.PASSTHROUGH and not policies.malformed
     tables: dict[tuple[int, ...], ChainTable] = {}
     auths: dict[tuple[str | None, bool], ChainAuth | None] = {}
+    governing: set[int] = set()
     for chain in chains_with_managers(listener):
         chosen = tuple(
             index
             for index, item in enumerate(policies.resolved)
             if applies_to_chain(item.policy, *chain)
         )
+        governing.update(chosen)
         if not chosen and passthrough:
             auths[chain] = None
             continue
@@ -149,7 +161,28 @@ def _compile(
         (digest, tuple(auth is not None for auth in auths.values())),
         lambda: apply(listener, lambda name, is_default: auths[(name, is_default)]),
     )
-    return _Compiled(result, report, tuple(tables.values()))
+    unused = _applying_to_nothing(policies.resolved, governing) if auths else ()
+    return _Compiled(result, report, tuple(tables.values()), unused)
+
+
+def _applying_to_nothing(
+    resolved: Sequence[Resolved], governing: set[int]
+) -> tuple[PolicyRef, ...]:
+    """The valid policies no HTTP chain chose: most likely a targetRef that names another
+    Gateway, section or namespace, so the operator believes something is protected that
+    is not. Only asked when the listener has a manager: a tcp_proxy-only listener of the
+    same Gateway gets the Gateway's policies too, and there is nothing to protect there.
+    Rejected policies are left out: they are reported already.
+    """
+    return tuple(
+        sorted(
+            {
+                item.policy.ref
+                for index, item in enumerate(resolved)
+                if item.error is None and index not in governing
+            }
+        )
+    )
 
 
 def _digest(listener: Any) -> bytes:

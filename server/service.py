@@ -14,7 +14,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from prometheus_client import Histogram
 
 from compiler.model import CompileOptions, PolicyRef
@@ -209,22 +209,22 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
     def PostRouteModify(
         self, request: api.PostRouteModifyRequest, context: grpc.ServicerContext
     ) -> api.PostRouteModifyResponse:
-        return api.PostRouteModifyResponse(route=request.route)
+        return api.PostRouteModifyResponse(**_sent(request, "route"))
 
     def PostVirtualHostModify(
         self, request: api.PostVirtualHostModifyRequest, context: grpc.ServicerContext
     ) -> api.PostVirtualHostModifyResponse:
-        return api.PostVirtualHostModifyResponse(virtual_host=request.virtual_host)
+        return api.PostVirtualHostModifyResponse(**_sent(request, "virtual_host"))
 
     def PostClusterModify(
         self, request: api.PostClusterModifyRequest, context: grpc.ServicerContext
     ) -> api.PostClusterModifyResponse:
-        return api.PostClusterModifyResponse(cluster=request.cluster)
+        return api.PostClusterModifyResponse(**_sent(request, "cluster"))
 
     def PostEndpointsModify(
         self, request: api.PostEndpointsModifyRequest, context: grpc.ServicerContext
     ) -> api.PostEndpointsModifyResponse:
-        return api.PostEndpointsModifyResponse(load_assignment=request.load_assignment)
+        return api.PostEndpointsModifyResponse(**_sent(request, "load_assignment"))
 
     def PostTranslateModify(
         self, request: api.PostTranslateModifyRequest, context: grpc.ServicerContext
@@ -236,6 +236,16 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             listeners=request.listeners,
             routes=request.routes,
         )
+
+
+def _sent(request: Message, field: str) -> dict[str, Message]:
+    """`field` of `request` as a keyword argument, or nothing when the caller left it unset.
+
+    Passing an unset message field on would set it (to an empty message) in the answer,
+    and Envoy Gateway reads an unset field as "no change" but an empty one as a resource
+    to replace the original with.
+    """
+    return {field: getattr(request, field)} if request.HasField(field) else {}
 
 
 def _events(name: str, policies: PolicySet, result: ListenerResult) -> tuple[LogEvent, ...]:
@@ -273,6 +283,18 @@ def _events(name: str, policies: PolicySet, result: ListenerResult) -> tuple[Log
         )
         for error in result.errors
     ]
+    if result.applies_to_nothing:  # one line per call, bounded like hook.listener
+        events.append(
+            LogEvent(
+                "warning",
+                "policy.applies_to_nothing",
+                (
+                    ("listener", name),
+                    ("policies", summarize(result.applies_to_nothing)),
+                    ("policy_count", len(result.applies_to_nothing)),
+                ),
+            )
+        )
     return tuple(events)
 
 

@@ -108,6 +108,30 @@ def unprotected_setting() -> Callable[[F], F]:
     )
 
 
+def listener_setting() -> Callable[[F], F]:
+    """`compile --listener`, through `setting()` so that EXTENSION_SERVER_LISTENER sets it too.
+
+    Not checked for existence here: `compile` reads the file itself and reports every
+    unusable file in one form (`error: FILE: ...`, exit status 2).
+    """
+    return setting(
+        "listener",
+        type=click.Path(path_type=Path, readable=False),
+        default=None,
+        help="Print this listener (YAML, proto3 JSON form) as the hook would return it.",
+    )
+
+
+def workdir_setting() -> Callable[[F], F]:
+    """`demo --workdir`, through `setting()` so that EXTENSION_SERVER_WORKDIR sets it too."""
+    return setting(
+        "workdir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where the demo's files go; kept after (default: a temporary directory, removed).",
+    )
+
+
 SERVE_OPTIONS: list[Callable[[F], F]] = [
     setting("config", type=click.Path(exists=True, dir_okay=False), is_eager=True,
             expose_value=False, callback=_load_config,

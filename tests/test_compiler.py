@@ -541,3 +541,90 @@ def test_an_unchanged_call_reuses_the_previous_result_and_a_change_does_not() ->
         http_listener(name="default/eg/other"), load_policies([policy()], resolver)
     )
     assert other_listener.listener.name == "default/eg/other"
+
+
+# --- A policy that protects nothing on the listener is a finding, not an error ----------------
+
+
+def test_a_policy_whose_target_matches_no_chain_is_reported_as_applying_to_nothing() -> None:
+    listener = https_listener("https", gateway="envoy-gateway/gateway-1")
+    own = [{"kind": "Gateway", "name": "gateway-1"}]
+    mine = policy("mine", "alice", "alice-pw", namespace="envoy-gateway", targets=own)
+    result = hook(listener, policy(), mine)
+    assert [str(ref) for ref in result.applies_to_nothing] == ["default/listeneruser"]
+    assert result.errors == ()  # the call still succeeds; the finding changes nothing
+
+
+def test_a_section_the_listener_does_not_carry_is_reported() -> None:
+    admin = [{"kind": "Gateway", "name": "eg", "sectionName": "admin"}]
+    result = hook(https_listener("public"), policy("admin", "root", "x", targets=admin))
+    assert [str(ref) for ref in result.applies_to_nothing] == ["default/admin"]
+
+
+def test_policies_that_apply_somewhere_are_not_reported() -> None:
+    assert hook(http_listener(), policy()).applies_to_nothing == ()
+    assert hook(https_listener("admin", "public"), policy()).applies_to_nothing == ()
+
+
+def test_a_listener_without_http_managers_reports_nothing() -> None:
+    # A Gateway's TCP listener gets the Gateway's policies too: nothing there to protect.
+    listener = listener_pb2.Listener(name="default/eg/tcp")
+    listener.filter_chains.add(name="default/eg/tcp").filters.append(tcp_proxy())
+    assert hook(listener, policy()).applies_to_nothing == ()
+
+
+def test_a_malformed_policy_is_reported_as_rejected_only() -> None:
+    other_gateway = [{"kind": "Gateway", "name": "other"}]
+    bad = policy("bad", targets=other_gateway, typo="x")
+    result = hook(https_listener("https"), bad)
+    assert [type(error) for error in result.errors] == [MalformedPolicyError]
+    assert result.applies_to_nothing == ()
+
+
+# --- Envoy Gateway's custom filter order (EnvoyProxy spec.filterOrder) ------------------------
+
+
+def custom_order_filters(first: str) -> list[Any]:
+    """The HTTP filters of the corpus's custom-filter-order listener, `first` moved first."""
+    eg_basic = [f for f in eg_security_filters() if "basic_auth" in f.name]
+    jwt = [f for f in eg_security_filters() if f.name == "envoy.filters.http.jwt_authn"]
+    cors = [f for f in eg_security_filters() if f.name == "envoy.filters.http.cors"]
+    wasm = hcm_pb2.HttpFilter(name="envoy.filters.http.wasm/envoyextensionpolicy/default/p/0")
+    wasm.typed_config.type_url = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+    ordered = [*eg_basic, *cors, wasm, *jwt]
+    moved = [f for f in ordered if first in f.name]
+    return moved + [f for f in ordered if first not in f.name]
+
+
+def test_with_a_custom_order_our_filter_goes_just_before_envoy_gateways_basic_auth() -> None:
+    (hcm,) = managers(hook(http_listener(*custom_order_filters("basic_auth")), policy()).listener)
+    assert filter_names(hcm) == [
+        FILTER_NAME,
+        "envoy.filters.http.basic_auth/securitypolicy/default/sp",
+        "envoy.filters.http.cors",
+        "envoy.filters.http.wasm/envoyextensionpolicy/default/p/0",
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.router",
+    ]
+
+
+def test_with_a_custom_order_a_later_ranked_filter_moved_up_takes_ours_with_it() -> None:
+    (hcm,) = managers(hook(http_listener(*custom_order_filters("jwt_authn")), policy()).listener)
+    assert filter_names(hcm)[:2] == [FILTER_NAME, "envoy.filters.http.jwt_authn"]
+
+
+def test_the_corpus_custom_filter_order_listener_gets_ours_before_envoy_gateways() -> None:
+    from server.envoy_json import listener_from_dict  # noqa: PLC0415 (imports all of xds)
+    from server.manifests import read_listeners  # noqa: PLC0415
+    from tests.support.corpus import require_corpus  # noqa: PLC0415
+
+    path = require_corpus() / "xds-ir--custom-filter-order.yaml"
+    (data,) = read_listeners(path)
+    (hcm,) = managers(hook(listener_from_dict(data), policy()).listener)
+    names = filter_names(hcm)
+    assert names[:3] == [
+        FILTER_NAME,
+        "envoy.filters.http.basic_auth/securitypolicy/envoy-gateway/policy-for-gateway",
+        "envoy.filters.http.cors",
+    ]
+    assert names[-1] == "envoy.filters.http.router"

@@ -10,11 +10,13 @@ import base64
 import contextlib
 import hashlib
 import json
+import re
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -476,3 +478,59 @@ def test_while_draining_probes_hear_not_serving_and_new_hook_calls_unavailable()
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert managers(slow.result().listener)  # the call in flight still got its answer
         stopping.join()
+
+
+# --- Unset stays unset; findings and events ----------------------------------------------------
+
+
+@pytest.mark.parametrize("method", PASSTHROUGH_HOOKS)
+def test_an_empty_request_gets_an_answer_with_every_field_unset(
+    hooks: api_grpc.EnvoyGatewayExtensionStub, method: str
+) -> None:
+    # Unset means "no change" to Envoy Gateway; a set but empty resource would replace it.
+    answer = getattr(hooks, method)(getattr(api, f"{method}Request")(), timeout=10)
+    assert answer.ListFields() == []
+    assert answer.SerializeToString() == b""
+
+
+def test_a_policy_that_applies_to_nothing_is_logged_once_per_call(served: Any) -> None:
+    port = free_port()
+    server = served(["--host", "127.0.0.1", "--port", str(port)], port=port)
+    admin = [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}]
+    admin[0]["sectionName"] = "admin"  # https_listener(1) has the section s0 only
+    request = listener_call(
+        https_listener(1), SEED_POLICY, policy("admin-only", "root", "root-pw-1", targets=admin)
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
+        stub = api_grpc.EnvoyGatewayExtensionStub(chan)
+        for _ in range(2):  # the second answer comes from the server's memory: logged too
+            assert managers(stub.PostHTTPListenerModify(request, timeout=10).listener)
+    assert server.stop() == 0
+
+    found = [line for line in server.log_lines if event_of(line) == "policy.applies_to_nothing"]
+    assert len(found) == 2, server.output
+    for line in found:
+        assert "level=warning" in line
+        assert "listener=default/eg/https" in line
+        assert "policies=default/admin-only " in line
+        assert "policy_count=1" in line
+    assert "root-pw-1" not in server.output
+    assert "{SHA}" not in server.output
+
+
+LOGGED = re.compile(r"\blog\.\w+\(\s*\"([a-z_]+\.[a-z_]+)\"")
+ANSWER_EVENT = re.compile(r"LogEvent\(\s*\"\w+\",\s*\"([a-z_]+\.[a-z_]+)\"")
+DOCUMENTED = re.compile(r"^\| `([a-z_]+\.[a-z_]+)` \|", re.MULTILINE)
+
+
+def test_every_event_the_server_logs_is_in_the_events_table_of_operations_md() -> None:
+    root = Path(__file__).resolve().parents[1]
+    source = "\n".join(
+        path.read_text()
+        for package in ("server", "backends", "compiler")
+        for path in sorted((root / package).rglob("*.py"))
+    )
+    logged = set(LOGGED.findall(source)) | set(ANSWER_EVENT.findall(source))
+    assert {"hook.listener", "policy.rejected", "hook.invalid_request"} <= logged  # still found
+    documented = set(DOCUMENTED.findall((root / "docs" / "operations.md").read_text()))
+    assert sorted(logged - documented) == []

