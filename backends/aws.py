@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from backends.stores import (
 from compiler.model import AwsSecretRef, StoreRef
 
 CURRENT = "AWSCURRENT"
+MAX_ALIASES = 10_000  # secret ids whose ARN is remembered
 
 _OUTCOMES = {
     "ResourceNotFoundException": (NOT_FOUND, "has no secret {id} (or not that version)"),
@@ -64,6 +66,7 @@ class AwsSecretsManagerStore:
         self.settings = settings
         self._lock = threading.Lock()
         self._client: Any = None  # made on first use: botocore's models cost memory
+        self._aliases: dict[str, str] = {}  # secret id -> ARN, learnt from DescribeSecret
 
     def client(self) -> Any:
         """The secretsmanager client; StoreError if no region is configured anywhere."""
@@ -89,6 +92,9 @@ class AwsSecretsManagerStore:
                 )
             return self._client
 
+    def close(self) -> None:
+        """Nothing runs in the background; boto3 closes its connections with the process."""
+
     def fetch(self, ref: StoreRef) -> StoredSecret:
         assert isinstance(ref, AwsSecretRef)
         request: dict[str, Any] = {"SecretId": ref.secret_id}
@@ -108,11 +114,54 @@ class AwsSecretsManagerStore:
         assert isinstance(ref, AwsSecretRef)
         if ref.version_id:
             return ref.version_id  # pinned: never changes
+        return self.version_in(self.describe(ref)[1], ref)
+
+    def secret_of(self, ref: StoreRef) -> Hashable | None:
+        """Which secret `ref` names, so that one DescribeSecret serves every reference to it.
+
+        The ARN, once an answer has named it; a name as it is. None for an ARN no answer
+        has named yet: it may be the secret a name reads, so the rotation watcher asks
+        about it after the names (and then knows).
+        """
+        assert isinstance(ref, AwsSecretRef)
+        with self._lock:
+            known = self._aliases.get(ref.secret_id)
+        if known is not None:
+            return known
+        return None if ref.secret_id.startswith("arn:") else ref.secret_id
+
+    def describe(self, ref: StoreRef) -> tuple[Hashable, Mapping[str, Any]]:
+        """One DescribeSecret: the secret's ARN, and the answer, which lists every version's
+        stages (so it holds the version of every reference to the secret)."""
+        assert isinstance(ref, AwsSecretRef)
+        answer = self._call("describe_secret", ref, SecretId=ref.secret_id)
+        arn = str(answer.get("ARN") or ref.secret_id)
+        with self._lock:
+            if len(self._aliases) >= MAX_ALIASES:
+                self._aliases.clear()  # ids no longer in use; the next polls learn again
+            # Only what this answer proves: a name of another account is another secret.
+            self._aliases[ref.secret_id] = self._aliases[arn] = arn
+        return arn, answer
+
+    def version_in(self, answer: Mapping[str, Any], ref: StoreRef) -> str:
+        """The reference's version in a DescribeSecret answer; NOT_FOUND once it is gone.
+
+        Gone: the secret is scheduled for deletion, or no version holds the stage the
+        reference reads. The rotation watcher takes that as a change, to "absent".
+        """
+        assert isinstance(ref, AwsSecretRef)
+        if answer.get("DeletedDate"):
+            raise StoreError(
+                self.name, NOT_FOUND, f"Secrets Manager has {ref.secret_id} scheduled for deletion"
+            )
         stage = ref.version_stage or CURRENT
-        stages = self._call("describe_secret", ref, SecretId=ref.secret_id).get(
-            "VersionIdsToStages", {}
-        )
-        return next((vid for vid, names in sorted(stages.items()) if stage in names), "")
+        stages = answer.get("VersionIdsToStages") or {}
+        found = next((vid for vid, names in sorted(stages.items()) if stage in names), None)
+        if found is None:
+            raise StoreError(
+                self.name, NOT_FOUND, f"no version of {ref.secret_id} holds the stage {stage}"
+            )
+        return str(found)
 
     def _call(self, operation: str, ref: AwsSecretRef, **request: Any) -> Any:
         client = self.client()
@@ -133,7 +182,11 @@ class AwsSecretsManagerStore:
         except botocore.exceptions.EndpointConnectionError:
             raise StoreError(self.name, UNAVAILABLE, "Secrets Manager cannot be reached") from None
         except botocore.exceptions.NoCredentialsError:
-            raise StoreError(self.name, FORBIDDEN, "the server has no AWS credentials") from None
+            # An outage of the credential chain (instance metadata, the IRSA token file),
+            # not a refusal: the last good value may serve while it lasts.
+            raise StoreError(
+                self.name, UNAVAILABLE, "the server has no AWS credentials (default chain)"
+            ) from None
         except botocore.exceptions.BotoCoreError as error:
             raise StoreError(
                 self.name, ERROR, f"Secrets Manager request failed ({type(error).__name__})"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from backends.stores import FORBIDDEN, INVALID, NOT_FOUND, OK, StoreError
 
 ERROR_TTL = 5.0  # how long a failed request is remembered
 DEFINITE = frozenset({NOT_FOUND, FORBIDDEN, INVALID})  # answers, not outages: no stale serve
+FETCHES_PER_STORE = 16  # requests one store may have in flight at once
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,17 @@ class _Entry:
     value: Any
     fetched_at: float
     invalidated: bool = False  # a newer version exists: fetch again, but it still covers outages
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A `get` begun by `SecretCache.start`: answered already, failed, or a fetch to wait on."""
+
+    store: str
+    entry: _Entry | None
+    answered: bool = False  # entry.value is the answer
+    error: StoreError | None = None  # a failure remembered from a moment ago
+    future: Future[Any] | None = None
 
 
 class SecretCache:
@@ -66,9 +78,18 @@ class SecretCache:
             maxsize, min(ERROR_TTL, ttl) or 1e-9, timer=clock
         )
         self._in_flight: dict[Hashable, Future[Any]] = {}
+        self._fetchers: dict[str, ThreadPoolExecutor] = {}
 
     def get(self, key: Hashable, store: str, fetch: Callable[[], Any]) -> Any:
         """The secret for `key`: fresh, fetched (once for all callers), or stale on error."""
+        return self.finish(self.start(key, store, fetch), self._wait)
+
+    def start(self, key: Hashable, store: str, fetch: Callable[[], Any]) -> Lookup:
+        """Begin a `get` without waiting: a hit is answered, a miss starts (or joins) a fetch.
+
+        The fetch runs on the store's own threads, so a caller waits for it only as long as
+        it chooses (`finish`), and a store that hangs holds up only its own lookups.
+        """
         with self._lock:
             entry = self._values.get(key)
             if (
@@ -77,7 +98,7 @@ class SecretCache:
                 and self._clock() - entry.fetched_at < self.ttl
             ):
                 metrics.CACHE_HITS.labels(store).inc()
-                return entry.value
+                return Lookup(store, entry, answered=True)
             metrics.CACHE_MISSES.labels(store).inc()
             error = self._errors.get(key)
             future = self._in_flight.get(key)
@@ -85,20 +106,54 @@ class SecretCache:
             if leader:
                 future = self._in_flight[key] = Future()
         if error is not None:
-            return self._stale_or_raise(entry, store, error)
+            return Lookup(store, entry, error=error)
         assert future is not None
         if leader:
-            self._fetch(key, store, fetch, future)
+            self._threads(store).submit(self._fetch, key, store, fetch, future)
         elif self._serves_meanwhile(entry):
-            assert entry is not None
-            return entry.value
+            return Lookup(store, entry, answered=True)
+        return Lookup(store, entry, future=future)
+
+    def finish(self, lookup: Lookup, timeout: float) -> Any:
+        """The value `start` began to look up, waiting at most `timeout` seconds for a fetch."""
+        if lookup.answered:
+            assert lookup.entry is not None
+            return lookup.entry.value
+        store, entry = lookup.store, lookup.entry
+        if lookup.error is not None:
+            return self._stale_or_raise(entry, store, lookup.error)
+        assert lookup.future is not None
         try:
-            return future.result(timeout=self._wait)
+            return lookup.future.result(timeout=max(timeout, 0.0))
         except StoreError as failure:
             return self._stale_or_raise(entry, store, failure)
         except TimeoutError:
-            timeout = StoreError(store, "timeout", f"no answer from {store} in {self._wait:g}s")
-            return self._stale_or_raise(entry, store, timeout)
+            timeout_error = StoreError(
+                store, "timeout", f"{store} did not answer before the deadline (--backend-timeout)"
+            )
+            return self._stale_or_raise(entry, store, timeout_error)
+
+    @property
+    def wait(self) -> float:
+        """How long a caller waits for a fetch before the stale value or an error."""
+        return self._wait
+
+    def close(self) -> None:
+        """Stop the fetch threads: queued fetches are dropped, running ones finish."""
+        with self._lock:
+            fetchers, self._fetchers = list(self._fetchers.values()), {}
+        for threads in fetchers:
+            threads.shutdown(wait=True, cancel_futures=True)
+
+    def _threads(self, store: str) -> ThreadPoolExecutor:
+        """The fetch threads of one store: a store that hangs never takes another's."""
+        with self._lock:
+            threads = self._fetchers.get(store)
+            if threads is None:
+                threads = self._fetchers[store] = ThreadPoolExecutor(
+                    FETCHES_PER_STORE, thread_name_prefix=f"fetch-{store}"
+                )
+            return threads
 
     def _serves_meanwhile(self, entry: _Entry | None) -> bool:
         """Whether a caller that finds a refresh in flight may take the last value now.

@@ -2,6 +2,9 @@
 
 The rotation watcher polls each secret in here once per interval, however many policies
 use it, and knows from here which policies to have re-translated when one changes.
+The resolver records a reference once the tenancy guard has passed it, before the fetch,
+so a secret that is missing or a store that is down is still watched; and records a
+policy that reads no store (any more) with no references, so it is forgotten.
 A reference pinned to a version (Vault `version`, AWS `versionId`) never changes and is
 not kept.
 """
@@ -50,6 +53,11 @@ class SecretRegistry:
         wanted = set(documents)
         with self._lock:
             return {policy for policy, refs in self._refs.items() if wanted & refs.keys()}
+
+    def policies(self) -> set[PolicyRef]:
+        """Every policy that reads a watched secret now: the only ones worth a patch."""
+        with self._lock:
+            return set(self._refs)
 
     def documents_of(self, policy: PolicyRef) -> set[Hashable]:
         with self._lock:

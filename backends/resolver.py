@@ -1,8 +1,10 @@
 """Step 2 of the pipeline, resolve: a policy's credentials, from wherever it names them.
 
 Plain text comes from the policy itself; `passwordFrom` and `usersFrom` go through the
-tenancy guard, then the shared cache, then the store. Policies that need a store are
-resolved in parallel, so one slow store costs a call at most one request timeout.
+tenancy guard, then the shared cache, then the store. A call begins every store lookup
+before it waits for any, each store fetches on threads of its own, and the call waits for
+all of them against one deadline: a slow or hung store costs a call at most that one
+timeout, and costs nothing to policies that do not use it.
 Every failure becomes a PolicyError that denies that policy's users: nothing here ever
 lets anyone in on failure.
 """
@@ -10,13 +12,13 @@ lets anyone in on failure.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Hashable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import cast
 
 from backends import metrics
-from backends.cache import SecretCache
+from backends.cache import Lookup, SecretCache
 from backends.registry import SecretRegistry
 from backends.stores import (
     FORBIDDEN,
@@ -54,7 +56,6 @@ from compiler.model import (
 )
 from compiler.users import Resolved
 
-PARALLEL_LOOKUPS = 16
 MEMO_CREDENTIALS = 1_000_000  # credentials kept resolved across calls (about 200 MB at most)
 
 _FIXES = {
@@ -76,6 +77,15 @@ class ResolverSettings:
     aws_secret_template: str = DEFAULT_AWS_TEMPLATE
 
 
+@dataclass(frozen=True)
+class _Begun:
+    """A store-backed policy whose lookup has begun (`SecretCache.start`)."""
+
+    policy: Policy
+    field: str
+    lookup: Lookup
+
+
 class CredentialResolver:
     """Resolves policies' credentials; one instance is shared by every hook call."""
 
@@ -94,7 +104,6 @@ class CredentialResolver:
         )
         self._revisions: dict[PolicyRef, str | None] = {}
         self._revisions_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(PARALLEL_LOOKUPS, thread_name_prefix="resolve")
         # Envoy Gateway sends the same policies with every listener of every translation:
         # the same policy over the same stored secret gives the same (identical) Resolved,
         # which lets the compiler reuse its tables. One entry per policy, the latest: an
@@ -107,34 +116,51 @@ class CredentialResolver:
         )
 
     def resolve_all(self, policies: Sequence[Policy]) -> list[Resolved]:
-        """Every policy's credentials or error, those that need a store in parallel."""
-        stored = sum(not isinstance(p.credentials, PlainCredentials) for p in policies)
-        if stored == 0:
+        """Every policy's credentials or error; the stores' lookups all run at once.
+
+        Every lookup starts before any is waited for, and all share one deadline (the
+        backend timeout and a second): a call costs at most that, however many policies
+        and stores it has, and a store that hangs never holds up a policy that does not
+        use it beyond it.
+        """
+        if all(isinstance(p.credentials, PlainCredentials) for p in policies):
             # Plain text resolves the same way every time: the same policies (the parser
             # hands out the same objects) give the same list, without a lookup per policy.
             return list(self._plain_sets.get(policies, None, lambda: self._resolve_each(policies)))
-        if stored == 1:
-            return self._resolve_each(policies)
-        return list(self._pool.map(self.resolve, policies))
+        return self._resolve_each(policies)
 
     def _resolve_each(self, policies: Sequence[Policy]) -> list[Resolved]:
-        return [self.resolve(policy) for policy in policies]
+        begun = [self._begin(policy) for policy in policies]
+        deadline = time.monotonic() + self._cache.wait
+        return [self._end(item, deadline) for item in begun]
 
     def resolve(self, policy: Policy) -> Resolved:
+        """One policy's credentials or error."""
+        return self._resolve_each((policy,))[0]
+
+    def _begin(self, policy: Policy) -> Resolved | _Begun:
         try:
-            return self._resolve(policy)
+            return self._start(policy)
         except PolicyError as error:
-            # Kept as a value (in the Resolved, in memos): not with the frames it went
-            # through, which hold whole calls, nor with the store error it replaced.
-            error.__traceback__, error.__context__ = None, None
             return self._failed(policy, error)
+
+    def _end(self, item: Resolved | _Begun, deadline: float) -> Resolved:
+        if isinstance(item, Resolved):
+            return item
+        try:
+            return self._remembered(item.policy, self._finish(item, deadline), item.field)
+        except PolicyError as error:
+            return self._failed(item.policy, error)
 
     def _failed(self, policy: Policy, error: PolicyError) -> Resolved:
         """The Resolved made before for this policy failing the same way, or a new one.
 
         The compiler's and the answers' memos key on identity: a new object for every call
-        of a policy that keeps failing would compile, and keep, every call anew.
+        of a policy that keeps failing would compile, and keep, every call anew. The error
+        is kept as a value (in the Resolved, in memos): not with the frames it went through,
+        which hold whole calls, nor with the store error it replaced.
         """
+        error.__traceback__, error.__context__ = None, None
         failure = (type(error), str(error))
         held = self._memo.get(policy)
         if held is not None and held[0] == failure:
@@ -143,9 +169,11 @@ class CredentialResolver:
         self._memo.put(policy, (failure, resolved))
         return resolved
 
-    def _resolve(self, policy: Policy) -> Resolved:
+    def _start(self, policy: Policy) -> Resolved | _Begun:
+        """Resolve plain text now; for a store, check the reference and begin the lookup."""
         spec = policy.credentials
         if isinstance(spec, PlainCredentials):
+            self.registry.record(policy.ref, [])  # it may have read a store before
             if self.settings.forbid_plaintext:
                 raise PlaintextForbiddenError(
                     policy.ref,
@@ -157,9 +185,30 @@ class CredentialResolver:
         source = "spec.passwordFrom" if isinstance(spec, PasswordFrom) else "spec.usersFrom"
         field = f"{source}.{_store_field(spec.store)}"
         self._note_revision(policy, spec.store)
-        stored = self._fetch(policy, spec.store, field)
+        try:
+            store = self._store_for(policy, spec.store, field)
+        except PolicyError:
+            # Outside the tenancy guard (never polled), or no such store: what the policy
+            # read before is no longer watched either.
+            self.registry.record(policy.ref, [])
+            raise
+        # Watched from here on, found or not: the watcher sees the secret appear, or come
+        # back, and has the policy translated again.
         self.registry.record(policy.ref, [spec.store])
-        return self._remembered(policy, stored, field)
+        ref = spec.store
+        return _Begun(
+            policy, field, self._cache.start(ref.document, store.name, lambda: store.fetch(ref))
+        )
+
+    def _finish(self, begun: _Begun, deadline: float) -> StoredSecret:
+        try:
+            return cast(StoredSecret, self._cache.finish(begun.lookup, deadline - time.monotonic()))
+        except StoreError as error:
+            spec = begun.policy.credentials
+            assert not isinstance(spec, PlainCredentials)
+            raise self._unresolved(
+                begun.policy, spec.store, begun.field, str(error), error.outcome
+            ) from None
 
     def _remembered(self, policy: Policy, stored: StoredSecret | None, field: str = "") -> Resolved:
         """The Resolved made before for this policy and this very stored secret, or a new one."""
@@ -184,6 +233,12 @@ class CredentialResolver:
             return password_credential(document, spec.store, spec.username, source)
         except StoredValueError as error:
             raise self._unresolved(policy, spec.store, field, str(error), INVALID) from None
+
+    def close(self) -> None:
+        """Let the stores' requests in flight finish, and start no other (server shutdown)."""
+        self._cache.close()
+        for store in self.stores.values():
+            store.close()
 
     def refresh(self, ref: StoreRef) -> StoredSecret:
         """Fetch `ref` again now (the rotation watcher saw a new version)."""
@@ -212,7 +267,8 @@ class CredentialResolver:
         if known and seen != revision:
             self._cache.invalidate(ref.document)
 
-    def _fetch(self, policy: Policy, ref: StoreRef, field: str) -> StoredSecret:
+    def _store_for(self, policy: Policy, ref: StoreRef, field: str) -> SecretStore:
+        """The store `ref` names, once the tenancy guard lets the policy read it."""
         problem = tenancy_problem(
             ref,
             policy.ref.namespace,
@@ -235,12 +291,7 @@ class CredentialResolver:
                 f"no {ref.store} store is configured on the server",
                 NOT_CONFIGURED,
             )
-        try:
-            return cast(
-                StoredSecret, self._cache.get(ref.document, store.name, lambda: store.fetch(ref))
-            )
-        except StoreError as error:
-            raise self._unresolved(policy, ref, field, str(error), error.outcome) from None
+        return store
 
     @staticmethod
     def _unresolved(

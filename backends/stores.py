@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,8 +52,24 @@ class SecretStore(Protocol):
         """The version `fetch` would read now, as cheaply as the store allows."""
         ...
 
+    def close(self) -> None:
+        """Stop any background work (server shutdown)."""
+        ...
+
+
+# The key of content_digest: random per process, and it never leaves the process.
+_DIGEST_KEY = secrets.token_bytes(32)
+
 
 def content_digest(content: Any) -> str:
-    """A version for stores without one (KV v1): a digest of the content, never the content."""
+    """A version for stores without one (KV v1): a keyed digest of the content.
+
+    Keyed (HMAC-SHA256) because the version feeds spec.credentialsRevision, which anyone
+    who can read policies reads: a plain hash of the content would let them test guesses
+    of a weak password offline. The key is this process's own, so replicas tell
+    different versions for one content; that costs at most one extra patch when another
+    replica starts leading (docs/rotation.md).
+    """
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    digest = hmac.new(_DIGEST_KEY, canonical.encode(), hashlib.sha256).hexdigest()
+    return "hmac-sha256:" + digest[:32]

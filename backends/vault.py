@@ -8,9 +8,12 @@ account JWT and a role) or AppRole, and renews or logs in again before the token
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,8 @@ AUTH_METHODS = ("token", "kubernetes", "approle")
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105
 RENEW_AT = 2 / 3  # of a token's lifetime: renew (or log in again) then
 MIN_RECHECK = 0.5  # seconds; for a token Vault says has 0 s left
+RENEW_RETRY = 5.0  # seconds between renewals that failed (the token may still have time)
+RENEWER_WAKE = 60.0  # seconds: the renewer looks at least this often whether it is needed
 log = structlog.get_logger("backends.vault")
 
 
@@ -85,8 +90,10 @@ class VaultStore:
         )
         self._lock = threading.Lock()
         self._renew_at: float | None = None  # None: log in / look the token up first
-        if settings.auth == "token" and settings.token_file:
-            self._client.token = _read(settings.token_file)
+        # The token file is read at first use, not here: a Vault Agent that writes it a
+        # moment after the server starts is the usual case, not an error.
+        self._closed = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     def fetch(self, ref: StoreRef) -> StoredSecret:
         assert isinstance(ref, VaultRef)
@@ -98,7 +105,12 @@ class VaultStore:
         return StoredSecret(data, str(response["data"].get("metadata", {}).get("version", "")))
 
     def version(self, ref: StoreRef) -> str:
-        """KV v2: `current_version` from the metadata (no secret read); KV v1: a digest."""
+        """KV v2: `current_version` from the metadata (no secret read); KV v1: a keyed digest.
+
+        A secret that is gone raises NOT_FOUND, which the rotation watcher takes as a change
+        to "absent": no metadata, or a current version that is deleted or destroyed (a
+        soft delete keeps `current_version`, so the number alone would never change).
+        """
         assert isinstance(ref, VaultRef)
         if ref.version is not None:
             return str(ref.version)  # pinned: never changes
@@ -108,7 +120,13 @@ class VaultStore:
         if not marker:
             raise StoreError(self.name, INVALID, f"{ref.path} is not a KV v2 data path")
         metadata = self._get(f"{mount}/metadata/{rest}", None).get("data") or {}
-        return str(metadata.get("current_version", ""))
+        current = str(metadata.get("current_version") or "")
+        state = (metadata.get("versions") or {}).get(current) or {}
+        if not current or current == "0" or state.get("destroyed") or _deleted(state):
+            raise StoreError(
+                self.name, NOT_FOUND, f"Vault has no live version of {ref.path} (deleted?)"
+            )
+        return current
 
     def _get(self, path: str, params: Mapping[str, Any] | None) -> Mapping[str, Any]:
         try:
@@ -164,6 +182,27 @@ class VaultStore:
                 if lifetime is None
                 else time.monotonic() + max(lifetime * RENEW_AT, MIN_RECHECK)
             )
+            if self._renewer is None and lifetime is not None:
+                self._renewer = threading.Thread(
+                    target=_keep_token,
+                    args=(weakref.ref(self), self._closed),
+                    name="vault-token-renewer",
+                    daemon=True,
+                )
+                self._renewer.start()
+
+    def _until_renewal(self) -> float | None:
+        with self._lock:
+            renew_at = self._renew_at
+        if renew_at is None:
+            return 0.0
+        if renew_at == float("inf"):
+            return None
+        return max(renew_at - time.monotonic(), 0.0)
+
+    def close(self) -> None:
+        """Stop renewing the token (server shutdown)."""
+        self._closed.set()
 
     def _refresh_token(self) -> float | None:
         """Log in, or renew the token; its lifetime in seconds (None: it never expires)."""
@@ -197,6 +236,36 @@ class VaultStore:
         return float(info.get("ttl") or 0)
 
 
+def _keep_token(store_ref: weakref.ref[VaultStore], closed: threading.Event) -> None:
+    """Renew the token (or log in again) at 2/3 of its life, reads or no reads.
+
+    Otherwise a server that reads nothing for longer than the token lives (no
+    translations, every secret cached) would find it expired, and Vault's 403 would deny
+    every Vault policy at once. Started by the first login, so a server that never reads
+    Vault never contacts it. Holds the store weakly: a store nobody uses any more (closed
+    or dropped) ends its renewer.
+    """
+    while True:
+        store = store_ref()
+        if store is None:
+            return
+        wait = store._until_renewal()
+        del store
+        if closed.wait(RENEWER_WAKE if wait is None else min(wait, RENEWER_WAKE)):
+            return
+        store = store_ref()
+        if store is None:
+            return
+        try:
+            store._ensure_token()  # does nothing before the renewal is due
+        except Exception as error:  # logged; the next read retries too
+            log.warning("vault.renew_failed", error=type(error).__name__)
+            del store
+            closed.wait(RENEW_RETRY)
+        else:
+            del store
+
+
 def _kv_data(response: Any, ref: VaultRef) -> Mapping[str, Any]:
     data = response.get("data") if isinstance(response, Mapping) else None
     if ref.engine == "kv-v2":
@@ -205,6 +274,23 @@ def _kv_data(response: Any, ref: VaultRef) -> Mapping[str, Any]:
         hint = " (is it a KV v1 secret? set engine: kv-v1)" if ref.engine == "kv-v2" else ""
         raise StoreError("vault", INVALID, f"{ref.path} holds no key/value data{hint}")
     return data
+
+
+def _deleted(state: Mapping[str, Any]) -> bool:
+    """Whether a KV v2 version's `deletion_time` has passed.
+
+    It is empty for a live version, and in the future for one `delete_version_after` will
+    delete: that one still reads. Vault writes nanoseconds, which Python does not parse.
+    """
+    when = str(state.get("deletion_time") or "")
+    if not when:
+        return False
+    stamp = re.sub(r"(\.\d{6})\d+", r"\1", when).replace("Z", "+00:00")
+    try:
+        deleted_at = datetime.datetime.fromisoformat(stamp)
+    except ValueError:
+        return True  # a deletion time we cannot read: Vault says it was deleted
+    return deleted_at <= datetime.datetime.now(datetime.UTC)
 
 
 def _read(path: str) -> str:

@@ -49,6 +49,9 @@ class MemoryStore:
     def version(self, ref: StoreRef) -> str:
         return "1"
 
+    def close(self) -> None:
+        pass
+
 
 def users_of(count: int) -> dict[str, str]:
     return {f"user-{index:06d}": f"password-{index:06d}-of-{count}" for index in range(count)}

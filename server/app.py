@@ -184,6 +184,7 @@ class ExtensionServer:
             self._metrics.shutdown()
             self._metrics.server_close()
         self._service.close()
+        self.resolver.close()
         log.info("server.stopped")
 
 

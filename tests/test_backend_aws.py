@@ -377,6 +377,30 @@ def test_secrets_manager_down_denies_the_users_with_outcome_unavailable(
     assert raised.value.outcome == UNAVAILABLE
 
 
+def test_no_credentials_in_the_default_chain_is_an_outage_the_last_value_rides_out(
+    aws: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instance-metadata or IRSA-token hiccup is not a revocation: stale may serve."""
+    create_secret(aws, "gateways/team-a/alice", "s3cret!")
+    alice = password_from("gateways/team-a/alice")
+    credentials = resolver(store(aws.endpoint_url), cache_ttl=0.05, max_stale=60.0)
+    assert admitted(hook(credentials, alice)) == {"alice": sha("s3cret!")}
+
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    without = store(aws.endpoint_url)
+    with pytest.raises(StoreError) as raised:
+        without.fetch(AwsSecretRef("gateways/team-a/alice"))
+    assert raised.value.outcome == UNAVAILABLE
+    assert "no AWS credentials" in str(raised.value)
+
+    credentials.stores["aws"] = without  # the chain breaks under the running server
+    time.sleep(0.1)  # past the TTL
+    stale = sample("extension_server_secret_stale_serves_total", store="aws")
+    assert admitted(hook(credentials, alice)) == {"alice": sha("s3cret!")}
+    assert sample("extension_server_secret_stale_serves_total", store="aws") == stale + 1
+
+
 def test_secrets_manager_that_never_answers_times_out_and_denies(aws: MotoServer) -> None:
     """A host that accepts the connection and then says nothing (a hung endpoint)."""
     with socket.socket() as silent:

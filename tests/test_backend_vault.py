@@ -377,6 +377,51 @@ def test_a_token_is_renewed_before_it_expires(
     assert stale_serves() == stale_before  # no failure was hidden by the cache
 
 
+def test_a_token_is_renewed_while_the_server_reads_nothing(
+    vault: VaultStandIn, tmp_path: Path
+) -> None:
+    """Idle for three token lifetimes (every secret cached): the token is still alive."""
+    ttl = 1.5
+    vault.add_token("idle-token", ttl=ttl, policies=["secret/data/gateways/"])
+    vault.put_v2(SECRET, {"password": "alice-idle-pass"})
+    resolver = gateway(
+        vault, tmp_path, token="idle-token", settings=ResolverSettings(cache_ttl=3600)
+    )
+    try:
+        assert admitted(hook(resolver, password_from())) == {"alice": sha("alice-idle-pass")}
+        reads = vault.count("/v1/secret/data/")
+        time.sleep(3 * ttl)
+        assert vault.count("/v1/secret/data/") == reads  # nothing was read meanwhile
+        assert vault.renewals("idle-token") >= 2
+        vault.put_v2(SECRET, {"password": "alice-idle-pass-2"})
+        fresh = gateway(  # a new cache, the same token file: the token still works
+            vault, tmp_path, token="idle-token", settings=ResolverSettings(cache_ttl=3600)
+        )
+        assert admitted(hook(fresh, password_from())) == {"alice": sha("alice-idle-pass-2")}
+        fresh.close()
+    finally:
+        resolver.close()
+
+
+def test_a_token_file_written_after_start_up_is_read_when_first_needed(
+    vault: VaultStandIn, tmp_path: Path
+) -> None:
+    """A Vault Agent sink often lands a moment after the server starts."""
+    token_file = tmp_path / "agent-token"
+    vault.put_v2(SECRET, {"password": "alice-agent-pass"})
+    store = VaultStore(VaultSettings(addr=vault.url, token_file=str(token_file)))
+    resolver = CredentialResolver(ResolverSettings(cache_ttl=0.05, max_stale=0), {"vault": store})
+
+    before = hook(resolver, password_from())
+    assert admitted(before) == {}
+    assert "cannot read" in denied(before).problem
+
+    token_file.write_text(ROOT + "\n")
+    time.sleep(0.1)  # past the remembered failure: min(5 s, the cache TTL)
+    assert admitted(hook(resolver, password_from())) == {"alice": sha("alice-agent-pass")}
+    resolver.close()
+
+
 def test_an_expired_kubernetes_token_means_a_new_login(vault: VaultStandIn, tmp_path: Path) -> None:
     vault.add_kubernetes_role("eg-gateway", "sa-jwt-abc", ttl=1.0)
     vault.put_v2(SECRET, {"password": "alice-k8s-pass"})

@@ -263,6 +263,9 @@ class RecordingStore:
     def version(self, ref: Any) -> str:
         return "1"
 
+    def close(self) -> None:
+        pass
+
 
 def hook(resolver: CredentialResolver, *resources: bytes) -> tuple[dict[str, str], list[Any]]:
     from compiler.htpasswd import parse_like_envoy  # noqa: PLC0415
