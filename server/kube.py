@@ -75,7 +75,11 @@ class LeaseElector:
         self.duration = max(1, round(duration))
 
     def lead(self) -> bool:
-        """Take or renew the Lease; whether this replica leads until the next call."""
+        """Take or renew the Lease; whether this replica leads until the next call.
+
+        Called at every poll: the holder renews it, so it runs out only when the holder
+        stops (dies, or releases it on shutdown), and another replica takes it then.
+        """
         now = datetime.datetime.now(datetime.UTC)
         try:
             lease = self._client.get(Lease, self.name, namespace=self.namespace)
@@ -108,6 +112,34 @@ class LeaseElector:
                 return False  # another replica renewed or took it first
             raise
         return True
+
+    def release(self) -> None:
+        """Give the Lease up (a clean shutdown), so another replica takes it at its next poll.
+
+        As client-go's leader election releases it: the holder emptied, the duration one
+        second. Only a Lease this replica holds; losing a race to another is no error.
+        """
+        try:
+            lease = self._client.get(Lease, self.name, namespace=self.namespace)
+        except ApiError as error:
+            if error.status.code == 404:
+                return
+            raise
+        spec = lease.spec or LeaseSpec()
+        if spec.holderIdentity != self.identity:
+            return
+        now = datetime.datetime.now(datetime.UTC)
+        spec.holderIdentity = ""
+        spec.leaseDurationSeconds = 1
+        spec.acquireTime = spec.renewTime = now
+        lease.spec = spec
+        try:
+            self._client.replace(lease)
+        except ApiError as error:
+            if error.status.code == 409:
+                return  # changed meanwhile: not ours to release any more
+            raise
+        log.info("rotation.released", lease=self.name, identity=self.identity)
 
     def _create(self, now: datetime.datetime) -> bool:
         lease = Lease(

@@ -396,6 +396,21 @@ def test_two_replicas_racing_for_a_lease_exactly_one_wins(kube: KubeStandIn) -> 
     assert stored is not None and stored["spec"]["holderIdentity"] == winner
 
 
+def test_a_lease_released_with_an_empty_holder_is_stored_as_sent(
+    kube: KubeStandIn, client: Client
+) -> None:
+    """client-go releases a Lease by writing holderIdentity "": kept, not pruned to absent."""
+    client.create(lease("a"))
+    held = client.get(Lease, "extension-server", namespace=NS)
+    assert held.spec is not None
+    held.spec.holderIdentity, held.spec.leaseDurationSeconds = "", 1
+    released = client.replace(held)
+    assert released.spec is not None and released.spec.holderIdentity == ""
+    stored = kube.get("Lease", NS, "extension-server")
+    assert stored is not None and stored["spec"]["holderIdentity"] == ""
+    assert stored["spec"]["leaseDurationSeconds"] == 1
+
+
 # -- authentication, faults, lifecycle ----------------------------------------------
 
 

@@ -8,16 +8,23 @@ the Lease elector); test_rotation_end_to_end.py runs it against the API stand-in
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import hvac
 import pytest
 
-from backends import CredentialResolver, ResolverSettings
+from backends import CredentialResolver, ResolverSettings, stores
 from backends.aws import AwsSecretsManagerStore, AwsSettings
+from backends.stores import StoreError
 from backends.vault import VaultSettings, VaultStore
 from compiler.model import AwsSecretRef, PolicyRef, VaultRef
 from compiler.pipeline import load_policies
@@ -51,11 +58,16 @@ class Recorder:
 
     def __init__(self, leader: bool = True) -> None:
         self.leader = leader
+        self.leads = 0
         self.revisions: dict[PolicyRef, str] = {}
         self.patches: list[PolicyRef] = []
 
     def lead(self) -> bool:
+        self.leads += 1
         return self.leader
+
+    def release(self) -> None:
+        self.leader = False
 
     def ensure_revision(self, policy: PolicyRef, revision: str) -> bool:
         if self.revisions.get(policy) == revision:
@@ -94,13 +106,15 @@ def test_vault_kv2_version_is_read_from_the_metadata_without_reading_the_secret(
     assert vault_store.version(VaultRef(ref.path, key="password", version=1)) == "1"  # pinned
 
 
-def test_vault_kv1_version_is_a_digest_of_the_content(
+def test_vault_kv1_version_is_a_keyed_digest_of_the_content(
     vault: VaultStandIn, vault_store: VaultStore
 ) -> None:
     ref = VaultRef("kv/gateways/default/eg", engine="kv-v1", key="password")
     vault.put_v1("gateways/default/eg", {"password": "first-kv1-pw"})
     first = vault_store.version(ref)
-    assert first.startswith("sha256:") and "first-kv1-pw" not in first
+    assert first.startswith("hmac-sha256:") and "first-kv1-pw" not in first
+    plain = hashlib.sha256(b'{"password":"first-kv1-pw"}').hexdigest()
+    assert plain[:32] not in first  # not a plain hash of the value: no offline oracle
     vault.put_v1("gateways/default/eg", {"password": "first-kv1-pw"})
     assert vault_store.version(ref) == first  # rewritten, same content: no new version
     vault.put_v1("gateways/default/eg", {"password": "second-kv1-pw"})
@@ -117,6 +131,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[MotoServer]:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     with MotoServer() as server:
+        server.reset()  # moto keeps its secrets per process, not per server
         yield server
 
 
@@ -302,3 +317,456 @@ def test_a_policy_that_already_holds_the_revision_is_not_patched() -> None:
         assert patched is not None and patched["metadata"]["generation"] == 2
         assert patched["spec"] == {**stored["spec"], "credentialsRevision": "abc123"}
         assert len(kube.patches) == 1
+
+
+# --- Review fixes: each policy on its own, absent secrets, the Lease, the pool, AWS, KV v1 -
+
+
+def vault_ref(secret: str) -> VaultRef:
+    return VaultRef(f"secret/data/gateways/default/{secret}", key="password")
+
+
+def denied(resolver: CredentialResolver, raw: bytes) -> bool:
+    """Whether a hook call for `raw` now denies its users (the credentials did not resolve)."""
+    (resolved,) = load_policies([raw], resolver).resolved
+    return resolved.error is not None
+
+
+def events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
+    """The structured lines logged as `name` (structlog hands its event dict to logging)."""
+    return [
+        record.msg
+        for record in caplog.records
+        if isinstance(record.msg, dict) and record.msg.get("event") == name
+    ]
+
+
+def test_a_refused_patch_leaves_that_policy_pending_and_the_others_are_patched(
+    vault: VaultStandIn, vault_store: VaultStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An admission webhook refuses one policy's patch (422): the ones after it still get theirs."""
+    refusing = True
+
+    def webhook(obj: dict[str, Any]) -> list[str]:
+        revised = "credentialsRevision" in (obj.get("spec") or {})
+        if refusing and revised and obj["metadata"]["name"] == "a":
+            return ["spec.credentialsRevision: refused by the webhook"]
+        return []
+
+    vault.put_v2("gateways/default/s", {"password": "pw-refused-1"})
+    with KubeStandIn(validator=webhook) as kube:
+        for name in "abc":
+            kube.put_policy(json.loads(vaulted(name, "s")))
+        resolver = CredentialResolver(ResolverSettings(cache_ttl=3600), {"vault": vault_store})
+        watcher = RotationWatcher(resolver, PolicyPatcher(kube.client()), Recorder(), 30)
+        load_policies([vaulted(name, "s") for name in "abc"], resolver)
+        watcher.poll_once()
+        vault.put_v2("gateways/default/s", {"password": "pw-refused-2"})
+        report = watcher.poll_once()
+        assert [p.name for p in report.patched] == ["b", "c"]
+        assert report.failed == [PolicyRef("default", "a")]
+        (line,) = events(caplog, "rotation.patch_failed")
+        assert line["policy"] == "default/a" and line["status"] == 422
+        assert "webhook" not in str(line)  # the status, not the message (it may quote a spec)
+
+        refusing = False
+        report = watcher.poll_once()  # still pending: tried again
+        assert report.patched == [PolicyRef("default", "a")] and report.failed == []
+        assert watcher.poll_once().patched == []
+
+
+def test_a_secret_created_after_its_policy_is_patched_in_when_it_appears(
+    vault: VaultStandIn, vault_store: VaultStore
+) -> None:
+    recorder = Recorder()
+    resolver, watcher = watcher_for(vault_store, recorder)
+    assert denied(resolver, vaulted("early", "later"))  # NOT_FOUND: denied, and watched
+    report = watcher.poll_once()
+    assert report.requests == 1 and report.changed == [] and recorder.patches == []
+
+    vault.put_v2("gateways/default/later", {"password": "pw-appeared"})
+    report = watcher.poll_once()
+    assert report.changed == [vault_ref("later").document]
+    assert recorder.patches == [PolicyRef("default", "early")]
+    assert not denied(resolver, vaulted("early", "later"))
+
+
+def test_a_policy_resolved_while_the_store_was_down_is_patched_once_it_answers(
+    vault: VaultStandIn, vault_store: VaultStore
+) -> None:
+    vault.put_v2("gateways/default/a", {"password": "pw-after-outage"})
+    recorder = Recorder()
+    resolver, watcher = watcher_for(vault_store, recorder)
+    vault.sealed = True
+    assert denied(resolver, vaulted("one", "a"))
+    assert watcher.poll_once().changed == []  # still sealed: no change, nothing patched
+    vault.sealed = False
+    report = watcher.poll_once()
+    assert len(report.changed) == 1 and recorder.patches == [PolicyRef("default", "one")]
+    assert not denied(resolver, vaulted("one", "a"))
+    assert watcher.poll_once().changed == []
+
+
+def test_a_reference_outside_the_tenancy_guard_is_never_polled(
+    vault: VaultStandIn, vault_store: VaultStore
+) -> None:
+    vault.put_v2("gateways/default/a", {"password": "pw-tenant-a"})
+    vault.put_v2("gateways/other/a", {"password": "pw-tenant-other"})
+    recorder = Recorder()
+    resolver, watcher = watcher_for(vault_store, recorder)
+    assert not denied(resolver, vaulted("one", "a"))
+    assert watcher.poll_once().requests == 1
+    # The same policy now points into another namespace's path: refused, and not polled,
+    # nor is what it read before.
+    source = {"vault": {"path": "secret/data/gateways/other/a", "key": "password"}}
+    assert denied(resolver, policy("one", "one", None, passwordFrom=source))
+    vault.reset_counts()
+    assert watcher.poll_once().requests == 0 and vault.count("/v1/secret/") == 0
+
+
+def test_a_soft_deleted_vault_secret_reaches_envoy_and_so_does_its_return(
+    vault: VaultStandIn, vault_store: VaultStore
+) -> None:
+    vault.put_v2("gateways/default/a", {"password": "pw-deleted-1"})
+    recorder = Recorder()
+    resolver, watcher = watcher_for(vault_store, recorder)
+    load_policies([vaulted("one", "a"), vaulted("other", "a")], resolver)
+    watcher.poll_once()
+    client = hvac.Client(url=vault.url, token=TOKEN)
+    client.secrets.kv.v2.delete_latest_version_of_secret("gateways/default/a")  # DELETE data/
+
+    report = watcher.poll_once()
+    assert report.changed == [vault_ref("a").document]
+    assert sorted(p.name for p in recorder.patches) == ["one", "other"]
+    assert resolver.cached_version(vault_ref("a")) is None  # the last value is dropped
+    assert denied(resolver, vaulted("one", "a"))  # the re-translation denies
+    assert watcher.poll_once().changed == []  # still absent: no second change
+
+    vault.put_v2("gateways/default/a", {"password": "pw-deleted-2"})
+    assert watcher.poll_once().changed == [vault_ref("a").document]
+    assert len(recorder.patches) == 4 and not denied(resolver, vaulted("one", "a"))
+
+
+@pytest.mark.parametrize("how", ["delete", "destroy", "metadata"])
+def test_a_vault_secret_deleted_destroyed_or_removed_is_absent(
+    vault: VaultStandIn, vault_store: VaultStore, how: str
+) -> None:
+    vault.put_v2("gateways/default/a", {"password": "pw-gone-1"})
+    number = vault.put_v2("gateways/default/a", {"password": "pw-gone-2"})
+    recorder = Recorder()
+    resolver, watcher = watcher_for(vault_store, recorder)
+    load_policies([vaulted("one", "a")], resolver)
+    watcher.poll_once()
+    kv = hvac.Client(url=vault.url, token=TOKEN).secrets.kv.v2
+    if how == "delete":
+        kv.delete_secret_versions("gateways/default/a", versions=[number])  # POST delete/
+    elif how == "destroy":
+        kv.destroy_secret_versions("gateways/default/a", versions=[number])  # POST destroy/
+    else:
+        kv.delete_metadata_and_all_versions("gateways/default/a")  # metadata: 404
+    with pytest.raises(StoreError) as gone:
+        vault_store.version(vault_ref("a"))
+    assert gone.value.outcome == "not_found"
+    assert len(watcher.poll_once().changed) == 1
+    assert recorder.patches == [PolicyRef("default", "one")]
+    assert denied(resolver, vaulted("one", "a"))
+
+
+def test_a_deleted_kv1_secret_is_absent(vault: VaultStandIn, vault_store: VaultStore) -> None:
+    vault.put_v1("gateways/default/a", {"password": "pw-kv1-gone"})
+    recorder = Recorder()
+    source = {"vault": {"path": "kv/gateways/default/a", "engine": "kv-v1", "key": "password"}}
+    raw = policy("one", "one", None, passwordFrom=source)
+    settings = ResolverSettings(cache_ttl=3600, vault_path_template="kv/gateways/{namespace}/")
+    resolver = CredentialResolver(settings, {"vault": vault_store})
+    watcher = RotationWatcher(resolver, recorder, recorder, interval=30)
+    assert not denied(resolver, raw)
+    watcher.poll_once()
+    hvac.Client(url=vault.url, token=TOKEN).secrets.kv.v1.delete_secret(
+        "gateways/default/a", mount_point="kv"
+    )
+    assert len(watcher.poll_once().changed) == 1
+    assert recorder.patches == [PolicyRef("default", "one")] and denied(resolver, raw)
+
+
+@pytest.mark.parametrize("fault", ["sealed", "rate_limited", "stopped"])
+def test_a_failing_store_is_no_change(
+    vault: VaultStandIn, vault_store: VaultStore, fault: str
+) -> None:
+    vault.put_v2("gateways/default/a", {"password": "pw-outage"})
+    recorder = Recorder()
+    resolver, watcher = watcher_for(vault_store, recorder)
+    load_policies([vaulted("one", "a")], resolver)
+    watcher.poll_once()
+    if fault == "stopped":
+        vault.stop()
+    else:
+        setattr(vault, fault, True)
+    assert watcher.poll_once().changed == [] and recorder.patches == []
+    if fault == "stopped":
+        vault.start()
+    else:
+        setattr(vault, fault, False)
+    assert watcher.poll_once().changed == [] and recorder.patches == []
+    assert not denied(resolver, vaulted("one", "a"))
+
+
+def test_a_failed_version_check_names_the_store_the_secret_and_the_policies(
+    vault: VaultStandIn, vault_store: VaultStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    vault.put_v2("gateways/default/a", {"password": "pw-logged-check"})
+    resolver, watcher = watcher_for(vault_store, Recorder())
+    load_policies([vaulted("two", "a"), vaulted("one", "a")], resolver)
+    vault.sealed = True
+    watcher.poll_once()
+    (line,) = events(caplog, "rotation.version_failed")
+    assert line["store"] == "vault" and line["outcome"] == "unavailable"
+    assert line["secret"] == "secret/data/gateways/default/a"  # paths are logged, docs/security.md
+    assert line["policies"] == "default/one,default/two"
+
+
+def test_a_policy_switched_to_a_plain_password_is_no_longer_polled_or_patched(
+    vault: VaultStandIn, vault_store: VaultStore
+) -> None:
+    vault.put_v2("gateways/default/a", {"password": "pw-switched-1"})
+    recorder = Recorder(leader=False)
+    resolver, watcher = watcher_for(vault_store, recorder)
+    load_policies([vaulted("one", "a")], resolver)
+    watcher.poll_once()
+    vault.put_v2("gateways/default/a", {"password": "pw-switched-2"})
+    assert len(watcher.poll_once().changed) == 1  # pending: this replica does not lead
+    load_policies([policy("one", "one", "plain-switched-pw")], resolver)  # now plain text
+    recorder.leader = True
+    report = watcher.poll_once()
+    assert report.requests == 0 and recorder.patches == []  # neither polled nor patched
+    assert watcher._versions == {}  # what it knew of the secret is dropped too
+
+
+def test_every_poll_takes_or_renews_the_lease_and_a_dead_leader_is_replaced() -> None:
+    """Nothing changes at all: the leader still renews, so its death is seen in one duration."""
+    resolver = CredentialResolver(ResolverSettings(), {})
+    with KubeStandIn() as kube:
+        electors = [
+            LeaseElector(kube.client(), "envoy-gateway-system", "rotation", name, 1)
+            for name in ("replica-a", "replica-b")
+        ]
+        a, b = (RotationWatcher(resolver, Recorder(), e, interval=30) for e in electors)
+        assert a.poll_once().leader and not b.poll_once().leader
+        lease = "/apis/coordination.k8s.io/v1/namespaces/envoy-gateway-system/leases/rotation"
+        renewals = kube.count("PUT", lease)
+        assert a.poll_once().leader and kube.count("PUT", lease) == renewals + 1  # renewed
+        time.sleep(1.2)  # replica-a dies: no more polls, its Lease runs out
+        assert b.poll_once().leader and not a.poll_once().leader
+
+
+def test_a_stopped_watcher_releases_the_lease_so_another_replica_leads_at_once() -> None:
+    resolver = CredentialResolver(ResolverSettings(), {})
+    with KubeStandIn() as kube:
+        a, b = (
+            RotationWatcher(
+                resolver,
+                Recorder(),
+                LeaseElector(kube.client(), "envoy-gateway-system", "rotation", name, 3600),
+                interval=3600,
+            )
+            for name in ("replica-a", "replica-b")
+        )
+        a.start()
+        assert a.poll_once().leader and not b.poll_once().leader
+        a.stop()  # a clean shutdown
+        lease = kube.get("Lease", "envoy-gateway-system", "rotation")
+        assert lease is not None and not lease["spec"]["holderIdentity"]
+        assert b.poll_once().leader  # at once, not an hour later
+        lease = kube.get("Lease", "envoy-gateway-system", "rotation")
+        assert lease is not None and lease["spec"]["holderIdentity"] == "replica-b"
+        assert lease["spec"]["leaseDurationSeconds"] == 3600
+
+
+def test_version_checks_run_side_by_side_at_most_eight_at_a_time(
+    vault: VaultStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nine secrets, a store that hangs: eight checks wait together, the ninth waits its turn."""
+    monkeypatch.setenv("VAULT_TOKEN", TOKEN)
+    store = VaultStore(VaultSettings(addr=vault.url, timeout=30))
+    resolver, watcher = watcher_for(store, Recorder())
+    secrets = [f"s{n}" for n in range(9)]
+    for secret in secrets:
+        vault.put_v2(f"gateways/default/{secret}", {"password": f"pw-{secret}-slow"})
+    load_policies([vaulted(f"p-{secret}", secret) for secret in secrets], resolver)
+    vault.reset_counts()
+    vault.delay = 30.0  # every answer waits (or until the stand-in stops)
+    polling = threading.Thread(target=watcher.poll_once)
+    polling.start()
+    started = time.monotonic()
+    while vault.count("/v1/secret/metadata/") < 8:  # a bound on the wait, not a measurement
+        assert time.monotonic() - started < 10, "the checks were not sent together"
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert vault.count("/v1/secret/metadata/") == 8  # the pool is bounded
+    vault.stop()  # the eight fail at once, the ninth finds the store gone
+    polling.join(timeout=30)
+    assert not polling.is_alive()
+
+
+@pytest.fixture
+def aws_store(aws: MotoServer) -> AwsSecretsManagerStore:
+    return AwsSecretsManagerStore(AwsSettings(region="us-east-1", endpoint_url=aws.endpoint_url))
+
+
+def aws_policy(name: str, secret_id: str, **fields: str) -> bytes:
+    source = {"awsSecretsManager": {"secretId": secret_id, **fields}}
+    return policy(name, name, None, passwordFrom=source)
+
+
+def test_references_to_one_aws_secret_cost_one_describe_secret_a_poll(
+    aws: MotoServer, aws_store: AwsSecretsManagerStore
+) -> None:
+    """By name, by name with AWSCURRENT, by ARN, and AWSPREVIOUS: one secret, one request."""
+    remember("aws-shared-1", "aws-shared-2")
+    client = aws.client("secretsmanager")
+    arn = client.create_secret(Name="gateways/default/eg", SecretString="aws-shared-1")["ARN"]
+    recorder = Recorder()
+    resolver = CredentialResolver(ResolverSettings(cache_ttl=3600), {"aws": aws_store})
+    watcher = RotationWatcher(resolver, recorder, recorder, interval=30)
+    raws = [
+        aws_policy("by-name", "gateways/default/eg"),
+        aws_policy("by-stage", "gateways/default/eg", versionStage="AWSCURRENT"),
+        aws_policy("by-arn", arn),
+        aws_policy("previous", "gateways/default/eg", versionStage="AWSPREVIOUS"),
+    ]
+    resolved = load_policies(raws, resolver).resolved
+    assert [r.error is None for r in resolved] == [True, True, True, False]  # no previous yet
+    for _ in range(3):
+        aws.clear_requests()
+        report = watcher.poll_once()
+        assert aws.count("secretsmanager", "DescribeSecret") == 1 and report.requests == 1
+        assert report.changed == []
+
+    client.put_secret_value(SecretId=arn, SecretString="aws-shared-2")
+    aws.clear_requests()
+    report = watcher.poll_once()
+    assert aws.count("secretsmanager", "DescribeSecret") == 1
+    assert len(report.changed) == 4  # each reference's own version: AWSPREVIOUS appeared
+    assert sorted(p.name for p in recorder.patches) == [
+        "by-arn", "by-name", "by-stage", "previous"
+    ]  # fmt: skip
+
+
+def test_an_aws_secret_deleted_or_without_its_stage_is_absent(
+    aws: MotoServer, aws_store: AwsSecretsManagerStore
+) -> None:
+    remember("aws-gone-1", "aws-gone-2")
+    client = aws.client("secretsmanager")
+    client.create_secret(Name="gateways/default/staged", SecretString="aws-gone-1")
+    second = client.put_secret_value(
+        SecretId="gateways/default/staged", SecretString="aws-gone-2", VersionStages=["BLUE"]
+    )["VersionId"]
+    client.create_secret(Name="gateways/default/deleted", SecretString="aws-gone-1")
+    client.create_secret(Name="gateways/default/forced", SecretString="aws-gone-1")
+    recorder = Recorder()
+    resolver = CredentialResolver(ResolverSettings(cache_ttl=3600), {"aws": aws_store})
+    watcher = RotationWatcher(resolver, recorder, recorder, interval=30)
+    raws = [
+        aws_policy("staged", "gateways/default/staged", versionStage="BLUE"),
+        aws_policy("deleted", "gateways/default/deleted"),
+        aws_policy("forced", "gateways/default/forced"),
+    ]
+    assert all(r.error is None for r in load_policies(raws, resolver).resolved)
+    watcher.poll_once()
+
+    client.update_secret_version_stage(
+        SecretId="gateways/default/staged", VersionStage="BLUE", RemoveFromVersionId=second
+    )
+    client.delete_secret(SecretId="gateways/default/deleted", RecoveryWindowInDays=7)
+    client.delete_secret(SecretId="gateways/default/forced", ForceDeleteWithoutRecovery=True)
+    report = watcher.poll_once()
+    assert len(report.changed) == 3
+    assert sorted(p.name for p in recorder.patches) == ["deleted", "forced", "staged"]
+    assert all(r.error is not None for r in load_policies(raws, resolver).resolved)
+
+
+# --- KV v1: a keyed digest ------------------------------------------------------------------
+
+
+def test_kv1_digests_are_keyed_per_process() -> None:
+    """Two processes tell different versions for one content: the key never leaves either."""
+    code = "from backends.stores import content_digest; print(content_digest({'password': 'x'}))"
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    assert len(runs) == 2 and all(run.startswith("hmac-sha256:") for run in runs)
+
+
+@contextlib.contextmanager
+def process_key(key: bytes) -> Iterator[None]:
+    """Act as a replica whose process drew `key` for its KV v1 digests."""
+    saved = stores._DIGEST_KEY
+    stores._DIGEST_KEY = key
+    try:
+        yield
+    finally:
+        stores._DIGEST_KEY = saved
+
+
+def kv1_policy(name: str) -> bytes:
+    source = {"vault": {"path": "kv/gateways/default/a", "engine": "kv-v1", "key": "password"}}
+    return policy(name, name, None, passwordFrom=source)
+
+
+def kv1_replica(
+    store: VaultStore, kube: KubeStandIn, identity: str
+) -> tuple[CredentialResolver, RotationWatcher]:
+    settings = ResolverSettings(cache_ttl=3600, vault_path_template="kv/gateways/{namespace}/")
+    resolver = CredentialResolver(settings, {"vault": store})
+    elector = LeaseElector(kube.client(), "envoy-gateway-system", "rotation", identity, 3600)
+    return resolver, RotationWatcher(resolver, PolicyPatcher(kube.client()), elector, 30)
+
+
+def test_a_kv1_revision_cannot_be_computed_from_the_value_alone(
+    vault: VaultStandIn, vault_store: VaultStore
+) -> None:
+    vault.put_v1("gateways/default/a", {"password": "pw-kv1-oracle"})
+    revisions = set()
+    with KubeStandIn() as kube:
+        for key in (b"k" * 32, b"q" * 32):
+            with process_key(key):
+                resolver, watcher = kv1_replica(vault_store, kube, "replica")
+                load_policies([kv1_policy("one")], resolver)
+                watcher.poll_once()
+                revisions.add(watcher.revision(PolicyRef("default", "one")))
+    assert len(revisions) == 2  # the same value, other keys: other revisions
+
+
+def test_kv1_on_a_leader_change_costs_at_most_one_extra_patch(
+    vault: VaultStandIn, vault_store: VaultStore
+) -> None:
+    vault.put_v1("gateways/default/a", {"password": "pw-kv1-leader-1"})
+    key_a, key_b = b"a" * 32, b"b" * 32
+    one = PolicyRef("default", "one")
+    with KubeStandIn() as kube:
+        kube.put_policy(json.loads(kv1_policy("one")))
+        with process_key(key_a):
+            resolver_a, a = kv1_replica(vault_store, kube, "replica-a")
+            load_policies([kv1_policy("one")], resolver_a)
+            a.start()
+            assert a.poll_once().leader
+        with process_key(key_b):
+            resolver_b, b = kv1_replica(vault_store, kube, "replica-b")
+            load_policies([kv1_policy("one")], resolver_b)
+            assert not b.poll_once().leader
+
+        vault.put_v1("gateways/default/a", {"password": "pw-kv1-leader-2"})
+        with process_key(key_a):
+            assert a.poll_once().patched == [one]
+        with process_key(key_b):
+            assert b.poll_once().patched == []  # seen, pending: replica-a leads
+        with process_key(key_a):
+            a.stop()  # replica-a goes away
+        with process_key(key_b):
+            assert b.poll_once().patched == [one]  # its own digest: the one extra patch
+            assert b.poll_once().patched == []
+            assert b.poll_once().patched == []
+        assert len([path for path, _ in kube.patches if path.endswith("/one")]) == 2

@@ -3,9 +3,10 @@
 Real extension server (a process), real Envoy, and three stand-ins, each written because
 the real thing cannot be installed here: Vault (tests/support/vault.py, Vault's documented
 HTTP API, read through hvac), the Kubernetes API server (tests/support/kube.py, read and
-patched through lightkube) and Envoy Gateway (the loop below: it watches the policies'
-`metadata.generation` in the API stand-in, as Envoy Gateway's generation-changed
-predicate does, and re-translates when one increases).
+patched through lightkube) and Envoy Gateway (the loop below: it lists the policies from
+the API stand-in over HTTP with lightkube, as Envoy Gateway reads the API server, and
+re-translates when a `metadata.generation` increases, as its generation-changed predicate
+does; the stand-in serves no watch, so it lists every 0.1 s).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 from server.demo.envoy import HttpResponse
 from server.demo.stack import LocalGateway, local_gateway
 from server.demo.story import basic
+from server.kube import ListenerContextExample
 from tests.support.kube import KubeStandIn
 from tests.support.secrets import remember
 from tests.support.vault import VaultStandIn, seed_policy_from_vault
@@ -40,7 +42,7 @@ class GatewayLoop:
     """Envoy Gateway's part: re-translate when a policy's generation increases."""
 
     def __init__(self, kube: KubeStandIn, local: LocalGateway) -> None:
-        self.kube, self.local = kube, local
+        self.client, self.local = kube.client(), local
         self.translations = 0
         self._seen: dict[str, int] = {}
         self._stop = threading.Event()
@@ -59,7 +61,8 @@ class GatewayLoop:
             self.translate_if_changed()
 
     def translate_if_changed(self) -> None:
-        policies = self.kube.items("ListenerContextExample", NAMESPACE)
+        listed = self.client.list(ListenerContextExample, namespace=NAMESPACE)
+        policies = [policy.to_dict() for policy in listed]
         generations = {p["metadata"]["name"]: p["metadata"]["generation"] for p in policies}
         if generations == self._seen:
             return
@@ -144,3 +147,17 @@ def test_with_nothing_rotated_the_watcher_patches_nothing(stack: Stack) -> None:
     patches = len(stack.kube.patches)
     time.sleep(3 * POLL)
     assert len(stack.kube.patches) == patches
+
+
+def test_a_deleted_secret_is_refused_by_envoy_without_anyone_editing_a_policy(
+    stack: Stack,
+) -> None:
+    until(lambda: stack.get(AFTER).status == 200)
+    translations = stack.loop.translations
+    stack.vault.delete_v2(SECRET)  # a soft delete: Vault keeps current_version
+    seconds = until(lambda: stack.get(AFTER).status == 401)
+    print(
+        f"\nsecret deleted in Vault -> Envoy refuses its password: {seconds:.2f}s "
+        f"(poll interval {POLL:g}s with 10% jitter, cache TTL {TTL:g}s)"
+    )
+    assert stack.loop.translations == translations + 1
