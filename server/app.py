@@ -56,6 +56,10 @@ class ServerSettings:
     # `service.unix.path`, for a server in Envoy Gateway's own pod).
     unix_socket: str | None = None
     limits: CallLimits = field(default_factory=CallLimits)
+    # A second port, on the same host, that serves only grpc.health.v1.Health, in plaintext,
+    # from the same servicer as the main port: for the kubelet's gRPC probe, which cannot
+    # speak TLS. None: no health port.
+    health_port: int | None = None
 
 
 def build_resolver(settings: ServerSettings) -> CredentialResolver:
@@ -139,6 +143,10 @@ class ExtensionServer:
         )
         if not self.port:
             raise OSError(f"cannot listen on {address}")
+        self._health_grpc: Any = None
+        self.health_port: int | None = None
+        if settings.health_port is not None:
+            self._health_grpc, self.health_port = self._health_server(settings)
         self._metrics: Any = None
         if settings.metrics_port is not None:
             self._metrics, _ = prometheus_client.start_http_server(
@@ -146,14 +154,37 @@ class ExtensionServer:
             )
             self.metrics_port = self._metrics.server_port
 
+    def _health_server(self, settings: ServerSettings) -> tuple[Any, int]:
+        """A plaintext server with the health service only, the very servicer of the main
+        port: what one reports (NOT_SERVING while draining) the other reports too."""
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="health"),
+            options=[("grpc.so_reuseport", 0)],  # a taken port fails, as the main one
+            maximum_concurrent_rpcs=8,  # probes are few; Watch streams cannot pile up
+        )
+        # Nothing else on this port: no hook service, no reflection.
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        address = f"{_bracket(settings.host)}:{settings.health_port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError:
+            port = 0
+        if not port:
+            self._grpc.stop(None)  # release the main port too
+            raise OSError(f"cannot listen on {address} (health port)")
+        return server, port
+
     def start(self) -> None:
         self._grpc.start()
+        if self._health_grpc is not None:
+            self._health_grpc.start()
         for service in ("", SERVICE_NAME):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "server.started",
             address=self.address,
             port=self.port,
+            health_port=self.health_port if self.health_port is not None else "off",
             unprotected_listeners=self.settings.options.unprotected.value,
             tls="mtls"
             if self.settings.tls and self.settings.tls.client_ca_file
@@ -180,6 +211,9 @@ class ExtensionServer:
         if not self._drain.drain(grace):
             log.warning("server.drain_timeout", calls_in_flight=self._drain.active)
         self._grpc.stop(max(0.0, deadline - time.monotonic())).wait()
+        if self._health_grpc is not None:
+            # After the drain, as the main port: probes heard NOT_SERVING all along.
+            self._health_grpc.stop(None).wait()
         if self._metrics is not None:
             self._metrics.shutdown()
             self._metrics.server_close()

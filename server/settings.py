@@ -148,6 +148,9 @@ SERVE_OPTIONS: list[Callable[[F], F]] = [
             help="How long in-flight calls may take to finish on SIGTERM/SIGINT."),
     setting("metrics-port", type=click.IntRange(0, 65535), default=9090,
             help="Prometheus metrics port (0: no metrics endpoint)."),
+    setting("health-port", type=click.IntRange(0, 65535), default=0,
+            help="Plaintext port serving only the gRPC health service, for probes when "
+                 "the gRPC port uses TLS (0: none)."),
     setting("tls-cert-file", help="Serve gRPC over TLS with this certificate (PEM)."),
     setting("tls-key-file", help="The private key of --tls-cert-file (PEM)."),
     setting("tls-client-ca-file",
@@ -259,6 +262,7 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
             timeout=options["backend_timeout"],
         ),
         metrics_port=options["metrics_port"] or None,
+        health_port=options["health_port"] or None,
         tls=tls,
         rotation=RotationSettings(
             interval=options["rotation_poll_interval"],

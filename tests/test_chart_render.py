@@ -119,6 +119,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
             "clientCA": {"secretName": "envoy-gateway-client-ca"},
         },
     },
+    # TLS without a client CA, and another port for the probes' plaintext health port.
+    "tls": {
+        "tls": {"enabled": True, "secretName": "extension-server-tls"},
+        "healthPort": 8086,
+    },
     "replicas-3": {
         "replicaCount": 3,
         "metrics": {"port": 9102},
@@ -210,6 +215,18 @@ def rotation_on(objs: list[dict[str, Any]]) -> bool:
     return env_of(objs)[ENV_PREFIX + "ROTATION_POLL_INTERVAL"] != "0"
 
 
+def tls_on(objs: list[dict[str, Any]]) -> bool:
+    return ENV_PREFIX + "TLS_CERT_FILE" in env_of(objs)
+
+
+def flags_of(objs: list[dict[str, Any]]) -> dict[str, str]:
+    """The container's `--name value` arguments after `serve`, as {name: value}."""
+    command, *rest = container(objs)["args"]
+    assert command == "serve"
+    assert len(rest) % 2 == 0 and all(r.startswith("--") for r in rest[::2]), rest
+    return dict(zip(rest[::2], rest[1::2], strict=True))
+
+
 def env_of(objs: list[dict[str, Any]]) -> dict[str, str]:
     env = container(objs)["env"]
     assert all(set(e) == {"name", "value"} for e in env), "env must be plain name/value pairs"
@@ -289,7 +306,9 @@ def test_every_server_setting_is_driven_by_the_chart(
 ) -> None:
     """Every EXTENSION_SERVER_* variable the chart sets is a real setting, and every
     setting has a value but --host (a pod listens on all addresses), --config, and
-    --unix-socket (for a server inside Envoy Gateway's own pod, which this chart is not)."""
+    --unix-socket (for a server inside Envoy Gateway's own pod, which this chart is not).
+    One setting comes as an argument instead, --health-port (with TLS only); it counts by
+    its variable's name here, and is never set both ways."""
     settings = {
         str(p.envvar if isinstance(p.envvar, str) else p.envvar[0])
         for p in serve_command.params
@@ -298,6 +317,11 @@ def test_every_server_setting_is_driven_by_the_chart(
     used: set[str] = set()
     for objs in rendered.values():
         names = set(env_of(objs))
+        flags = {
+            ENV_PREFIX + f.removeprefix("--").upper().replace("-", "_") for f in flags_of(objs)
+        }
+        assert not names & flags, names & flags
+        names |= flags
         assert names <= settings, names - settings
         used |= names
     assert settings - used == {ENV_PREFIX + n for n in ("HOST", "CONFIG", "UNIX_SOCKET")}
@@ -360,11 +384,30 @@ def test_tls_mounts_the_secret_and_switches_probes(
     for mount in c["volumeMounts"]:
         assert mount.get("readOnly") or mount["name"] == "tmp", mount
         assert "subPath" not in mount  # a subPath mount never sees a renewed Secret
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert c[probe]["tcpSocket"] == {"port": "grpc"}
-        assert "grpc" not in c[probe]
-    # Without TLS the native gRPC probe stays.
-    assert container(rendered["defaults"])["readinessProbe"]["grpc"] == {"port": 5005}
+    # The kubelet's grpc probe cannot speak TLS: with TLS on, both probes are grpc probes on
+    # the plaintext health port, which the server opens with --health-port.
+    for config, health_port in (("tls-mtls", 5006), ("tls", 8086)):
+        c = container(rendered[config])
+        assert flags_of(rendered[config]) == {"--health-port": str(health_port)}, config
+        assert c["args"] == ["serve", "--health-port", str(health_port)]
+        assert {"name": "health", "containerPort": health_port, "protocol": "TCP"} in c["ports"]
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert c[probe]["grpc"] == {"port": health_port}, (config, probe)
+            assert "tcpSocket" not in c[probe] and "exec" not in c[probe]
+        assert c["readinessProbe"]["periodSeconds"] == 5
+        assert c["livenessProbe"]["initialDelaySeconds"] == 10
+        # Envoy Gateway's Service reaches the TLS port only, never the health port.
+        (service_port,) = one(rendered[config], "Service")["spec"]["ports"]
+        assert service_port["targetPort"] == "grpc"
+    # Without TLS the native gRPC probes ask the gRPC port, and no health port is opened.
+    for config, objs in rendered.items():
+        if tls_on(objs):
+            continue
+        c = container(objs)
+        assert c["args"] == ["serve"], config
+        assert "health" not in {p["name"] for p in c["ports"]}, config
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert c[probe]["grpc"] == {"port": 5005}, (config, probe)
     # The template says why, in a comment next to the probes.
     comments = re.sub(
         r"\s*\n\s*#\s*", " ", (CHART_DIR / "templates" / "deployment.yaml").read_text()
@@ -918,6 +961,27 @@ def test_network_policy_metrics_port_only_for_listed_peers() -> None:
     assert {"name": "metrics", "containerPort": 9102, "protocol": "TCP"} in ports
 
 
+def test_network_policy_does_not_open_the_health_port() -> None:
+    """With TLS the pod has a plaintext health port for the kubelet's probes. The kubelet
+    probes from the pod's own node, which NetworkPolicy always admits, so the policy opens
+    that port to nobody: the same rules as without TLS."""
+    values = {
+        "tls": {"enabled": True, "secretName": "extension-server-tls"},
+        "networkPolicy": {"enabled": True, "metricsFrom": [PROMETHEUS_PEER]},
+    }
+    policy, ports = network_policy(values)
+    assert {"name": "health", "containerPort": 5006, "protocol": "TCP"} in ports
+    grpc_rule, metrics_rule = policy["spec"]["ingress"]
+    assert grpc_rule == envoy_gateway_rule(
+        "envoy-gateway-system", {"control-plane": "envoy-gateway"}
+    )
+    assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    opened = [port for rule in policy["spec"]["ingress"] for port in rule["ports"]]
+    assert all(port["port"] not in ("health", 5006) for port in opened), opened
+    without_tls, _ = network_policy({k: v for k, v in values.items() if k != "tls"})
+    assert without_tls == policy
+
+
 def test_network_policy_follows_the_envoy_gateway_labels() -> None:
     """Other labels for Envoy Gateway's pods (here gateway-helm's release labels), with the
     default one removed (null), and a release namespace other than Envoy Gateway's."""
@@ -977,6 +1041,10 @@ WRONG_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "metrics-port-high": ({"metrics": {"port": 70000}}, "/metrics/port"),
     "metrics-port-grpc": ({"metrics": {"port": 5005}}, "/metrics/port"),
     "service-port-zero": ({"service": {"port": 0}}, "/service/port"),
+    "health-port-zero": ({"healthPort": 0}, "/healthPort"),
+    "health-port-high": ({"healthPort": 65536}, "/healthPort"),
+    "health-port-grpc": ({"healthPort": 5005}, "/healthPort"),
+    "health-port-string": ({"healthPort": "5006"}, "/healthPort"),
     "kubernetes-no-role": (
         {"vault": {"addr": "https://v:8200", "auth": "kubernetes"}},
         "/vault/role",
@@ -1041,6 +1109,22 @@ def test_wrong_values_fail(name: str) -> None:
             chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
     report = helm.lint(CHART_DIR, values, namespace=NAMESPACE)
     assert report["errors"] or [m for m in report["messages"] if m["severity"] >= 3]
+
+
+def test_a_health_port_on_the_metrics_port_fails_with_tls() -> None:
+    """The server would fail to listen twice on one port: the chart refuses to render it
+    (install, upgrade, template; helm lint only logs a template's `fail`). Without TLS, or
+    with metrics off, the health port is not opened, so the same number is fine."""
+    tls = {"enabled": True, "secretName": "extension-server-tls"}
+    clash = {"tls": tls, "healthPort": 9102, "metrics": {"port": 9102}}
+    with helm.Chart.load(CHART_DIR) as chart:
+        with pytest.raises(helm.HelmError, match=r"healthPort and metrics\.port must differ"):
+            chart.render(clash, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        for fine in (
+            {"healthPort": 9090},
+            {"tls": tls, "healthPort": 9090, "metrics": {"enabled": False}},
+        ):
+            chart.render(fine, name=RELEASE, namespace=NAMESPACE, is_install=True)
 
 
 def test_schema_is_valid_draft7() -> None:
@@ -1478,6 +1562,17 @@ def test_rendered_deployment_starts_the_server(
     mounts = kubelet_mounts(spec, cluster, tmp_path / "volumes")
     env, port, metrics_port = pod_environment(objs, mounts, recorder, tmp_path)
     args = [relocate(arg, mounts) for arg in c["args"]]
+    # The port the kubelet's grpc probes ask: the health port with TLS, else the gRPC port.
+    (probe_port,) = {c[probe]["grpc"]["port"] for probe in ("readinessProbe", "livenessProbe")}
+    health_port = None
+    if "--health-port" in args:
+        at = args.index("--health-port") + 1
+        assert int(args[at]) == probe_port
+        assert tls_on(objs)
+        health_port = free_port()  # as for the gRPC port: several servers run at once here
+        args[at] = str(health_port)
+    else:
+        assert probe_port == int(env_of(objs)[ENV_PREFIX + "PORT"])
 
     credentials = None
     if ENV_PREFIX + "TLS_CERT_FILE" in env:
@@ -1506,6 +1601,10 @@ def test_rendered_deployment_starts_the_server(
         target = f"127.0.0.1:{port}"
         wait_serving(process, target, credentials, log)
         if credentials is not None:
+            # The probes, as the kubelet sends them: plaintext gRPC health, no certificate.
+            assert health_port is not None
+            probe = f"127.0.0.1:{health_port}"
+            assert health_status(probe, None) == health_pb2.HealthCheckResponse.SERVING
             # TLS for real: plaintext is refused, and with mTLS so is a client without a cert.
             with pytest.raises(grpc.RpcError):
                 health_status(target, None)
@@ -1526,7 +1625,8 @@ def test_rendered_deployment_starts_the_server(
     assert recorder.connections == 0, "the server contacted Vault or AWS while starting"
     started = log_fields(next(line for line in output.splitlines() if "server.started" in line))
     assert started["event"] == "server.started"
-    assert started["tls"] == ("mtls" if config == "tls-mtls" else "off")
+    assert started["tls"] == {"tls-mtls": "mtls", "tls": "tls"}.get(config, "off")
+    assert started["health_port"] == (str(health_port) if health_port else "off")
     assert started["vault"] == (recorder.url if ENV_PREFIX + "VAULT_ADDR" in env else "off")
     assert started["unprotected_listeners"] == env[ENV_PREFIX + "UNPROTECTED_LISTENERS"]
     rotation = [

@@ -34,8 +34,10 @@ from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.app import ExtensionServer, ServerSettings
 from server.demo.envoy import free_port
+from server.tls import TlsSettings
 from tests.builders import http_listener, managers, policy
 from tests.builders import our_filter as our_basic_auth
+from tests.support.certs import Authority
 
 SERVICE = "envoygateway.extension.EnvoyGatewayExtension"
 SEED_HTPASSWD = "user:{SHA}V7KtmQRNM3GXwMOf04I1aP+B5Io=\n"
@@ -478,6 +480,161 @@ def test_while_draining_probes_hear_not_serving_and_new_hook_calls_unavailable()
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert managers(slow.result().listener)  # the call in flight still got its answer
         stopping.join()
+
+
+# --- The health port: plaintext health checks beside a TLS gRPC port ---------------------------
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def health_of(channel: grpc.Channel, service: str = "") -> Any:
+    request = health_pb2.HealthCheckRequest(service=service)
+    return health_pb2_grpc.HealthStub(channel).Check(request, timeout=10).status
+
+
+def tls_args(tmp_path: Path, authority: Authority) -> list[str]:
+    cert, key = authority.issue("extension-server", server=True).write(tmp_path, "server")
+    return ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+
+
+def test_the_health_port_answers_plaintext_health_checks_and_nothing_else(
+    served: Any, tmp_path: Path
+) -> None:
+    authority = Authority()
+    port, health_port = free_port(), free_port()
+    server = served(
+        ["--host", "127.0.0.1", "--port", str(port), "--health-port", str(health_port),
+         *tls_args(tmp_path, authority)],
+        port=health_port,  # plaintext: what the kubelet's grpc probe can ask
+    )  # fmt: skip
+    with grpc.insecure_channel(f"127.0.0.1:{health_port}") as plain:
+        assert health_of(plain) == SERVING
+        assert health_of(plain, SERVICE) == SERVING
+        # No hook method and no reflection on this port: UNIMPLEMENTED, not an answer.
+        for method in [*PASSTHROUGH_HOOKS, "PostHTTPListenerModify"]:
+            with pytest.raises(grpc.RpcError) as hook:
+                plain.unary_unary(f"/{SERVICE}/{method}")(b"", timeout=10)
+            assert hook.value.code() == grpc.StatusCode.UNIMPLEMENTED, method
+        ask = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        with pytest.raises(grpc.RpcError) as listed:
+            list(reflection_pb2_grpc.ServerReflectionStub(plain).ServerReflectionInfo(ask))
+        assert listed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    # The gRPC port itself still speaks TLS only.
+    credentials = grpc.ssl_channel_credentials(authority.pem)
+    with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as secure:
+        assert health_of(secure) == SERVING
+    with pytest.raises(grpc.RpcError), grpc.insecure_channel(f"127.0.0.1:{port}") as plain:
+        health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=2)
+    assert server.stop() == 0
+    (started,) = [line for line in server.log_lines if event_of(line) == "server.started"]
+    assert f" health_port={health_port} " in started
+    assert " tls=tls " in started
+    # It stopped with the server.
+    with (
+        pytest.raises(ConnectionRefusedError),
+        socket.create_connection(("127.0.0.1", health_port)),
+    ):
+        pass
+
+
+def test_without_a_health_port_none_is_opened_and_the_log_says_off(served: Any) -> None:
+    port = free_port()
+    server = served(["--host", "127.0.0.1", "--port", str(port)], port=port)
+    assert server.stop() == 0
+    (started,) = [line for line in server.log_lines if event_of(line) == "server.started"]
+    assert " health_port=off " in started
+
+
+def test_after_sigterm_the_health_port_reports_not_serving_while_a_tls_call_drains(
+    served: Any, tmp_path: Path
+) -> None:
+    authority = Authority()
+    port, health_port = free_port(), free_port()
+    server = served(
+        ["--host", "127.0.0.1", "--port", str(port), "--health-port", str(health_port),
+         *tls_args(tmp_path, authority)],
+        port=health_port,
+    )  # fmt: skip
+    credentials = grpc.ssl_channel_credentials(authority.pem)
+    big = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    heard: list[Any] = []
+    with (
+        grpc.secure_channel(f"127.0.0.1:{port}", credentials, options=big) as secure,
+        grpc.insecure_channel(f"127.0.0.1:{health_port}") as plain,
+    ):
+        assert health_of(secure) == SERVING  # the TLS connection is up before the call
+        in_flight = api_grpc.EnvoyGatewayExtensionStub(secure).PostHTTPListenerModify.future(
+            busy_listener_call(), timeout=30
+        )
+        time.sleep(0.3)  # the request is on the server and being compiled
+        server.send(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while not heard or heard[-1] == SERVING:
+            assert time.monotonic() < deadline, heard
+            heard.append(health_of(plain))  # raises if the port closed before NOT_SERVING
+            time.sleep(0.02)
+        # The process answered NOT_SERVING on the health port: draining, not yet exited.
+        assert heard[-1] == NOT_SERVING
+        answer = in_flight.result()
+        assert server.wait() == 0
+    assert managers(answer.listener)  # the call in flight still got its answer
+    events = [event_of(line) for line in server.log_lines]
+    # The call was still running when the signal arrived, and finished before the stop.
+    assert events.index("server.signal") < events.index("hook.listener"), server.output
+    assert events.index("hook.listener") < events.index("server.stopped")
+
+
+def test_in_process_the_health_port_shares_the_health_of_the_grpc_port(
+    tmp_path: Path,
+) -> None:
+    authority = Authority()
+    cert, key = authority.issue("extension-server", server=True).write(tmp_path, "server")
+    server = ExtensionServer(
+        ServerSettings(
+            host="127.0.0.1",
+            port=0,
+            health_port=0,  # any free port
+            shutdown_grace=30,
+            tls=TlsSettings(str(cert), str(key), None),
+        )
+    )
+    server.start()
+    assert server.health_port not in (None, 0, server.port)
+    credentials = grpc.ssl_channel_credentials(authority.pem)
+    with (
+        grpc.secure_channel(f"127.0.0.1:{server.port}", credentials) as secure,
+        grpc.insecure_channel(f"127.0.0.1:{server.health_port}") as plain,
+    ):
+        assert health_of(plain) == health_of(secure) == SERVING
+        slow = api_grpc.EnvoyGatewayExtensionStub(secure).PostHTTPListenerModify.future(
+            busy_listener_call(), timeout=60
+        )
+        time.sleep(0.3)  # the slow call is in flight
+        stopping = threading.Thread(target=server.stop)
+        stopping.start()
+        deadline = time.monotonic() + 10
+        while health_of(plain) == SERVING:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        # Both ports say NOT_SERVING, for "" and for the hook service, while the call drains.
+        for service in ("", SERVICE):
+            assert health_of(plain, service) == NOT_SERVING
+            assert health_of(secure, service) == NOT_SERVING
+        assert managers(slow.result().listener)
+        stopping.join()
+    with (
+        pytest.raises(ConnectionRefusedError),
+        socket.create_connection(("127.0.0.1", server.health_port)),
+    ):
+        pass
+
+
+def test_a_taken_health_port_fails_start_up() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken, pytest.raises((OSError, RuntimeError)):
+        ExtensionServer(
+            ServerSettings(host="127.0.0.1", port=0, health_port=taken.getsockname()[1])
+        )
 
 
 # --- Unset stays unset; findings and events ----------------------------------------------------

@@ -110,3 +110,15 @@ def test_vault_and_aws_settings_from_flags_and_the_stores_own_variables(
 def test_settings_that_cannot_work_are_refused_at_start_up(args: list[str], message: str) -> None:
     with pytest.raises(click.UsageError, match=message.replace("{", r"\{").replace("}", r"\}")):
         settings(*args)
+
+
+def test_the_health_port_is_off_by_default_and_set_by_flag_or_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert settings().health_port is None  # 0, the default: no health port
+    assert settings("--health-port", "5006").health_port == 5006
+    monkeypatch.setenv("EXTENSION_SERVER_HEALTH_PORT", "8086")
+    assert settings().health_port == 8086
+    assert settings("--health-port", "0").health_port is None  # the flag wins, and turns it off
+    with pytest.raises(click.BadParameter, match="65536"):
+        settings("--health-port", "65536")

@@ -76,6 +76,18 @@ The port the server listens on (EXTENSION_SERVER_PORT, containerPort, probes).
 {{- end }}
 
 {{/*
+The port the kubelet's grpc probes ask: the gRPC port, or with TLS (which that probe cannot
+speak) the plaintext health port, `--health-port`, which serves the health service only.
+*/}}
+{{- define "extension-server.probePort" -}}
+{{- if .Values.tls.enabled }}
+{{- .Values.healthPort }}
+{{- else }}
+{{- include "extension-server.containerPort" . }}
+{{- end }}
+{{- end }}
+
+{{/*
 Where the chart mounts files the server reads. Each is a directory mount (never subPath),
 so the kubelet's atomic updates of a Secret or a projected token reach the running pod.
 */}}
