@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -40,7 +39,7 @@ from server.demo.gateway import GatewayStandIn
 from server.logs import PAYLOAD_LOGGERS
 from server.service import CallLimits
 from tests.builders import http_listener, managers, our_filter, policy
-from tests.support.aws import ACCOUNT, REGION, MotoServer
+from tests.support.aws import ACCOUNT, REGION, MotoServer, dummy_aws_environment
 from tests.support.secrets import remember
 
 TEAM = "team-a"
@@ -62,14 +61,7 @@ def moto() -> Iterator[MotoServer]:
 @pytest.fixture
 def aws(moto: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoServer]:
     """moto, emptied, and an environment holding dummy credentials and nothing else of AWS."""
-    for name in [*os.environ]:
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    dummy_aws_environment(monkeypatch, tmp_path)
     moto.reset()
     yield moto
     moto.reset()  # moto's IAM switch is per process: never leave it on for the next test

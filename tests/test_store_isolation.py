@@ -23,7 +23,7 @@ from compiler.errors import UnresolvedCredentialError
 from compiler.htpasswd import parse_like_envoy
 from compiler.pipeline import ListenerResult, compile_listener, load_policies
 from tests.builders import http_listener, managers, our_filter, policy
-from tests.support.aws import REGION, MotoServer
+from tests.support.aws import REGION, MotoServer, dummy_aws_environment
 from tests.support.secrets import remember
 from tests.support.vault import VaultStandIn
 
@@ -35,14 +35,10 @@ GIVE_UP_AFTER = 60.0  # a bound on waiting for a call, not a performance asserti
 @pytest.fixture
 def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoServer]:
     for name in [*os.environ]:
-        if name.startswith(("AWS_", "VAULT_")):
+        if name.startswith("VAULT_"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("HOME", str(tmp_path))
+    dummy_aws_environment(monkeypatch, tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))  # hvac reads ~/.vault-token
     with MotoServer() as server:
         server.reset()  # moto keeps its state per process, not per server
         for name in ("alice", "bob"):

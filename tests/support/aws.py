@@ -14,11 +14,13 @@ moto keeps its state (and the IAM-enforcement switch) per process, not per serve
 from __future__ import annotations
 
 import io
+import os
 import re
 import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -181,3 +183,16 @@ class MotoServer:
 def secrets_client(server: MotoServer) -> Any:
     """A boto3 Secrets Manager client on `server`, for setting up a test's secrets."""
     return server.secrets_client()
+
+
+def dummy_aws_environment(monkeypatch: Any, home: Path) -> None:
+    """An environment holding moto's dummy credentials and nothing else of AWS (or of the
+    machine's own AWS configuration), set through pytest's `monkeypatch`."""
+    for name in [*os.environ]:
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", DUMMY_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", DUMMY_KEY)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
