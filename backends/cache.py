@@ -124,14 +124,19 @@ class SecretCache:
             return self._stale_or_raise(entry, store, lookup.error)
         assert lookup.future is not None
         try:
-            return lookup.future.result(timeout=max(timeout, 0.0))
-        except StoreError as failure:
-            return self._stale_or_raise(entry, store, failure)
+            # The failure itself, not raised: one failure reaches many callers, and raising
+            # the same object in each would chain every caller's frames (whole calls) to it
+            # for as long as it is remembered.
+            failure = lookup.future.exception(timeout=max(timeout, 0.0))
         except TimeoutError:
-            timeout_error = StoreError(
+            failure = StoreError(
                 store, "timeout", f"{store} did not answer before the deadline (--backend-timeout)"
             )
-            return self._stale_or_raise(entry, store, timeout_error)
+        if failure is None:
+            return lookup.future.result()
+        if isinstance(failure, StoreError):
+            return self._stale_or_raise(entry, store, failure)
+        raise RuntimeError(f"the {store} store failed unexpectedly") from failure  # a bug
 
     @property
     def wait(self) -> float:

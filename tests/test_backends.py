@@ -520,6 +520,34 @@ def test_a_remembered_failure_reaches_each_caller_without_the_others_frames() ->
     assert max(depths) == depths[0] < 10
 
 
+def test_a_failed_fetch_that_many_callers_waited_for_keeps_none_of_their_frames() -> None:
+    """Every caller waits on the fetch in flight (the one that asked the store too, since
+    fetches run on the store's own threads). Raising the one failure in each of them would
+    chain every caller's frames, whole calls, to the failure that is then remembered: the
+    quick soak saw the server's memory nearly double."""
+    cache = SecretCache(60, 900, wait=5)
+    fetch = Fetches(delay=0.2)
+    fetch.failing = True
+    errors: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            cache.get("k", "vault", fetch)
+        except StoreError as error:
+            errors.append(error)
+
+    callers = [threading.Thread(target=caller) for _ in range(20)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join()
+    assert fetch.count == 1 and len(errors) == 20
+    lookup = cache.start("k", "vault", fetch)  # the failure, as remembered for the next calls
+    assert lookup.error is not None
+    assert lookup.error.__traceback__ is None
+    assert len({id(error) for error in errors}) == 20  # each caller its own exception
+
+
 def test_a_policy_that_keeps_failing_resolves_to_the_same_value_without_frames() -> None:
     """Memos key on identity: one Resolved per policy and failure, holding no frames."""
     resolver = CredentialResolver()  # no store configured: every call fails the same way
