@@ -20,6 +20,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from google.protobuf.wrappers_pb2 import BoolValue
 
 from compiler.listener import FILTER_NAME
@@ -160,3 +161,21 @@ def policy(
             "spec": body,
         }
     ).encode()
+
+
+def as_http3(listener: Any) -> Any:
+    """An HTTPS listener turned into Envoy Gateway's HTTP/3 form: UDP, QUIC options, a QUIC
+    transport (ALPN h3) per chain. The managers are left as they are."""
+    del listener.listener_filters[:]
+    listener.udp_listener_config.quic_options.SetInParent()
+    listener.address.socket_address.protocol = listener.address.socket_address.UDP
+    for chain in listener.filter_chains:
+        quic = quic_transport_pb2.QuicDownstreamTransport()
+        tls = quic.downstream_tls_context.common_tls_context
+        tls.alpn_protocols.append("h3")
+        certificate = tls.tls_certificate_sds_secret_configs.add(name="default/eg-tls")
+        certificate.sds_config.ads.SetInParent()
+        certificate.sds_config.resource_api_version = config_source_pb2.V3
+        chain.transport_socket.name = "envoy.transport_sockets.quic"
+        chain.transport_socket.typed_config.Pack(quic)
+    return listener

@@ -16,13 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from envoy.config.core.v3 import config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.basic_auth.v3 import basic_auth_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from google.protobuf import json_format
 from google.protobuf.unknown_fields import UnknownFieldSet
 from udpa.type.v1 import typed_struct_pb2 as udpa_typed_struct_pb2
@@ -30,6 +28,7 @@ from xds.type.v3 import typed_struct_pb2
 
 from compiler.listener import FILTER_NAME
 from tests.builders import (
+    as_http3,
     eg_security_filters,
     http_filter,
     http_listener,
@@ -391,19 +390,8 @@ def many_chains_and_tcp() -> Listener:
 
 def http3() -> Listener:
     """HTTP/3 as Envoy Gateway writes it: UDP, QUIC options, a QUIC transport per chain."""
-    listener = https_listener("h3", "h3-admin")
-    del listener.listener_filters[:]
-    listener.udp_listener_config.quic_options.SetInParent()
-    listener.address.socket_address.protocol = listener.address.socket_address.UDP
+    listener = as_http3(https_listener("h3", "h3-admin"))
     for chain in listener.filter_chains:
-        quic = quic_transport_pb2.QuicDownstreamTransport()
-        tls = quic.downstream_tls_context.common_tls_context
-        tls.alpn_protocols.append("h3")
-        certificate = tls.tls_certificate_sds_secret_configs.add(name="default/eg-tls")
-        certificate.sds_config.ads.SetInParent()
-        certificate.sds_config.resource_api_version = config_source_pb2.V3
-        chain.transport_socket.name = "envoy.transport_sockets.quic"
-        chain.transport_socket.typed_config.Pack(quic)
         hcm = the_manager(listener, chain)
         hcm.codec_type = hcm.HTTP3
         hcm.http3_protocol_options.SetInParent()

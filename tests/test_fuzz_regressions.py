@@ -21,6 +21,7 @@ from compiler.listener import FILTER_NAME, HCM_TYPE
 from compiler.parse import parse_resources
 from compiler.pipeline import ListenerResult, compile_listener, load_policies
 from tests.builders import http_listener, managers, our_filter, policy
+from tests.hostile_cases import manager_of_single_objects
 from tests.support.secrets import sha
 
 HCM_URL = f"type.googleapis.com/{HCM_TYPE}"
@@ -156,16 +157,7 @@ def test_a_single_object_where_a_filter_list_belongs_is_a_list_of_one() -> None:
     """Envoy's JSON reader takes `http_filters: {...}` as a list of one filter and runs it;
     the hook took it for something Envoy rejects and left the manager unprotected. Found
     by asking Envoy how it reads the shapes the fuzzer makes."""
-    listener = http_listener()
-    (hcm,) = managers(listener)
-    config = json_format.MessageToDict(hcm, preserving_proto_field_name=True)
-    (router,) = config["http_filters"]
-    config["http_filters"] = router
-    config["upgrade_configs"] = {"upgrade_type": "websocket", "filters": router}
-    typed_struct = typed_struct_pb2.TypedStruct(type_url=HCM_URL)
-    typed_struct.value.update(config)
-    listener.default_filter_chain.filters[0].typed_config.Pack(typed_struct)
-    result = hook(listener, ALICE)
+    result = hook(manager_of_single_objects(), ALICE)
     out = struct_config(result.listener)
     expected = [FILTER_NAME, "envoy.filters.http.router"]
     assert [f["name"] for f in out["http_filters"]] == expected

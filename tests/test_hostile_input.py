@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -46,13 +45,12 @@ from compiler.htpasswd import parse_like_envoy
 from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.app import ExtensionServer, ServerSettings
-from server.demo.envoy import find_envoy
 from server.envoy_json import register_envoy_types
 from tests.builders import our_filter
 from tests.hostile_cases import CASES, HostileCase, Listener
 from tests.hostile_checks import check_protected, manager_shape, network_filters
 from tests.support.secrets import sha
-from tests.support.validate import validate_listeners, validation_bootstrap
+from tests.support.validate import envoy_validate, validate_listeners, validation_bootstrap
 
 LONGEST_LOG_VALUE = 1000  # characters: a 1 MiB value must never be copied into a log line
 NOT_JUDGED = "<not validated: the call failed>"
@@ -145,7 +143,6 @@ def judge_with_envoy(results: dict[str, Outcome], workdir: Path) -> None:
         setattr(outcome, verdict, error)
 
 
-_CONFIG_ERROR = re.compile(r"error initializing configuration '[^']*': (.*)", re.DOTALL)
 _DEBUG_MARKER = re.compile(r"goo\.gle/debug\w*")
 
 
@@ -160,16 +157,11 @@ def envoy_reads_exact_bytes(listener: Listener, workdir: Path) -> str | None:
     bootstrap.static_resources.listeners.append(listener)
     path = workdir / f"exact-{len(list(workdir.glob('exact-*')))}.pb"
     path.write_bytes(bootstrap.SerializeToString())
-    command = [str(find_envoy()), "--mode", "validate", "-c", str(path), "--log-level", "error"]
-    command += ["--disable-hot-restart", "--allow-unknown-static-fields"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    if done.returncode == 0:
+    error = envoy_validate(path, "--allow-unknown-static-fields")
+    if error is None:
         return None
-    output = (done.stderr + done.stdout).strip()
-    found = _CONFIG_ERROR.search(output)
     # protobuf's debug dump of the offending message varies its marker and spacing by run.
-    error = _DEBUG_MARKER.sub("goo.gle/debug", found.group(1) if found else output)
-    return " ".join(error.split())
+    return " ".join(_DEBUG_MARKER.sub("goo.gle/debug", error).split())
 
 
 # --- What a protected listener looks like --------------------------------------------------

@@ -29,9 +29,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from envoy.config.core.v3 import config_source_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from google.protobuf import json_format
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
@@ -44,6 +42,7 @@ from compiler.listener import FILTER_NAME, HCM_TYPE
 from compiler.model import CompileOptions, UnprotectedMode
 from compiler.pipeline import ListenerResult, compile_listener, load_policies
 from tests.builders import (
+    as_http3,
     eg_security_filters,
     http_listener,
     https_listener,
@@ -139,22 +138,6 @@ def offered(resources: Sequence[bytes]) -> set[tuple[str, str]]:
 
 
 # --- Listeners ---------------------------------------------------------------------------------
-
-
-def as_http3(listener: Any) -> Any:
-    """An HTTPS listener turned into Envoy Gateway's HTTP/3 form (UDP, QUIC per chain)."""
-    del listener.listener_filters[:]
-    listener.udp_listener_config.quic_options.SetInParent()
-    listener.address.socket_address.protocol = listener.address.socket_address.UDP
-    for chain in listener.filter_chains:
-        quic = quic_transport_pb2.QuicDownstreamTransport()
-        tls = quic.downstream_tls_context.common_tls_context
-        certificate = tls.tls_certificate_sds_secret_configs.add(name="default/eg-tls")
-        certificate.sds_config.ads.SetInParent()
-        certificate.sds_config.resource_api_version = config_source_pb2.V3
-        chain.transport_socket.name = "envoy.transport_sockets.quic"
-        chain.transport_socket.typed_config.Pack(quic)
-    return listener
 
 
 def as_typed_struct(listener: Any, camel: bool) -> Any:

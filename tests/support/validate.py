@@ -224,12 +224,18 @@ class _Validator:
         path = self.workdir / "validate-bootstrap.json"
         path.write_text(json.dumps(validation_bootstrap(listeners, self.stubs)))
         self.runs += 1
-        command = [str(find_envoy()), "--mode", "validate", "-c", str(path)]
-        command += ["--log-level", "error", "--disable-hot-restart"]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-        if done.returncode == 0:
-            return None
-        output = (done.stderr + done.stdout).strip()
-        found = _CONFIG_ERROR.search(output)
-        error = _PROTO_DUMP.sub("<message elided>: ", found.group(1) if found else output)
-        return error.strip() or f"envoy exited with status {done.returncode}"
+        error = envoy_validate(path)
+        return None if error is None else _PROTO_DUMP.sub("<message elided>: ", error).strip()
+
+
+def envoy_validate(path: Path, *flags: str) -> str | None:
+    """`envoy --mode validate` on the bootstrap at `path`: None if Envoy accepts it, else
+    its configuration error (or, without one, all it said, or its exit status)."""
+    command = [str(find_envoy()), "--mode", "validate", "-c", str(path)]
+    command += ["--log-level", "error", "--disable-hot-restart", *flags]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode == 0:
+        return None
+    output = (done.stderr + done.stdout).strip()
+    found = _CONFIG_ERROR.search(output)
+    return (found.group(1) if found else output) or f"envoy exited with status {done.returncode}"
