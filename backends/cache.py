@@ -192,7 +192,8 @@ class SecretCache:
     ) -> None:
         try:
             value = fetch()
-        except StoreError as failure:
+        except Exception as error:
+            failure = _as_store_error(store, error)
             metrics.BACKEND_REQUESTS.labels(store, failure.outcome).inc()
             with self._lock:
                 self._errors[key] = failure.with_traceback(None)
@@ -202,7 +203,7 @@ class SecretCache:
                     self._values.pop(key, None)
                 del self._in_flight[key]
             future.set_exception(failure)
-        except BaseException as failure:  # a bug: release the waiters, then re-raise
+        except BaseException as failure:  # interpreter exit: release the waiters, re-raise
             with self._lock:
                 del self._in_flight[key]
             future.set_exception(failure)
@@ -211,7 +212,7 @@ class SecretCache:
             metrics.BACKEND_REQUESTS.labels(store, OK).inc()
             with self._lock:
                 held = self._values.get(key)
-                if held is not None and held.value == value:
+                if held is not None and _same_content(held.value, value):
                     # Unchanged: keep the very object, which downstream memos key on, so
                     # a refresh does not make every answer compile (and be kept) anew.
                     value = held.value
@@ -232,6 +233,27 @@ class SecretCache:
             metrics.STALE_SERVES.labels(store).inc()
             return entry.value
         raise _fresh(error)
+
+
+def _as_store_error(store: str, error: Exception) -> StoreError:
+    """Any failure of a fetch as a store answer, remembered and denied like the others.
+
+    A store's own failures are StoreErrors already. Anything else comes from what the
+    store sent (a value nested too deeply for the JSON reader, a field of an unexpected
+    type) or a bug: either way it is this secret's problem, not the call's.
+    """
+    if isinstance(error, StoreError):
+        return error
+    return StoreError(
+        store, INVALID, f"the {store} store's answer could not be read ({type(error).__name__})"
+    )
+
+
+def _same_content(held: Any, fetched: Any) -> bool:
+    try:
+        return bool(held == fetched)
+    except RecursionError:  # values nested too deeply to compare are simply new
+        return False
 
 
 def _fresh(error: StoreError) -> StoreError:

@@ -40,7 +40,9 @@ from compiler.errors import (
     PlaintextForbiddenError,
     PolicyError,
     TenancyError,
+    TooLargeError,
     UnresolvedCredentialError,
+    internal_error,
 )
 from compiler.memo import BoundedMemo, IdentityMemo
 from compiler.model import (
@@ -56,6 +58,9 @@ from compiler.model import (
 )
 from compiler.users import Resolved
 
+# Users one policy may bring: beyond it the policy is left out (TooLargeError). About what
+# one HTTP connection manager's table can hold in Envoy Gateway's default 4 MiB message.
+DEFAULT_MAX_USERS_PER_POLICY = 100_000
 MEMO_CREDENTIALS = 1_000_000  # credentials kept resolved across calls (about 200 MB at most)
 
 _FIXES = {
@@ -75,6 +80,7 @@ class ResolverSettings:
     forbid_plaintext: bool = False
     vault_path_template: str = DEFAULT_VAULT_TEMPLATE
     aws_secret_template: str = DEFAULT_AWS_TEMPLATE
+    max_users_per_policy: int = DEFAULT_MAX_USERS_PER_POLICY
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,8 @@ class CredentialResolver:
             return self._start(policy)
         except PolicyError as error:
             return self._failed(policy, error)
+        except Exception as error:  # unforeseen: this policy's error, never the call's
+            return self._failed(policy, internal_error(policy.ref, "spec", error))
 
     def _end(self, item: Resolved | _Begun, deadline: float) -> Resolved:
         if isinstance(item, Resolved):
@@ -151,6 +159,8 @@ class CredentialResolver:
             return self._remembered(item.policy, self._finish(item, deadline), item.field)
         except PolicyError as error:
             return self._failed(item.policy, error)
+        except Exception as error:  # unforeseen: this policy's error, never the call's
+            return self._failed(item.policy, internal_error(item.policy.ref, item.field, error))
 
     def _failed(self, policy: Policy, error: PolicyError) -> Resolved:
         """The Resolved made before for this policy failing the same way, or a new one.
@@ -229,10 +239,25 @@ class CredentialResolver:
         document = stored.content
         try:
             if isinstance(spec, UsersFrom):
-                return user_credentials(document, spec.store, source)
-            return password_credential(document, spec.store, spec.username, source)
+                credentials = user_credentials(document, spec.store, source)
+            else:
+                credentials = password_credential(document, spec.store, spec.username, source)
         except StoredValueError as error:
             raise self._unresolved(policy, spec.store, field, str(error), INVALID) from None
+        except Exception as error:  # a value of a shape no rule foresaw: this secret only
+            problem = f"the stored value could not be read ({type(error).__name__})"
+            raise self._unresolved(policy, spec.store, field, problem, INVALID) from None
+        limit = self.settings.max_users_per_policy
+        if len(credentials) > limit:
+            raise TooLargeError(
+                policy.ref,
+                field,
+                f"the secret holds {len(credentials)} users, more than this server takes "
+                f"from one policy ({limit})",
+                "split the users across several policies and secrets, or raise "
+                "--max-users-per-policy (docs/policies.md: how many users fit)",
+            )
+        return credentials
 
     def close(self) -> None:
         """Let the stores' requests in flight finish, and start no other (server shutdown)."""

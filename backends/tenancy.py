@@ -15,9 +15,9 @@ from compiler.model import AwsSecretRef, StoreRef, VaultRef
 DEFAULT_VAULT_TEMPLATE = "secret/data/gateways/{namespace}/"
 DEFAULT_AWS_TEMPLATE = "gateways/{namespace}/"
 
-_VAULT_SEGMENT = re.compile(r"^[A-Za-z0-9_@+=,.-]+$")
-_AWS_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]+$")
-_AWS_ARN = re.compile(r"^arn:[a-z-]+:secretsmanager:[a-z0-9-]*:[0-9]*:secret:(?P<name>.+)$")
+_VAULT_SEGMENT = re.compile(r"[A-Za-z0-9_@+=,.-]+")
+_AWS_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]+")
+_AWS_ARN = re.compile(r"arn:[a-z-]+:secretsmanager:[a-z0-9-]*:[0-9]*:secret:(?P<name>.+)")
 
 
 def check_template(template: str) -> None:
@@ -44,7 +44,9 @@ def tenancy_problem(
 
 def _vault_problem(path: str, prefix: str) -> str | None:
     segments = path.split("/")
-    if any(segment in ("", ".", "..") or not _VAULT_SEGMENT.match(segment) for segment in segments):
+    if any(
+        segment in ("", ".", "..") or not _VAULT_SEGMENT.fullmatch(segment) for segment in segments
+    ):
         return "is not a plain Vault path (empty, '.' or '..' segments, or unusual characters)"
     if not path.startswith(prefix) or path == prefix:
         return f"is outside {prefix}, the Vault paths this policy's namespace may read"
@@ -52,9 +54,9 @@ def _vault_problem(path: str, prefix: str) -> str | None:
 
 
 def _aws_problem(ref: AwsSecretRef, prefix: str) -> str | None:
-    match = _AWS_ARN.match(ref.secret_id)
+    match = _AWS_ARN.fullmatch(ref.secret_id)
     name = match.group("name") if match else ref.secret_id
-    if not _AWS_NAME.match(name):
+    if not _AWS_NAME.fullmatch(name):
         return "is not a valid Secrets Manager name or ARN"
     if not name.startswith(prefix) or name == prefix:
         return f"is outside {prefix}, the secret names this policy's namespace may read"

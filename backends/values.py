@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from compiler.htpasswd import envoy_lines
 from compiler.model import AwsSecretRef, Credentials, Secrets, StoreRef, VaultRef
 
 
@@ -77,14 +78,20 @@ def _json_object_or_text(text: Any) -> Any:
         return json.loads(text)
     except ValueError:
         raise StoredValueError("the secret starts like JSON but is not valid JSON") from None
+    except RecursionError:
+        # json.loads recurses once per nesting level: a few kilobytes of '{"a":' exhaust
+        # the stack. A secret shaped like that is one unusable secret, not a failed call.
+        raise StoredValueError("the secret nests JSON objects or arrays too deeply") from None
 
 
 def _htpasswd_columns(text: str, ref: StoreRef) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The users of htpasswd text, read as Envoy reads it (`envoy_lines`).
+
+    Any other reading (str.splitlines() also ends lines at '\r', '\x0b', '\x85',
+    '\u2028', ...) would see users where Envoy sees none, or one where Envoy sees another.
+    """
     names, values = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        name, colon, hashed = line.partition(":")
+    for number, name, colon, hashed in envoy_lines(text):
         if not colon:
             raise StoredValueError(
                 f"line {number} of the htpasswd text at {_where(ref)} has no ':'"

@@ -64,14 +64,25 @@ class VaultSettings:
     def check(self) -> None:
         """Refuse at start-up what cannot work, naming the setting to fix."""
         if self.auth not in AUTH_METHODS:
-            raise ValueError(f"--vault-auth must be one of {', '.join(AUTH_METHODS)}")
+            raise VaultSettingError("--vault-auth", f"must be one of {', '.join(AUTH_METHODS)}")
         if self.auth == "kubernetes" and not self.role:
-            raise ValueError("--vault-auth=kubernetes needs --vault-role")
-        if self.auth == "approle" and not (self.approle_role_id and self.approle_secret_id_file):
-            raise ValueError(
-                "--vault-auth=approle needs --vault-approle-role-id and "
-                "--vault-approle-secret-id-file"
+            raise VaultSettingError("--vault-role", "is required with --vault-auth=kubernetes")
+        if self.auth == "approle" and not self.approle_role_id:
+            raise VaultSettingError(
+                "--vault-approle-role-id", "is required with --vault-auth=approle"
             )
+        if self.auth == "approle" and not self.approle_secret_id_file:
+            raise VaultSettingError(
+                "--vault-approle-secret-id-file", "is required with --vault-auth=approle"
+            )
+
+
+class VaultSettingError(ValueError):
+    """A Vault setting that cannot work; `setting` names the flag."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting} {problem}")
+        self.setting, self.problem = setting, problem
 
 
 class VaultStore:
@@ -102,7 +113,8 @@ class VaultStore:
         data = _kv_data(response, ref)
         if ref.engine == "kv-v1":
             return StoredSecret(data, content_digest(data))
-        return StoredSecret(data, str(response["data"].get("metadata", {}).get("version", "")))
+        metadata = _mapping(_mapping(response.get("data")).get("metadata"))
+        return StoredSecret(data, str(metadata.get("version", "")))
 
     def version(self, ref: StoreRef) -> str:
         """KV v2: `current_version` from the metadata (no secret read); KV v1: a keyed digest.
@@ -119,9 +131,9 @@ class VaultStore:
         mount, marker, rest = ref.path.partition("/data/")
         if not marker:
             raise StoreError(self.name, INVALID, f"{ref.path} is not a KV v2 data path")
-        metadata = self._get(f"{mount}/metadata/{rest}", None).get("data") or {}
+        metadata = _mapping(self._get(f"{mount}/metadata/{rest}", None).get("data"))
         current = str(metadata.get("current_version") or "")
-        state = (metadata.get("versions") or {}).get(current) or {}
+        state = _mapping(_mapping(metadata.get("versions")).get(current))
         if not current or current == "0" or state.get("destroyed") or _deleted(state):
             raise StoreError(
                 self.name, NOT_FOUND, f"Vault has no live version of {ref.path} (deleted?)"
@@ -274,6 +286,13 @@ def _kv_data(response: Any, ref: VaultRef) -> Mapping[str, Any]:
         hint = " (is it a KV v1 secret? set engine: kv-v1)" if ref.engine == "kv-v2" else ""
         raise StoreError("vault", INVALID, f"{ref.path} holds no key/value data{hint}")
     return data
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """`value` if it is a JSON object, else an empty one: Vault's answers are read field by
+    field, and a field of another shape (a KV v1 secret read as KV v2 can hold a
+    `metadata` key of any type) reads as absent."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def _deleted(state: Mapping[str, Any]) -> bool:

@@ -14,7 +14,7 @@ import binascii
 import hashlib
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from passlib.apache import HtpasswdFile
 from passlib.hash import ldap_sha1
@@ -116,7 +116,7 @@ def sha_hash_problem(value: Secret) -> str | None:
         return "is not {SHA} followed by 28 base64 characters"
     try:
         digest = base64.b64decode(text[len(SHA_PREFIX) :], validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, and the ValueError non-ASCII text raises
         return "is not valid base64 after {SHA}"
     if len(digest) != 20:
         return "does not hold a 20-byte SHA-1 digest"
@@ -170,6 +170,29 @@ def reference_sha_hash(password: Secret) -> str:
     return str(ldap_sha1.hash(password.reveal()))
 
 
+def envoy_lines(text: str) -> Iterator[tuple[int, str, bool, str]]:
+    """The lines Envoy reads in htpasswd text: (line number, user name, whether a ':' was
+    there, the rest). Lines end at '\n' only; empty lines and lines starting with '#' are
+    skipped; nothing is trimmed. The one reader of htpasswd text in the project."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line or line.startswith("#"):
+            continue
+        name, colon, rest = line.partition(":")
+        yield number, name, bool(colon), rest
+
+
+def envoy_line_ok(name: str, hashed: str) -> bool:
+    """Whether `name:hashed` is one line Envoy accepts (uniqueness aside)."""
+    return (
+        bool(name)
+        and not name.startswith("#")
+        and ":" not in name
+        and "\n" not in name + hashed
+        and hashed.startswith(SHA_PREFIX)
+        and len(hashed) == SHA_LENGTH
+    )
+
+
 def parse_like_envoy(text: str) -> dict[str, str]:
     """Read `text` with the rules of Envoy's basic_auth parser; raise EnvoyWouldReject.
 
@@ -178,10 +201,7 @@ def parse_like_envoy(text: str) -> dict[str, str]:
     if not text:
         raise EnvoyWouldReject("the users DataSource is empty")
     users: dict[str, str] = {}
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line or line.startswith("#"):
-            continue
-        name, colon, hashed = line.partition(":")
+    for number, name, colon, hashed in envoy_lines(text):
         if not colon:
             raise EnvoyWouldReject(f"line {number} has no ':'")
         if not name or not hashed:

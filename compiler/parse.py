@@ -13,7 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from compiler.errors import InvalidHeaderError, MalformedPolicyError, PolicyError
+from compiler.errors import (
+    InvalidHeaderError,
+    MalformedPolicyError,
+    NoTargetError,
+    PolicyError,
+    internal_error,
+)
 from compiler.memo import BoundedMemo
 from compiler.model import (
     POLICY_GROUP,
@@ -36,12 +42,22 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 DEFAULT_NAMESPACE = "default"  # what kubectl uses when a manifest names none
 
 # metadata.name / namespace: Kubernetes DNS-1123 subdomain rules (also keeps logs clean).
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 # RFC 9110 field-name token.
-_HEADER_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
-# Headers Envoy or HTTP itself owns: forwarding a user name in them breaks requests or auth.
+_HEADER_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+# forwardUsernameHeader carries a user name to the backend, which takes it as a fact about
+# the request. It must not be a header that already states something else the backend or
+# a proxy relies on. The rule, in three families (the CRD states the same rule):
+# - headers HTTP itself owns: hop-by-hop and framing (RFC 9110 7.6.1, 6.1), Host, and
+#   credentials (Authorization, Proxy-Authorization);
+# - headers proxies write about the connection and the client: Forwarded and the whole
+#   X-Forwarded-* family (RFC 7239 and its predecessors), Via, the client-address headers
+#   of common proxies and CDNs (X-Real-IP, True-Client-IP, ...);
+# - headers that tie a request to others: request ids and trace context (W3C, B3, ...),
+#   and Envoy's own x-envoy-* namespace, which Envoy trusts from a trusted hop.
 _RESERVED_HEADERS = frozenset(
     {
+        # HTTP
         "authorization",
         "connection",
         "content-length",
@@ -53,8 +69,28 @@ _RESERVED_HEADERS = frozenset(
         "trailer",
         "transfer-encoding",
         "upgrade",
+        # the connection and the client, as proxies record them
+        "forwarded",
+        "via",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-cluster-client-ip",
+        "x-original-forwarded-for",
+        # request identity and trace context
+        "x-request-id",
+        "traceparent",
+        "tracestate",
+        "b3",
+        "x-ot-span-context",
+        "x-cloud-trace-context",
+        "x-amzn-trace-id",
+        "grpc-trace-bin",
     }
 )
+_RESERVED_HEADER_PREFIXES = ("x-forwarded-", "x-envoy-", "x-b3-", "x-datadog-")
 _SPEC_FIELDS = frozenset(
     {
         "targetRefs",
@@ -72,6 +108,7 @@ _VAULT_FIELDS = frozenset({"path", "engine", "key", "version"})
 _VAULT_ENGINES = ("kv-v2", "kv-v1")
 _AWS_FIELDS = frozenset({"secretId", "key", "versionStage", "versionId"})
 _TARGET_FIELDS = frozenset({"group", "kind", "name", "sectionName"})
+MAX_TARGETS = 16  # the CRD's maxItems
 
 
 @dataclass(frozen=True)
@@ -100,10 +137,7 @@ def parse_resources(
         key = (data, source)
         parsed = _parsed.get(key)
         if parsed is None:
-            try:
-                parsed = parse_resource(data, source)
-            except PolicyError as error:
-                parsed = error
+            parsed = _parse_or_error(data, source)
             _parsed.put(key, parsed)
         results.append(parsed)
     return results
@@ -112,6 +146,20 @@ def parse_resources(
 # The same objects arrive with every listener of every translation: parse each once.
 # Equal bytes give the very same Policy, which the resolver's and compiler's memos use.
 _parsed: BoundedMemo[tuple[bytes, str], ParsedResource] = BoundedMemo(16_384)
+
+
+def _parse_or_error(data: bytes, source: str) -> ParsedResource:
+    """One object parsed, or its PolicyError: whatever goes wrong inside, never more.
+
+    The rules below raise MalformedPolicyError for everything they foresee; anything else
+    (a bug, an input no rule thought of) still costs only this object.
+    """
+    try:
+        return parse_resource(data, source)
+    except PolicyError as error:
+        return error
+    except Exception as error:
+        return internal_error(PolicyRef("<unknown>", source), "unstructured_bytes", error)
 
 
 def parse_resource(data: bytes, source: str = "extension_resources[0]") -> Policy | IgnoredResource:
@@ -177,7 +225,7 @@ def _policy_ref(obj: Mapping[str, Any], position: PolicyRef) -> PolicyRef:
     name = metadata.get("name")
     namespace = metadata.get("namespace", DEFAULT_NAMESPACE)
     for field, value in (("metadata.name", name), ("metadata.namespace", namespace)):
-        if not isinstance(value, str) or not _K8S_NAME.match(value):
+        if not isinstance(value, str) or not _K8S_NAME.fullmatch(value):
             raise MalformedPolicyError(
                 position,
                 field,
@@ -220,10 +268,24 @@ def _parse_revision(value: object, ref: PolicyRef) -> str | None:
 
 
 def _parse_targets(value: object, ref: PolicyRef) -> tuple[TargetRef, ...]:
-    if value is None:
-        return ()
+    """At least one Gateway: a policy that names none must not apply to everything it reaches
+    (whatever let it into the cluster, the CRD's minItems included, may not hold)."""
+    if value is None or value == []:
+        raise NoTargetError(
+            ref,
+            "spec.targetRefs",
+            "names no Gateway",
+            "list the Gateways (and optionally their sectionName) this policy protects",
+        )
     if not isinstance(value, list):
         raise MalformedPolicyError(ref, "spec.targetRefs", "is not a list", "list Gateways")
+    if len(value) > MAX_TARGETS:
+        raise MalformedPolicyError(
+            ref,
+            "spec.targetRefs",
+            f"lists {len(value)} targets, more than {MAX_TARGETS}",
+            "split the policy, or target whole Gateways instead of their sections",
+        )
     targets = []
     for i, item in enumerate(value):
         field = f"spec.targetRefs[{i}]"
@@ -357,21 +419,28 @@ def _parse_header(value: object, ref: PolicyRef) -> str | None:
     if value is None:
         return None
     field = "spec.forwardUsernameHeader"
-    if not isinstance(value, str) or not _HEADER_TOKEN.match(value):
+    if not isinstance(value, str) or not _HEADER_TOKEN.fullmatch(value):
         raise InvalidHeaderError(
             ref,
             field,
             "is not an HTTP header name",
             "use letters, digits and '-' (RFC 9110 token, at most 256 characters)",
         )
-    if value.lower() in _RESERVED_HEADERS:
+    if reserved_header(value):
         raise InvalidHeaderError(
             ref,
             field,
-            f"{value!r} is a header HTTP or Envoy owns",
+            f"{value!r} is a header that HTTP, proxies or Envoy already give a meaning "
+            "(credentials, connection, client address, forwarding, request id or tracing)",
             "choose a header of your own, such as X-Example-Ext",
         )
     return value
+
+
+def reserved_header(name: str) -> bool:
+    """Whether `name` is a header a user name must not be written into (see above)."""
+    lowered = name.lower()
+    return lowered in _RESERVED_HEADERS or lowered.startswith(_RESERVED_HEADER_PREFIXES)
 
 
 def _type_name(value: object) -> str:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
-from compiler.errors import PolicyError
+from compiler.errors import PolicyError, TooLargeError
+from compiler.htpasswd import SHA_LENGTH
 from compiler.listener import ApplyReport, ChainAuth, apply, chains_with_managers
 from compiler.memo import IdentityMemo
 from compiler.model import CompileOptions, Policy, PolicyRef, UnprotectedMode
@@ -47,6 +48,14 @@ class PolicySet:
     @property
     def refs(self) -> tuple[PolicyRef, ...]:
         return tuple(sorted(item.policy.ref for item in self.resolved))
+
+    def leaving_out(self, item: Resolved, error: PolicyError) -> PolicySet:
+        """The same set with `item`'s users denied, for `error`."""
+        resolved = tuple(
+            Resolved(other.policy, error=error) if other is item else other
+            for other in self.resolved
+        )
+        return PolicySet(resolved, self.malformed, self.ignored)
 
 
 @dataclass(frozen=True)
@@ -100,19 +109,34 @@ def load_policies(
 
 
 def compile_listener(
-    listener: Any, policies: PolicySet, options: CompileOptions = DEFAULT_OPTIONS
+    listener: Any,
+    policies: PolicySet,
+    options: CompileOptions = DEFAULT_OPTIONS,
+    max_bytes: int | None = None,
 ) -> ListenerResult:
     """Steps 3 and 4 for one listener: a table per distinct set of applicable policies.
+
+    With `max_bytes`, the listener returned is at most that large: while it is larger,
+    the policy that adds the most to it is left out (its users denied, a TooLargeError
+    saying why), so that an answer never exceeds the message limit because of one team's
+    user list. The listener stays protected whatever is left out. Only a listener too
+    large without any user is returned larger (the caller's to refuse).
 
     Unchanged input gives the very same result objects as the previous call (compiler.memo),
     so a warm call costs about the same for ten users as for a hundred thousand.
     """
     digest = _digest(listener)
-    compiled = _CALLS.get(
-        policies.resolved,
-        (digest, options, bool(policies.malformed)),
-        lambda: _compile(listener, digest, policies, options),
-    )
+    left_out: list[TooLargeError] = []
+    while True:
+        compiled = _compiled(listener, digest, policies, options)
+        size = int(compiled.listener.ByteSize())
+        if max_bytes is None or size <= max_bytes:
+            break
+        victim = _largest(listener, policies)
+        if victim is None:
+            break
+        left_out.append(_too_large(victim, listener, size, max_bytes))
+        policies = policies.leaving_out(victim, left_out[-1])
     errors: dict[str, PolicyError] = {str(error): error for error in policies.malformed}
     for table in compiled.tables:
         errors.update((str(error), error) for error in table.errors)
@@ -124,6 +148,54 @@ def compile_listener(
         users,
         compiled.report,
         compiled.applies_to_nothing,
+    )
+
+
+def _compiled(
+    listener: Any, digest: bytes, policies: PolicySet, options: CompileOptions
+) -> _Compiled:
+    return _CALLS.get(
+        policies.resolved,
+        (digest, options, bool(policies.malformed)),
+        lambda: _compile(listener, digest, policies, options),
+    )
+
+
+def _largest(listener: Any, policies: PolicySet) -> Resolved | None:
+    """The policy whose users add the most bytes to the listener: their lines, once per
+    chain it governs. Ties: the most recent policy (the oldest keeps its place, as in
+    conflicts). None when no policy adds a user."""
+    chains = chains_with_managers(listener)
+    weights = [
+        (
+            _table_bytes(item) * sum(applies_to_chain(item.policy, *chain) for chain in chains),
+            item.policy.precedence,
+            item,
+        )
+        for item in policies.resolved
+        if item.error is None and len(item.credentials)
+    ]
+    weighed = [entry for entry in weights if entry[0] > 0]
+    if not weighed:
+        return None
+    return max(weighed, key=lambda entry: entry[:2])[2]
+
+
+def _table_bytes(item: Resolved) -> int:
+    """The bytes a policy's users take in a table: `name:{SHA}<28>\n` each."""
+    names = item.credentials.usernames
+    return sum(map(len, names)) + len(names) * (SHA_LENGTH + 2)
+
+
+def _too_large(victim: Resolved, listener: Any, size: int, limit: int) -> TooLargeError:
+    users = len(victim.credentials)
+    return TooLargeError(
+        victim.policy.ref,
+        victim.credentials.username_field or "spec",
+        f"its {users} users were left out of listener {listener.name}: with them the "
+        f"answer is {size} bytes, over the {limit}-byte message limit",
+        "raise --max-message-size on the server and maxMessageSize in Envoy Gateway's "
+        "extensionManager together, or spread the users over several policies and listeners",
     )
 
 

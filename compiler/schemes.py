@@ -35,7 +35,7 @@ _MODULAR_CRYPT = re.compile(r"^\$[0-9a-z-]{1,16}\$")  # $id$..., the crypt(3) fa
 _LDAP_SCHEME = re.compile(r"^\{[A-Za-z0-9-]{2,16}\}")
 # crypt(3) without a '$' prefix: DES (`htpasswd -d`) and BSDi. Only in htpasswd text can
 # such a value be told from a password: a 13-character password looks the same.
-_TRADITIONAL_CRYPT = re.compile(r"^(?:[./0-9A-Za-z]{13}|_[./0-9A-Za-z]{19})$")
+_TRADITIONAL_CRYPT = re.compile(r"[./0-9A-Za-z]{13}|_[./0-9A-Za-z]{19}")
 UNKNOWN_SCHEME = "unknown"
 
 # What operators call each scheme (passlib's names are internal), for messages.
@@ -85,4 +85,4 @@ def _scheme_of_hash(value: str) -> str:
     scheme = scheme_of(value)
     if scheme is not None:
         return scheme
-    return "crypt" if _TRADITIONAL_CRYPT.match(value) else UNKNOWN_SCHEME
+    return "crypt" if _TRADITIONAL_CRYPT.fullmatch(value) else UNKNOWN_SCHEME

@@ -8,7 +8,7 @@ The same rule picks the forwarded-username header when policies disagree on it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from compiler.errors import (
@@ -18,11 +18,14 @@ from compiler.errors import (
     PolicyError,
     UnsupportedHashError,
     describe,
+    internal_error,
 )
 from compiler.gcpause import paused_gc
 from compiler.htpasswd import (
     SHA_SCHEME,
+    EnvoyWouldReject,
     all_plain,
+    envoy_line_ok,
     password_problem,
     render,
     sha_hash,
@@ -66,28 +69,61 @@ def _compile_users(resolved: Sequence[Resolved]) -> UserTable:
         if item.error is not None:
             errors.append(item.error)
             continue
-        credentials, ref = item.credentials, item.policy.ref
-        if _in_bulk(credentials, owners):
-            names = credentials.usernames
-            hashes.update(zip(names, sha_hashes(credentials.passwords.reveal()), strict=True))
-            owners.update(dict.fromkeys(names, ref))
+        try:
+            added, rejected = _entries(item, owners)
+        except Exception as error:  # unforeseen: this policy only, never the table
+            errors.append(internal_error(item.policy.ref, _field(item.credentials), error))
             continue
-        for credential in each(credentials):
-            error = _credential_error(ref, credential)
-            if error is None and credential.username in owners:
-                error = _conflict(ref, credential, owners[credential.username])
-            if error is not None:
-                errors.append(error)
-                continue
-            password = credential.password
-            hashes[credential.username] = (
-                password.reveal() if credential.scheme else sha_hash(password)
-            )
-            owners[credential.username] = ref
-    return UserTable(render(hashes), len(hashes), tuple(errors))
+        hashes.update(added)
+        owners.update(dict.fromkeys(added, item.policy.ref))
+        errors.extend(rejected)
+    return UserTable(_render(hashes, owners, errors), len(hashes), tuple(errors))
 
 
-def _in_bulk(credentials: Credentials, owners: dict[str, PolicyRef]) -> bool:
+def _entries(
+    item: Resolved, owners: Mapping[str, PolicyRef]
+) -> tuple[dict[str, str], list[PolicyError]]:
+    """One policy's users as name -> {SHA} hash, and the entries left out, with why."""
+    credentials, ref = item.credentials, item.policy.ref
+    if _in_bulk(credentials, owners):
+        names = credentials.usernames
+        return dict(zip(names, sha_hashes(credentials.passwords.reveal()), strict=True)), []
+    added: dict[str, str] = {}
+    rejected: list[PolicyError] = []
+    for credential in each(credentials):
+        error = _credential_error(ref, credential)
+        if error is None and credential.username in owners:
+            error = _conflict(ref, credential, owners[credential.username])
+        elif error is None and credential.username in added:
+            error = _conflict(ref, credential, ref)
+        if error is not None:
+            rejected.append(error)
+            continue
+        password = credential.password
+        added[credential.username] = password.reveal() if credential.scheme else sha_hash(password)
+    return added, rejected
+
+
+def _render(
+    hashes: dict[str, str], owners: Mapping[str, PolicyRef], errors: list[PolicyError]
+) -> str:
+    """The table's text. Every entry was checked on the way in; should one still break a
+    rule of Envoy's (a bug), the policies that brought such entries are left out, not the
+    table: Envoy would reject the whole listener for one bad line."""
+    try:
+        return render(hashes)
+    except EnvoyWouldReject as error:
+        broken = {owners[name] for name, value in hashes.items() if not envoy_line_ok(name, value)}
+        for ref in sorted(broken):
+            errors.append(internal_error(ref, "users", error))
+        return render({n: v for n, v in hashes.items() if owners[n] not in broken})
+
+
+def _field(credentials: Credentials) -> str:
+    return credentials.password_field or "spec"
+
+
+def _in_bulk(credentials: Credentials, owners: Mapping[str, PolicyRef]) -> bool:
     """The common case: every user valid, plain, new and listed once; hashed as a column.
 
     Anything else goes user by user, so each problem gets its own error.

@@ -26,7 +26,7 @@ from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE, tenan
 from compiler.errors import MalformedPolicyError, PolicyError
 from compiler.htpasswd import password_problem, username_problem
 from compiler.model import PasswordFrom, PlainCredentials, Policy, PolicyRef, UsersFrom, VaultRef
-from compiler.parse import _RESERVED_HEADERS, parse_object
+from compiler.parse import _RESERVED_HEADER_PREFIXES, _RESERVED_HEADERS, parse_object
 
 CHART_DIR = Path(__file__).resolve().parent.parent / "charts" / "extension-server"
 CRD_FILE = CHART_DIR / "crds" / "listenercontextexamples.example.extensions.io.yaml"
@@ -215,9 +215,11 @@ def test_deployment_args_and_env(chart: helm.Chart, mode: str) -> None:
         "EXTENSION_SERVER_PORT": "5005",
         "EXTENSION_SERVER_LOG_LEVEL": "info",
         "EXTENSION_SERVER_LOG_FORMAT": "logfmt",
+        "EXTENSION_SERVER_LOG_REPEAT_INTERVAL": "5m",
         "EXTENSION_SERVER_UNPROTECTED_LISTENERS": mode,
         "EXTENSION_SERVER_WORKERS": "16",
         "EXTENSION_SERVER_MAX_MESSAGE_SIZE": "4MiB",
+        "EXTENSION_SERVER_MAX_USERS_PER_POLICY": "100000",
         "EXTENSION_SERVER_MAX_CONCURRENT_CALLS": "64",
         "EXTENSION_SERVER_CALL_TIMEOUT": "10s",
         "EXTENSION_SERVER_SHUTDOWN_GRACE": "15s",
@@ -650,20 +652,21 @@ CEL_REJECTED: dict[str, tuple[dict[str, Any], str]] = {
         store_policy(usersFrom={}),
         "exactly one of vault and awsSecretsManager",
     ),
-    # Headers HTTP or Envoy own (the parser's _RESERVED_HEADERS), in any case.
+    # Headers HTTP, proxies or Envoy give a meaning (the parser's _RESERVED_HEADERS and
+    # _RESERVED_HEADER_PREFIXES), in any case.
     "reserved-header": (
         store_policy(username="alice", password="p@ssw0rd", forwardUsernameHeader="Authorization"),
-        "forwardUsernameHeader must not be a header HTTP or Envoy owns",
+        "forwardUsernameHeader must not be a header that HTTP, proxies or Envoy",
     ),
     "reserved-header-lower-case": (
         store_policy(username="alice", password="p@ssw0rd", forwardUsernameHeader="host"),
-        "forwardUsernameHeader must not be a header HTTP or Envoy owns",
+        "forwardUsernameHeader must not be a header that HTTP, proxies or Envoy",
     ),
     "reserved-header-mixed-case": (
         store_policy(
             username="alice", password="p@ssw0rd", forwardUsernameHeader="Transfer-ENCODING"
         ),
-        "forwardUsernameHeader must not be a header HTTP or Envoy owns",
+        "forwardUsernameHeader must not be a header that HTTP, proxies or Envoy",
     ),
     # maxLength counts characters, the server's limits are bytes of UTF-8.
     "username-over-256-bytes": (
@@ -904,7 +907,12 @@ def test_server_parser_agrees_with_the_crd() -> None:
         assert server_problem(policy) is not None, f"the server accepted {name}"
 
 
-@pytest.mark.parametrize("header", sorted(_RESERVED_HEADERS))
+RESERVED_EXAMPLES = sorted(_RESERVED_HEADERS) + [
+    prefix + suffix for prefix in _RESERVED_HEADER_PREFIXES for suffix in ("for", "original-path")
+]
+
+
+@pytest.mark.parametrize("header", RESERVED_EXAMPLES)
 def test_cel_rejects_every_reserved_header_in_any_case(
     go_validator: helm.Chart, object_schema: dict[str, Any], header: str
 ) -> None:
@@ -912,16 +920,32 @@ def test_cel_rejects_every_reserved_header_in_any_case(
         policy = with_spec(forwardUsernameHeader=spelling)
         go_validator.validate_schema(policy)  # a header token: only the CEL rule refuses it
         failures = api_server_cel(object_schema, policy)
-        assert any("must not be a header HTTP or Envoy owns" in f for f in failures), spelling
+        assert any("must not be a header that HTTP, proxies or Envoy" in f for f in failures), (
+            spelling
+        )
         assert server_problem(policy) is not None, spelling
 
 
 def test_cel_reserved_headers_are_the_parsers(object_schema: dict[str, Any]) -> None:
-    (rule,) = rules(spec_schema(object_schema)["properties"]["forwardUsernameHeader"])
-    listed = re.search(r"\(\?i\)\^\(([^)]*)\)\$", rule)
-    assert listed, rule
+    names, prefixes = rules(spec_schema(object_schema)["properties"]["forwardUsernameHeader"])
+    listed = re.search(r"\(\?i\)\^\(([^)]*)\)\$", names)
+    assert listed, names
     assert set(listed.group(1).split("|")) == _RESERVED_HEADERS
-    for header in ("X-Example-Ext", "X-Host", "Hosts", "tex", "X-Authorization", "Upgrade-X"):
+    starts = re.search(r"\(\?i\)\^\(([^)]*)\)'", prefixes)
+    assert starts, prefixes
+    assert tuple(starts.group(1).split("|")) == _RESERVED_HEADER_PREFIXES
+    for header in (
+        "X-Example-Ext",
+        "X-Host",
+        "Hosts",
+        "tex",
+        "X-Authorization",
+        "Upgrade-X",
+        "X-Remote-User",
+        "X-Auth-Request-User",
+        "X-Forwarded",  # the family is X-Forwarded-*, with the dash
+        "X-Envoyish",
+    ):
         policy = with_spec(forwardUsernameHeader=header)
         assert api_server_cel(object_schema, policy) == [], header
         assert server_problem(policy) is None, header

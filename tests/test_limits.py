@@ -51,7 +51,16 @@ def admitted(answer: api.PostHTTPListenerModifyResponse) -> list[str]:
     ]
 
 
-Start = Callable[..., api_grpc.EnvoyGatewayExtensionStub]
+class Start:
+    """Starts in-process servers with given limits, all reading the one Vault stand-in."""
+
+    def __init__(
+        self, make: Callable[..., api_grpc.EnvoyGatewayExtensionStub], vault: VaultStandIn
+    ):
+        self._make, self.vault = make, vault
+
+    def __call__(self, limits: CallLimits, **settings: Any) -> api_grpc.EnvoyGatewayExtensionStub:
+        return self._make(limits, **settings)
 
 
 @pytest.fixture
@@ -84,11 +93,18 @@ def start(tmp_path: Path) -> Iterator[Start]:
             channels.append(channel)
             return api_grpc.EnvoyGatewayExtensionStub(channel)
 
-        yield start_server
+        yield Start(start_server, vault)
         for channel in channels:
             channel.close()
         for server in servers:
             server.stop()
+
+
+def usersfrom_policy(vault: VaultStandIn, name: str, users: dict[str, str]) -> bytes:
+    """A policy whose users come from a Vault secret written here, under its namespace."""
+    vault.put_v2(f"gateways/default/{name}", users)
+    ref = {"vault": {"path": f"secret/data/gateways/default/{name}"}}
+    return policy(name, None, None, usersFrom=ref)
 
 
 def slow_policy() -> bytes:
@@ -107,16 +123,39 @@ def test_a_request_over_the_message_size_is_refused_and_the_next_one_is_answered
     assert admitted(hooks.PostHTTPListenerModify(call(http_listener(), policy()))) == ["user"]
 
 
-def test_an_answer_over_the_message_size_is_refused_with_what_to_raise(start: Start) -> None:
-    policies = [policy(f"p{i}", f"user-{i:03d}", f"password-{i:03d}") for i in range(40)]
-    listener = https_listener(*(f"section-{i}" for i in range(20)))
-    request = call(listener, *policies)
-    answer = compile_listener(listener, load_policies(policies, CredentialResolver())).listener
-    limit = (request.ByteSize() + answer.ByteSize()) // 2  # the request fits, the answer not
-    hooks = start(CallLimits(max_message_size=limit))
+def test_an_answer_over_the_message_size_leaves_out_the_largest_policy_and_says_why(
+    start: Start,
+) -> None:
+    """One team's long user list costs that team's policy, not the call: the answer fits."""
+    small = [policy(f"p{i}", f"user-{i:03d}", f"password-{i:03d}") for i in range(5)]
+    remember("bulk-password")
+    bulk = usersfrom_policy(
+        start.vault, "bulk", {f"bulk-user-{i:04d}": "bulk-password" for i in range(400)}
+    )
+    listener = https_listener(*(f"section-{i}" for i in range(4)))
+    request = call(listener, *small, bulk)
+    whole = compile_listener(listener, load_policies([*small], CredentialResolver())).listener
+    limit = whole.ByteSize() + 2_000  # room for the small policies, not for 400 users x 4
+    hooks = start(CallLimits(max_message_size=max(limit, request.ByteSize())))
+
+    answer = hooks.PostHTTPListenerModify(request, timeout=10)
+
+    assert answer.ByteSize() <= max(limit, request.ByteSize())
+    assert len(managers(answer.listener)) == 4  # every manager still protected
+    assert sorted(set(admitted(answer))) == [f"user-{i:03d}" for i in range(5)]
+
+
+def test_a_listener_too_large_to_answer_even_without_users_is_refused_with_what_to_raise(
+    start: Start,
+) -> None:
+    """The listener itself, not a policy: the one size that may still fail the call."""
+    listener = https_listener(*(f"section-{i}" for i in range(60)))
+    request = call(listener, policy())
+    hooks = start(CallLimits(max_message_size=request.ByteSize() + 10))
     with pytest.raises(grpc.RpcError) as refused:
         hooks.PostHTTPListenerModify(request, timeout=10)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "without any user" in str(refused.value.details())
     assert "--max-message-size" in str(refused.value.details())
     assert "maxMessageSize" in str(refused.value.details())
     assert admitted(hooks.PostHTTPListenerModify(call(http_listener(), policy()))) == ["user"]

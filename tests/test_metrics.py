@@ -11,10 +11,12 @@ import re
 import urllib.request
 from collections.abc import Iterator
 
+import grpc
 import pytest
 
 from backends import ResolverSettings
 from backends.vault import VaultSettings
+from compiler import errors
 from server.app import ExtensionServer, ServerSettings
 from server.demo.gateway import GatewayStandIn
 from server.demo.story import seed_policy
@@ -86,6 +88,15 @@ def test_metrics_count_backend_requests_cache_use_denials_and_hook_latency(
     )
 
 
+# Rejection reasons (one fixed word per PolicyError family) and gRPC status codes.
+REASONS = {
+    cls.reason
+    for cls in vars(errors).values()
+    if isinstance(cls, type) and issubclass(cls, errors.PolicyError)
+}
+CODES = {code.name for code in grpc.StatusCode}
+
+
 def test_no_label_holds_a_path_a_name_or_a_value(
     served: tuple[ExtensionServer, VaultStandIn],
 ) -> None:
@@ -104,4 +115,4 @@ def test_no_label_holds_a_path_a_name_or_a_value(
         "not_configured",
         "error",
         "PostHTTPListenerModify",
-    } | {value for value in values if re.fullmatch(r"[0-9.e+]+|\+Inf", value)}
+    } | REASONS | CODES | {value for value in values if re.fullmatch(r"[0-9.e+]+|\+Inf", value)}
