@@ -4,7 +4,8 @@ Envoy Gateway sends the same listener with the same policies on every translatio
 request seen before is answered with the bytes sent last time, without decoding the
 request or encoding a response, once its policies resolve to the very same credentials
 as then: a rotated or expired secret resolves anew, and the call is compiled again. What
-the first answer logged is logged again, so every call still leaves the same trace.
+the first answer logged is offered to the log again, which lets each line through once
+per interval (server/report.py).
 """
 
 from __future__ import annotations
@@ -16,18 +17,10 @@ from typing import Any
 from compiler.memo import BoundedMemo
 from compiler.pipeline import ParsedPolicies, PolicySet, Resolver, resolve_policies
 from compiler.users import Resolved
+from server.report import NO_REJECTIONS, LogEvent, Rejections
 
 ANSWERS_BUDGET = 64 * 1024 * 1024  # bytes of requests and answers kept
 LARGEST_KEPT = ANSWERS_BUDGET // 8  # a bigger call is compiled again (its tables are memoized)
-
-
-@dataclass(frozen=True)
-class LogEvent:
-    """One line an answer logged: repeated with every repeat of the answer."""
-
-    level: str  # the logger method: "info", "warning", "error"
-    event: str
-    fields: tuple[tuple[str, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -39,6 +32,7 @@ class Answer:
     response: bytes
     events: tuple[LogEvent, ...]
     summary: tuple[tuple[str, Any], ...]  # the fields of the hook.listener line
+    rejections: Rejections = NO_REJECTIONS
 
     def still_holds(self, policies: PolicySet) -> bool:
         return _same(self.resolved, policies.resolved)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -25,9 +26,10 @@ from backends.vault import VaultSettings, VaultStore
 from compiler.model import CompileOptions
 from server.drain import Drain
 from server.logs import get_logger
+from server.report import REPEAT_INTERVAL
 from server.rotation import RotationWatcher
 from server.service import SERVICE_NAME, CallLimits, ExtensionService, add_to_server
-from server.tls import TlsSettings, server_credentials
+from server.tls import TlsFileError, TlsSettings, server_credentials
 
 log = get_logger("server.app")
 
@@ -60,6 +62,9 @@ class ServerSettings:
     # from the same servicer as the main port: for the kubelet's gRPC probe, which cannot
     # speak TLS. None: no health port.
     health_port: int | None = None
+    # How long before a policy's rejection (or another finding about a call) is logged
+    # again; 0: at every call.
+    log_repeat_interval: float = REPEAT_INTERVAL
 
 
 def build_resolver(settings: ServerSettings) -> CredentialResolver:
@@ -123,7 +128,9 @@ class ExtensionServer:
             # Calls beyond this many at once get RESOURCE_EXHAUSTED at once.
             maximum_concurrent_rpcs=limits.max_concurrent_calls,
         )
-        self._service = ExtensionService(self.resolver, settings.options, limits, settings.workers)
+        self._service = ExtensionService(
+            self.resolver, settings.options, limits, settings.workers, settings.log_repeat_interval
+        )
         add_to_server(self._service, self._grpc)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
@@ -136,23 +143,61 @@ class ExtensionServer:
             else f"{_bracket(settings.host)}:{settings.port}"
         )
         self.address = address
-        self.port = (
-            self._grpc.add_secure_port(address, server_credentials(settings.tls))
-            if settings.tls is not None
-            else self._grpc.add_insecure_port(address)
-        )
-        if not self.port:
-            raise OSError(f"cannot listen on {address}")
+        self.port = self._bind(address, settings.tls)
         self._health_grpc: Any = None
         self.health_port: int | None = None
-        if settings.health_port is not None:
-            self._health_grpc, self.health_port = self._health_server(settings)
         self._metrics: Any = None
-        if settings.metrics_port is not None:
-            self._metrics, _ = prometheus_client.start_http_server(
-                settings.metrics_port, addr=settings.host
+        try:
+            if settings.health_port is not None:
+                self._health_grpc, self.health_port = self._health_server(settings)
+            if settings.metrics_port is not None:
+                try:
+                    self._metrics, _ = prometheus_client.start_http_server(
+                        settings.metrics_port, addr=settings.host
+                    )
+                except OSError as error:
+                    raise StartupError(
+                        "--metrics-port", _unbindable(settings.host, settings.metrics_port, error)
+                    ) from None
+                self.metrics_port = self._metrics.server_port
+        except StartupError:
+            self._release()
+            raise
+
+    def _bind(self, address: str, tls: TlsSettings | None) -> int:
+        """The gRPC port, bound now: a port in use (or a TLS file gone bad since the checks)
+        ends the start, naming the setting."""
+        setting = "--unix-socket" if address.startswith("unix:") else "--port"
+        if setting == "--port":
+            _probe("--port", self.settings.host, self.settings.port)
+        try:
+            credentials = server_credentials(tls) if tls is not None else None
+        except TlsFileError as error:
+            raise StartupError(error.setting, str(error)) from None
+        try:
+            port = (
+                self._grpc.add_secure_port(address, credentials)
+                if credentials is not None
+                else self._grpc.add_insecure_port(address)
             )
-            self.metrics_port = self._metrics.server_port
+        except RuntimeError:
+            port = 0
+        if not port:
+            raise StartupError(
+                setting,
+                f"cannot listen on {address} (in use by another process, or not an address "
+                "of this host); stop what uses it or choose another",
+            )
+        return int(port)
+
+    def _release(self) -> None:
+        """Give back what a start that failed half-way had bound."""
+        self._grpc.stop(None)
+        if self._health_grpc is not None:
+            self._health_grpc.stop(None)
+        if self._metrics is not None:
+            self._metrics.shutdown()
+            self._metrics.server_close()
 
     def _health_server(self, settings: ServerSettings) -> tuple[Any, int]:
         """A plaintext server with the health service only, the very servicer of the main
@@ -165,13 +210,16 @@ class ExtensionServer:
         # Nothing else on this port: no hook service, no reflection.
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{_bracket(settings.host)}:{settings.health_port}"
+        _probe("--health-port", settings.host, settings.health_port)
         try:
             port = server.add_insecure_port(address)
         except RuntimeError:
             port = 0
         if not port:
-            self._grpc.stop(None)  # release the main port too
-            raise OSError(f"cannot listen on {address} (health port)")
+            raise StartupError(
+                "--health-port",
+                f"cannot listen on {address} (in use by another process); choose another",
+            )
         return server, port
 
     def start(self) -> None:
@@ -240,6 +288,37 @@ def serve(settings: ServerSettings) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+class StartupError(Exception):
+    """The server could not start: `setting` names the flag to look at."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(problem)
+        self.setting = setting
+
+    def __str__(self) -> str:
+        return f"{self.setting}: {self.args[0]}"
+
+
+def _probe(setting: str, host: str, port: int | None) -> None:
+    """Bind `host:port` for a moment: a port in use is then reported in one line of ours,
+    before gRPC's own bind, which would also print a line of its C core's."""
+    if not port:
+        return
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(where)
+    except OSError as error:
+        not_ours = isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL
+        named = "--host" if not_ours else setting
+        raise StartupError(named, _unbindable(host, port, error)) from None
+
+
+def _unbindable(host: str, port: int, error: OSError) -> str:
+    why = error.strerror or type(error).__name__
+    return f"cannot listen on {_bracket(host)}:{port} ({why}); stop what uses it or choose another"
 
 
 def _bracket(host: str) -> str:

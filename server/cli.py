@@ -23,9 +23,10 @@ from compiler.model import CompileOptions, UnprotectedMode
 from compiler.pipeline import ListenerResult, compile_listener, load_policies
 from compiler.users import compile_users
 from server import logs
-from server.app import serve
+from server.app import StartupError, serve
 from server.envoy_json import listener_from_dict, to_dict
 from server.manifests import dump_yaml, read_listeners, read_policies
+from server.preflight import SettingError
 from server.settings import (
     listener_setting,
     serve_options,
@@ -52,13 +53,56 @@ def main() -> None:
     """Envoy Gateway extension server: ListenerContextExample policies -> Envoy basic_auth."""
 
 
-@main.command(name="serve")
+class StartupFailure(click.ClickException):
+    """`serve` cannot start: one line, `error: --flag: what is wrong; how to fix it`, exit 2."""
+
+    exit_code = EXIT_UNUSABLE_INPUT
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", file=file, err=True)
+
+
+class OneLineErrors(click.Command):
+    """A command whose usage errors (a bad value, an unknown option) are one line, like the
+    other start-up errors, naming the flag: what a log collector shows in full."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.BadParameter as error:
+            flag = error.param.opts[0] if error.param is not None and error.param.opts else ""
+            raise StartupFailure(f"{flag}: {error.message}" if flag else error.message) from None
+        except click.UsageError as error:
+            raise StartupFailure(error.message) from None
+
+
+@main.command(name="serve", cls=OneLineErrors)
 @serve_options
 def serve_command(**options: Any) -> None:
-    """Serve the EnvoyGatewayExtension gRPC service (with health, reflection and metrics)."""
-    settings = server_settings(options)
+    """Serve the EnvoyGatewayExtension gRPC service (with health, reflection and metrics).
+
+    \b
+    Exit status:
+      0  stopped by SIGTERM or SIGINT, after in-flight calls finished
+      2  a setting cannot work, or a port or file cannot be used: one line on stderr,
+         `error: --flag: what is wrong; how to fix it`
+    """
+    try:
+        settings = server_settings(options)
+    except SettingError as error:
+        raise StartupFailure(str(error)) from None
     logs.configure(options["log_level"].lower(), options["log_format"])
-    sys.exit(serve(settings))
+    try:
+        code = serve(settings)
+    except StartupError as error:
+        raise StartupFailure(str(error)) from None
+    sys.exit(code)
 
 
 @main.command(name="compile")

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import grpc
 from google.protobuf.message import DecodeError, Message
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
-from compiler.model import CompileOptions, PolicyRef
+from compiler.model import CompileOptions
 from compiler.pipeline import (
-    ListenerResult,
     PolicySet,
     Resolver,
     compile_listener,
@@ -27,10 +25,11 @@ from compiler.pipeline import (
     resolve_policies,
 )
 from server import logs
-from server.answers import Answer, Answers, LogEvent
+from server.answers import Answer, Answers
 from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.logs import get_logger
+from server.report import REPEAT_INTERVAL, RepeatFilter, answer_events, rejections, summarize
 
 log = get_logger("server.service")
 HOOK_LATENCY = Histogram(
@@ -39,15 +38,16 @@ HOOK_LATENCY = Histogram(
     ["method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-LISTENER_LATENCY = HOOK_LATENCY.labels("PostHTTPListenerModify")
-LOGGED_POLICIES = 20  # a listener can carry thousands: name the first ones, count the rest
-
-
-def summarize(refs: Sequence[PolicyRef]) -> str:
-    """`ns/a,ns/b,...(+N more)`: bounded, so one log line stays readable."""
-    shown = ",".join(str(ref) for ref in refs[:LOGGED_POLICIES]) or "-"
-    hidden = len(refs) - LOGGED_POLICIES
-    return f"{shown},...(+{hidden} more)" if hidden > 0 else shown
+METHOD = "PostHTTPListenerModify"
+LISTENER_LATENCY = HOOK_LATENCY.labels(METHOD)
+HOOK_ERRORS = Counter(
+    "extension_server_hook_errors",
+    "Hook calls answered with an error status, by method and gRPC code. Each one makes Envoy "
+    "Gateway (failOpen: false) keep its last configuration for every Gateway.",
+    ["method", "code"],
+)
+# A response is its listener behind one tag byte and a length of at most 5 bytes.
+RESPONSE_FRAMING = 6
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,13 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         options: CompileOptions,
         limits: CallLimits | None = None,
         workers: int = 16,
+        repeat_interval: float = REPEAT_INTERVAL,
     ) -> None:
         self._resolve = resolve
         self._options = options
         self._limits = limits or CallLimits()
         self._answers = Answers()
+        self._repeats = RepeatFilter(repeat_interval)
         # New answers are compiled here, so that a call can give up at its deadline while
         # the compile goes on and is kept for the next call (which Envoy Gateway makes at
         # its next translation).
@@ -95,20 +97,28 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         return api.PostHTTPListenerModifyResponse.FromString(answer)
 
     def answer(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        """PostHTTPListenerModify on the wire's bytes: a repeated request costs a lookup."""
+        """PostHTTPListenerModify on the wire's bytes: a repeated request costs a lookup.
+
+        Nothing about one policy can fail the call (the pipeline turns every such failure
+        into that policy's error, and leaves out policies the message cannot hold). What
+        answers an error status is about the call itself, each named in docs/design.md:
+        a request that is not a PostHTTPListenerModifyRequest, a listener too large to
+        answer even without any user, a compile past the call deadline, and bugs.
+        """
         started = time.perf_counter()
         try:
             kept, policies = self._answers.find(request, self._resolve)
             if kept is None:
                 kept = self._compile_in_time(request, policies, started, context)
-            for line in kept.events:
-                getattr(log, line.level)(line.event, **dict(line.fields))
+            self._report(kept)
             self._check_size(kept)
         except Refused as refused:
+            HOOK_ERRORS.labels(METHOD, refused.code.name).inc()
             context.abort(refused.code, refused.details)
             raise  # pragma: no cover (abort raises)
         except Exception:
             log.exception("hook.failed", size=len(request))  # a bug: fail closed, as below
+            HOOK_ERRORS.labels(METHOD, grpc.StatusCode.INTERNAL.name).inc()
             context.abort(grpc.StatusCode.INTERNAL, "extension server failed")
             raise  # pragma: no cover (abort raises)
         if not kept.summary:
@@ -118,6 +128,13 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         if logs.enabled(logging.INFO):  # the line is built only when someone reads it
             log.info("hook.listener", **dict(kept.summary), ms=round(elapsed * 1000, 2))
         return kept.response
+
+    def _report(self, answer: Answer) -> None:
+        """The answer's lines (each once per interval) and its rejection counts (always)."""
+        for line in answer.events:
+            if self._repeats.allow(line.key):
+                getattr(log, line.level)(line.event, **dict(line.fields))
+        answer.rejections.count()
 
     def _compile_in_time(
         self,
@@ -151,6 +168,7 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         return answer
 
     def _check_size(self, answer: Answer) -> None:
+        """Only a listener too large with no user at all can still be over the limit."""
         limit = self._limits.max_message_size
         if len(answer.response) <= limit:
             return
@@ -158,9 +176,9 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         log.error("hook.answer_too_large", listener=name, size=len(answer.response), limit=limit)
         raise Refused(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"the answer for listener {name} is {len(answer.response)} bytes, over the "
-            f"{limit}-byte message limit: raise --max-message-size here and maxMessageSize "
-            "in Envoy Gateway's extension settings",
+            f"the answer for listener {name} is {len(answer.response)} bytes without any "
+            f"user, over the {limit}-byte message limit: raise --max-message-size here and "
+            "maxMessageSize in Envoy Gateway's extension settings",
         )
 
     def _compile(self, raw: bytes, policies: PolicySet | None) -> Answer:
@@ -181,29 +199,34 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
                 return Answer(parsed, (), b"", (), ())
             if policies is None:  # else: resolved by the lookup, from these very bytes
                 policies = resolve_policies(parsed, self._resolve)
-            result = compile_listener(request.listener, policies, self._options)
+            max_bytes = self._limits.max_message_size - RESPONSE_FRAMING
+            result = compile_listener(request.listener, policies, self._options, max_bytes)
         except Exception:
-            # A bug, not a bad policy. Failing the call keeps Envoy Gateway's last good
-            # config in place (fail closed) instead of sending an unprotected listener.
+            # A bug, not a bad policy (every policy's failure is its own error). Failing the
+            # call keeps Envoy Gateway's last good config in place (fail closed) instead of
+            # sending an unprotected listener.
             log.exception("hook.failed", listener=name)
             raise Refused(
                 grpc.StatusCode.INTERNAL, f"extension server failed on listener {name}"
             ) from None
         response = api.PostHTTPListenerModifyResponse(listener=result.listener)
+        counted = rejections(result)
         return Answer(
             parsed,
             policies.resolved,
             response.SerializeToString(),
-            _events(name, policies, result),
+            answer_events(name, result),
             (
                 ("listener", name),
-                ("policies", summarize(policies.refs)),
-                ("policy_count", len(policies.refs)),
+                ("policies", summarize(result.policies.refs)),
+                ("policy_count", len(result.policies.refs)),
                 ("users", result.users),
-                ("rejected", len(result.errors)),
+                ("rejected_policies", sum(n for _, n in counted.policies)),
+                ("rejected_entries", sum(n for _, n in counted.entries)),
                 ("managers_protected", result.report.managers_protected),
                 ("managers_unchanged", result.report.managers_skipped),
             ),
+            counted,
         )
 
     def PostRouteModify(
@@ -246,56 +269,6 @@ def _sent(request: Message, field: str) -> dict[str, Message]:
     to replace the original with.
     """
     return {field: getattr(request, field)} if request.HasField(field) else {}
-
-
-def _events(name: str, policies: PolicySet, result: ListenerResult) -> tuple[LogEvent, ...]:
-    """The lines every answer to this request logs: what was left out, and why."""
-    events = [
-        LogEvent(
-            "error", "listener.undecodable_manager", (("listener", name), ("filter_chain", chain))
-        )
-        for chain in result.report.undecodable
-    ]
-    events += [
-        LogEvent(
-            "info",
-            "policy.ignored",
-            (
-                ("listener", name),
-                ("kind", ignored.kind),
-                ("api_version", ignored.api_version),
-                ("resource", str(ignored.ref)),
-            ),
-        )
-        for ignored in policies.ignored
-    ]
-    events += [
-        LogEvent(
-            "warning",
-            "policy.rejected",
-            (
-                ("listener", name),
-                ("policy", str(error.policy)),
-                ("field", error.field),
-                ("error", str(error)),
-                ("reason", type(error).__name__),
-            ),
-        )
-        for error in result.errors
-    ]
-    if result.applies_to_nothing:  # one line per call, bounded like hook.listener
-        events.append(
-            LogEvent(
-                "warning",
-                "policy.applies_to_nothing",
-                (
-                    ("listener", name),
-                    ("policies", summarize(result.applies_to_nothing)),
-                    ("policy_count", len(result.applies_to_nothing)),
-                ),
-            )
-        )
-    return tuple(events)
 
 
 def add_to_server(service: ExtensionService, server: grpc.Server) -> None:

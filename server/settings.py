@@ -18,19 +18,21 @@ import yaml
 
 from backends import ResolverSettings
 from backends.aws import AwsSettings
+from backends.resolver import DEFAULT_MAX_USERS_PER_POLICY
 from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE, check_template
 from backends.vault import AUTH_METHODS, SERVICE_ACCOUNT_TOKEN, VaultSettings
 from compiler.model import CompileOptions, UnprotectedMode
-from server import logs
+from server import logs, preflight
 from server.app import RotationSettings, ServerSettings
+from server.preflight import SettingError
 from server.service import CallLimits
 from server.tls import TlsSettings
 
 ENV_PREFIX = "EXTENSION_SERVER_"
 F = TypeVar("F", bound=Callable[..., Any])
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(kib|mib|gib|ki|mi|gi|k|m|g|b)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(kib|mib|gib|ki|mi|gi|k|m|g|b)?\s*", re.IGNORECASE)
 _SIZE_UNITS = {
     "": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3,
     "ki": 1024, "mi": 1024**2, "gi": 1024**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3,
@@ -47,7 +49,7 @@ class Duration(click.ParamType[float]):
     ) -> float:
         if isinstance(value, int | float):
             return float(value)
-        match = _DURATION.match(str(value))
+        match = _DURATION.fullmatch(str(value))
         if not match:
             self.fail(f"{value!r} is not a duration such as 30s, 5m or 10", param, ctx)
         return float(match.group(1)) * _UNITS[match.group(2)]
@@ -62,7 +64,7 @@ class ByteSize(click.ParamType[int]):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
-        match = _SIZE.match(str(value))
+        match = _SIZE.fullmatch(str(value))
         if not match:
             self.fail(f"{value!r} is not a size such as 4MiB, 512KiB, 4M or 4194304", param, ctx)
         return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
@@ -142,6 +144,9 @@ SERVE_OPTIONS: list[Callable[[F], F]] = [
             help="Least severe event to log."),
     setting("log-format", type=click.Choice(logs.FORMATS), default="logfmt",
             help="One line per event, key=value or JSON."),
+    setting("log-repeat-interval", type=Duration(), default="5m",
+            help="How long before the same rejected policy (or other finding about a hook "
+                 "call) is logged again (0: at every call)."),
     unprotected_setting(),
     setting("workers", type=click.IntRange(1, 256), default=16, help="Concurrent hook calls."),
     setting("shutdown-grace", type=Duration(), default="15s",
@@ -163,6 +168,10 @@ SERVE_OPTIONS: list[Callable[[F], F]] = [
             help="Calls served at once; more get RESOURCE_EXHAUSTED (0: no limit)."),
     setting("call-timeout", type=Duration(), default="10s",
             help="A hook call not answered by then gets DEADLINE_EXCEEDED (0: none)."),
+    setting("max-users-per-policy", type=click.IntRange(1, 10_000_000),
+            default=DEFAULT_MAX_USERS_PER_POLICY,
+            help="Users one policy may bring from a store; a policy with more is left out "
+                 "(its users denied) and reported."),
     setting("forbid-plaintext", is_flag=True, default=False,
             help="Reject policies with spec.password: passwords only from a store."),
     setting("secret-cache-ttl", type=Duration(), default="60s",
@@ -206,12 +215,18 @@ def serve_options(function: F) -> F:
 
 
 def server_settings(options: Mapping[str, Any]) -> ServerSettings:
-    """ServerSettings from the parsed options; a click.UsageError names a bad combination."""
-    for name in ("vault_path_template", "aws_secret_template"):
+    """ServerSettings from the parsed options, every one checked (server/preflight.py).
+
+    Raises SettingError, naming the flag, for anything that cannot work.
+    """
+    for flag, name in (
+        ("--vault-path-template", "vault_path_template"),
+        ("--aws-secret-template", "aws_secret_template"),
+    ):
         try:
             check_template(options[name])
         except ValueError as error:
-            raise click.UsageError(str(error)) from None
+            raise SettingError(flag, str(error)) from None
     vault = None
     if options["vault_addr"]:
         mount = options["vault_auth_mount"]
@@ -229,17 +244,39 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
             approle_mount=mount or "approle",
             timeout=options["backend_timeout"],
         )
-        try:
-            vault.check()
-        except ValueError as error:
-            raise click.UsageError(str(error)) from None
     tls = None
     if options["tls_cert_file"] or options["tls_key_file"] or options["tls_client_ca_file"]:
-        if not (options["tls_cert_file"] and options["tls_key_file"]):
-            raise click.UsageError("TLS needs both --tls-cert-file and --tls-key-file")
+        for flag in ("tls_cert_file", "tls_key_file"):
+            if not options[flag]:
+                raise SettingError(
+                    "--" + flag.replace("_", "-"),
+                    "is required for TLS (with --tls-cert-file, --tls-key-file and "
+                    "--tls-client-ca-file, the first two are needed)",
+                )
         tls = TlsSettings(
             options["tls_cert_file"], options["tls_key_file"], options["tls_client_ca_file"]
         )
+    aws = AwsSettings(
+        region=options["aws_region"],
+        endpoint_url=options["aws_endpoint_url"],
+        role_arn=options["aws_role_arn"],
+        timeout=options["backend_timeout"],
+    )
+    preflight.check_vault(vault)
+    preflight.check_aws(aws)
+    preflight.check_tls(tls)
+    preflight.check_limits(
+        options["max_message_size"], options["call_timeout"], options["backend_timeout"]
+    )
+    unix_socket = options["unix_socket"] or None
+    preflight.check_unix_socket(unix_socket)
+    preflight.check_ports(
+        [
+            ("--port", None if unix_socket else options["port"]),
+            ("--metrics-port", options["metrics_port"]),
+            ("--health-port", options["health_port"]),
+        ]
+    )
     return ServerSettings(
         host=options["host"],
         port=options["port"],
@@ -253,14 +290,10 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
             forbid_plaintext=options["forbid_plaintext"],
             vault_path_template=options["vault_path_template"],
             aws_secret_template=options["aws_secret_template"],
+            max_users_per_policy=options["max_users_per_policy"],
         ),
         vault=vault,
-        aws=AwsSettings(
-            region=options["aws_region"],
-            endpoint_url=options["aws_endpoint_url"],
-            role_arn=options["aws_role_arn"],
-            timeout=options["backend_timeout"],
-        ),
+        aws=aws,
         metrics_port=options["metrics_port"] or None,
         health_port=options["health_port"] or None,
         tls=tls,
@@ -269,7 +302,8 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
             lease_namespace=options["rotation_lease_namespace"] or None,
             lease_name=options["rotation_lease_name"],
         ),
-        unix_socket=options["unix_socket"] or None,
+        unix_socket=unix_socket,
+        log_repeat_interval=options["log_repeat_interval"],
         limits=CallLimits(
             max_message_size=options["max_message_size"],
             max_concurrent_calls=options["max_concurrent_calls"] or None,

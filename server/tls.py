@@ -2,11 +2,16 @@
 
 Kubernetes rotates a Secret's files in place; grpc asks `_Reloader` for a fresh
 certificate configuration on each new connection, so a rotated certificate is served
-from the next connection on and calls in flight are not dropped.
+from the next connection on and calls in flight are not dropped. Files are parsed, and the
+key matched to the certificate, before they are used, at start and at every reload: an
+empty, half-written or mismatched file is reported and the previous certificate kept, since
+a server that refuses Envoy Gateway's handshakes freezes every Gateway as surely as a hook
+error does.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,28 @@ class TlsSettings:
     client_ca_file: str | None = None  # set: clients must present a certificate it signed
 
 
+class TlsFileError(ValueError):
+    """A TLS file that cannot be used: `setting` names the flag, the message what is wrong."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(problem)
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class _Files:
+    """The bytes of the TLS files, checked to be usable together."""
+
+    certificate: bytes
+    key: bytes
+    client_ca: bytes | None
+
+
+def check_files(settings: TlsSettings) -> None:
+    """Raise TlsFileError unless the files hold a certificate, its key and (if set) a CA."""
+    _read_checked(settings)
+
+
 def server_credentials(settings: TlsSettings) -> Any:
     reloader = _Reloader(settings)
     return grpc.dynamic_ssl_server_credentials(
@@ -34,40 +61,98 @@ def server_credentials(settings: TlsSettings) -> Any:
     )
 
 
+def _read_checked(settings: TlsSettings) -> _Files:
+    """The files' bytes, once the certificate, the key and the CA have been parsed and the
+    key matched to the certificate (by the ssl module, as a TLS server would)."""
+    stamp = _stamp(settings)
+    certificate = _read("--tls-cert-file", settings.cert_file)
+    key = _read("--tls-key-file", settings.key_file)
+    client_ca = (
+        _read("--tls-client-ca-file", settings.client_ca_file) if settings.client_ca_file else None
+    )
+    _check_certificates("--tls-cert-file", certificate)
+    if b"PRIVATE KEY-----" not in key:
+        raise TlsFileError("--tls-key-file", f"{settings.key_file} holds no PEM private key")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            settings.cert_file, settings.key_file
+        )
+    except (ssl.SSLError, OSError):
+        raise TlsFileError(
+            "--tls-key-file",
+            f"{settings.key_file} is not the private key of the certificate in "
+            f"{settings.cert_file} (or cannot be read)",
+        ) from None
+    if client_ca is not None:
+        _check_certificates("--tls-client-ca-file", client_ca)
+    if _stamp(settings) != stamp:
+        raise TlsFileError("--tls-cert-file", "the TLS files changed while they were read")
+    return _Files(certificate, key, client_ca)
+
+
+def _read(setting: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise TlsFileError(
+            setting, f"{path} cannot be read ({error.strerror or type(error).__name__})"
+        ) from None
+
+
+def _check_certificates(setting: str, pem: bytes) -> None:
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(
+            cadata=pem.decode("ascii", errors="replace")
+        )
+    except (ssl.SSLError, ValueError):
+        raise TlsFileError(setting, "holds no PEM certificate") from None
+
+
+def _stamp(settings: TlsSettings) -> tuple[tuple[int, int], ...]:
+    paths = [settings.cert_file, settings.key_file, settings.client_ca_file]
+    stamps = []
+    for path in filter(None, paths):
+        try:
+            status = Path(path).stat()
+        except OSError:
+            stamps.append((-1, -1))
+        else:
+            stamps.append((status.st_mtime_ns, status.st_size))
+    return tuple(stamps)
+
+
 class _Reloader:
     def __init__(self, settings: TlsSettings) -> None:
         self._settings = settings
-        self._files = [Path(settings.cert_file), Path(settings.key_file)]
-        if settings.client_ca_file:
-            self._files.append(Path(settings.client_ca_file))
         self._lock = threading.Lock()
         self._stamp: tuple[tuple[int, int], ...] = ()
+        self._refused: tuple[tuple[int, int], ...] | None = None  # files last found unusable
 
     def load(self) -> Any:
-        """The certificate configuration from the files as they are now."""
+        """The certificate configuration from the files as they are now (checked)."""
         with self._lock:
-            self._stamp = self._current_stamp()
-            certificate = Path(self._settings.cert_file).read_bytes()
-            key = Path(self._settings.key_file).read_bytes()
-            client_ca = (
-                Path(self._settings.client_ca_file).read_bytes()
-                if self._settings.client_ca_file
-                else None
-            )
-        return grpc.ssl_server_certificate_configuration([(key, certificate)], client_ca)
+            stamp = _stamp(self._settings)
+            files = _read_checked(self._settings)
+            self._stamp = stamp
+        return grpc.ssl_server_certificate_configuration(
+            [(files.key, files.certificate)], files.client_ca
+        )
 
     def fetch(self) -> Any:
-        """Called by grpc for each new connection: a new configuration if a file changed."""
+        """Called by grpc for each new connection: a new configuration if a file changed.
+
+        Files found unusable are looked at again (and reported again) only once they change.
+        """
+        stamp = _stamp(self._settings)
+        if stamp in (self._stamp, self._refused):
+            return None
         try:
-            if self._current_stamp() == self._stamp:
-                return None
             configuration = self.load()
-        except (OSError, ValueError) as error:
-            # Half-written files during a rotation: keep serving the previous certificate.
-            log.warning("tls.reload_failed", error=type(error).__name__)
+        except TlsFileError as error:
+            # Half-written or wrong files during a rotation: keep serving the previous
+            # certificate until the files change again.
+            self._refused = stamp
+            log.warning("tls.reload_failed", setting=error.setting, problem=str(error))
             return None
         log.info("tls.reloaded")
         return configuration
-
-    def _current_stamp(self) -> tuple[tuple[int, int], ...]:
-        return tuple((path.stat().st_mtime_ns, path.stat().st_size) for path in self._files)

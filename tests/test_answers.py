@@ -1,5 +1,6 @@
-"""Envoy Gateway sends the same request on every translation: it gets the same answer again,
-and the same log lines, until a credential behind it changes.
+"""Envoy Gateway sends the same request on every translation: it gets the same answer again
+until a credential behind it changes, and what was wrong with it is logged once, not at
+every call.
 
 Real gRPC over a socket. The stored-secret case reads through the real hvac client from
 the Vault stand-in (tests/support/vault.py, Vault's documented HTTP API and status codes),
@@ -47,7 +48,9 @@ def users(answer: api.PostHTTPListenerModifyResponse) -> dict[str, str]:
     return parse_like_envoy(our_filter(hcm).users.inline_string)
 
 
-def test_a_repeated_request_gets_the_same_bytes_and_logs_the_same_lines(served: object) -> None:
+def test_a_repeated_request_gets_the_same_bytes_and_its_rejections_are_logged_once(
+    served: object,
+) -> None:
     port = free_port()
     server = served(["--host", "127.0.0.1", "--port", str(port)], port=port)  # type: ignore[operator]
     request = call(policy(), policy("broken", "a:b", "pw"))
@@ -57,8 +60,10 @@ def test_a_repeated_request_gets_the_same_bytes_and_logs_the_same_lines(served: 
     assert server.stop() == 0
     assert len(answers) == 1
     lines = server.log_lines
-    assert sum("event=policy.rejected" in line and "default/broken" in line for line in lines) == 3
+    broken = [line for line in lines if "default/broken" in line and "event=policy." in line]
+    assert len(broken) == 1 and "event=policy.entries_rejected" in broken[0], broken
     assert sum("event=hook.listener" in line for line in lines) == 3
+    assert all("rejected_entries=1" in line for line in lines if "event=hook.listener" in line)
 
 
 @dataclass

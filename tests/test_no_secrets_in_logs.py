@@ -137,7 +137,9 @@ def test_debug_logs_are_structured_name_policies_and_never_hold_a_secret(
     hooks = {e["listener"]: e for e in events if e["event"] == "hook.listener"}
     assert hooks.keys() == {"default/eg/http", "default/eg/open"}
     assert "default/listeneruser" in hooks["default/eg/http"]["policies"]
-    rejected = {e["policy"] for e in events if e["event"] == "policy.rejected"}
+    rejected = {
+        e["policy"] for e in events if e["event"] in ("policy.rejected", "policy.entries_rejected")
+    }
     assert set(REJECTED) <= rejected
     assert "team-a/typo" in rejected
     assert any(e["event"] == "hook.invalid_request" for e in events)  # not protobuf

@@ -156,12 +156,16 @@ The server's settings, as EXTENSION_SERVER_<NAME> variables (server/settings.py)
   value: {{ .Values.logLevel | quote }}
 - name: EXTENSION_SERVER_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
+- name: EXTENSION_SERVER_LOG_REPEAT_INTERVAL
+  value: {{ .Values.logRepeatInterval | quote }}
 - name: EXTENSION_SERVER_UNPROTECTED_LISTENERS
   value: {{ .Values.unprotectedListeners | quote }}
 - name: EXTENSION_SERVER_WORKERS
   value: {{ .Values.workers | quote }}
 - name: EXTENSION_SERVER_MAX_MESSAGE_SIZE
   value: {{ .Values.maxMessageSize | quote }}
+- name: EXTENSION_SERVER_MAX_USERS_PER_POLICY
+  value: {{ .Values.maxUsersPerPolicy | quote }}
 - name: EXTENSION_SERVER_MAX_CONCURRENT_CALLS
   value: {{ .Values.maxConcurrentCalls | quote }}
 - name: EXTENSION_SERVER_CALL_TIMEOUT
