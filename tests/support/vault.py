@@ -47,6 +47,7 @@ HTTP/1.0 (one request a connection), so `stop()` really refuses the next one.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import secrets
@@ -235,6 +236,30 @@ def _envelope(
     }
 
 
+@dataclass(frozen=True)
+class RawJson:
+    """A value sent exactly as this JSON text: what Python's json module would refuse to
+    write (nesting deeper than its recursion limit), as a Vault that stored it sends it."""
+
+    text: str
+
+
+def _encode(body: Any) -> bytes:
+    """The body as JSON, RawJson values written as their own text."""
+    raws: list[str] = []
+
+    def placeholder(value: Any) -> str:
+        if not isinstance(value, RawJson):
+            raise TypeError(f"{type(value).__name__} is not JSON")
+        raws.append(value.text)
+        return f"\x00raw-json-{len(raws) - 1}\x00"
+
+    text = json.dumps(body, default=placeholder)
+    for number, raw in enumerate(raws):
+        text = text.replace(json.dumps(f"\x00raw-json-{number}\x00"), raw)
+    return text.encode()
+
+
 NOT_FOUND = _Reply(404, {"errors": []})
 NO_CONTENT = _Reply(204)
 UNSUPPORTED = _errors(405, "unsupported operation")
@@ -274,7 +299,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply is None:  # stopped while delaying: drop the connection unanswered
             self.close_connection = True
             return
-        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+        payload = b"" if reply.body is None else _encode(reply.body)
         self.send_response(reply.status)
         if reply.body is not None:
             self.send_header("Content-Type", "application/json")
@@ -410,7 +435,7 @@ class VaultStandIn(HttpStandIn):
         with self._lock:
             secret = self._v2.setdefault(key, _V2Secret())
             number = secret.current + 1
-            secret.versions[number] = _Version(json.loads(json.dumps(dict(data))))
+            secret.versions[number] = _Version(copy.deepcopy(dict(data)))
             return number
 
     def delete_v2(
@@ -454,9 +479,7 @@ class VaultStandIn(HttpStandIn):
         if mount not in self.kv_v1_mounts:
             raise ValueError(f"{mount!r} is not a KV v1 mount: {sorted(self.kv_v1_mounts)}")
         with self._lock:
-            self._v1[(_namespace(namespace), mount, path.strip("/"))] = json.loads(
-                json.dumps(dict(data))
-            )
+            self._v1[(_namespace(namespace), mount, path.strip("/"))] = copy.deepcopy(dict(data))
 
     # -- observability -------------------------------------------------------
 
