@@ -452,7 +452,18 @@ Pod annotations: Prometheus scraping (when metrics are on) merged with podAnnota
 {{- $_ := set $annotations "prometheus.io/path" "/metrics" }}
 {{- end }}
 {{- $annotations = merge (deepCopy .Values.podAnnotations) $annotations }}
-{{- with $annotations }}
-{{- toYaml . }}
+{{- include "extension-server.stringMap" $annotations }}
 {{- end }}
+
+{{/*
+A map of strings (labels, annotations, a node selector), one `"key": "value"` line each,
+both quoted: whatever a key or a value holds (a line break, `: `, a Unicode line
+separator), it stays that one key and that one string.
+*/}}
+{{- define "extension-server.stringMap" -}}
+{{- $lines := list }}
+{{- range $key, $value := . }}
+{{- $lines = append $lines (printf "%s: %s" ($key | quote) ($value | quote)) }}
+{{- end }}
+{{- join "\n" $lines }}
 {{- end }}
