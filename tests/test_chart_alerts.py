@@ -22,6 +22,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 import server.app  # noqa: F401  (registers every metric the server exports)
+from tests.support.charts import manifests
 
 REPO = Path(__file__).resolve().parent.parent
 CHART_DIR = REPO / "charts" / "extension-server"
@@ -46,14 +47,7 @@ def chart() -> Iterator[helm.Chart]:
 
 
 def rendered(chart: helm.Chart, values: dict[str, Any] | None) -> list[dict[str, Any]]:
-    files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    return [
-        doc
-        for path, text in files.items()
-        if path.endswith(".yaml")
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
+    return manifests(chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True))
 
 
 def rules(groups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

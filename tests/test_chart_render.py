@@ -53,6 +53,7 @@ from server.demo.envoy import free_port
 from server.kube import LeaseElector, PolicyPatcher
 from server.settings import ENV_PREFIX, Duration
 from tests.support.certs import Authority, Pem
+from tests.support.charts import deep_merge, manifests
 from tests.support.commands import EXTENSION_SERVER
 from tests.support.kube import KubeStandIn
 from tests.support.secrets import remember
@@ -184,13 +185,7 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
     with helm.Chart.load(CHART_DIR) as chart:
         for name, values in CONFIGS.items():
             files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-            found[name] = [
-                doc
-                for path, text in files.items()
-                if path.endswith(".yaml")
-                for doc in yaml.safe_load_all(text)
-                if doc
-            ]
+            found[name] = manifests(files)
     return found
 
 
@@ -495,13 +490,7 @@ KUBE_API_SOURCES = [
 def render_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
     with helm.Chart.load(CHART_DIR) as chart:
         files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    return [
-        doc
-        for path, text in files.items()
-        if path.endswith(".yaml")
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
+    return manifests(files)
 
 
 def rotation_objects(objs: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -870,13 +859,7 @@ def network_policy(values: dict[str, Any]) -> tuple[dict[str, Any], list[dict[st
         assert problems == [], values
     with helm.Chart.load(CHART_DIR) as chart:
         files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    objs = [
-        doc
-        for path, text in files.items()
-        if path.endswith(".yaml")
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
+    objs = manifests(files)
     for obj in objs:
         k8s_validate(obj)
     return one(objs, "NetworkPolicy"), container(objs)["ports"]
@@ -1268,16 +1251,6 @@ HELM_FLAGS_WITH_ARGUMENT = {
 }
 
 
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 @dataclass
 class HelmCommand:
     """One `helm install` or `helm upgrade` of a doc, with the values the release then has."""
@@ -1419,13 +1392,7 @@ def test_doc_install_example_renders_valid_kubernetes(command: HelmCommand) -> N
             is_install=command.verb == "install",
             is_upgrade=command.verb == "upgrade",
         )
-    objs = [
-        doc
-        for path, text in files.items()
-        if path.endswith(".yaml")
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
+    objs = manifests(files)
     assert objs, command.name
     for obj in objs:
         if obj["kind"] not in CRD_KINDS.get(obj["apiVersion"], ()):

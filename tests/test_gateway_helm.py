@@ -30,6 +30,7 @@ import helm_python as helm
 import pytest
 import yaml
 
+from tests.support.charts import deep_merge, manifests
 from tests.support.corpus import CORPUS, REQUIRE_SHARED
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,27 +84,6 @@ def envoy_gateway_config(files: dict[str, str]) -> dict[str, Any]:
     return config
 
 
-def rendered_objects(files: dict[str, str]) -> list[dict[str, Any]]:
-    return [
-        doc
-        for path, text in files.items()
-        if path.endswith(".yaml")
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
-
-
-def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """What `--reuse-values -f extra` gives a release whose values were `base`."""
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def load(path: Path) -> dict[str, Any]:
     values: dict[str, Any] = yaml.safe_load(path.read_text())
     return values
@@ -117,7 +97,7 @@ def extension_manager(values: dict[str, Any]) -> dict[str, Any]:
 def our_objects(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     with helm.Chart.load(CHART_DIR) as chart:
         files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    return rendered_objects(files)
+    return manifests(files)
 
 
 def one(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
@@ -242,7 +222,7 @@ def test_network_policy_defaults_select_envoy_gateway_as_gateway_helm_installs_i
     ours = our_objects()
     (rule,) = one(ours, "NetworkPolicy")["spec"]["ingress"]
     (peer,) = rule["from"]
-    eg = rendered_objects(render_gateway_helm(gateway_helm, None))
+    eg = manifests(render_gateway_helm(gateway_helm, None))
     deployment = one(eg, "Deployment", "envoy-gateway")
     namespace = deployment["metadata"]["namespace"]
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": namespace}
