@@ -1081,6 +1081,21 @@ def test_cert_manager_issues_both_ends_of_mtls(rendered: dict[str, list[dict[str
     assert not [o for o in rendered["tls-mtls"] if o["kind"] == "Certificate"]
 
 
+def test_cert_manager_needs_no_tls_secret_name() -> None:
+    """cert-manager names the server's Secret itself: tls.enabled with it needs no
+    tls.secretName (without it, tls.enabled does)."""
+    cert_manager = {"enabled": True, "issuerRef": {"name": "extension-server-ca"}}
+    with helm.Chart.load(CHART_DIR) as chart:
+        files = chart.render(
+            {"tls": {"enabled": True, "certManager": cert_manager}},
+            name=RELEASE,
+            namespace=NAMESPACE,
+            is_install=True,
+        )
+    volumes = {v["name"]: v for v in pod_spec(manifests(files))["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "extension-server-tls"
+
+
 def test_cert_manager_with_an_issuer_needs_envoy_gateways_namespace() -> None:
     """A namespaced Issuer signs only in its own namespace: a release outside Envoy Gateway's
     namespace needs a ClusterIssuer, and the chart says so instead of rendering a
