@@ -288,12 +288,19 @@ def test_rbac_grants_envoy_gateway_by_default(chart: helm.Chart) -> None:
     objs = objects(chart)
     role = one(objs, "ClusterRole")
     assert role["metadata"]["name"] == "listener-context-example-viewer"
+    # Envoy Gateway watches the policies, reads one (get) and replaces its status with
+    # Status().Update: update on the status subresource, nothing more.
     assert role["rules"] == [
         {
             "apiGroups": ["example.extensions.io"],
             "resources": ["listenercontextexamples"],
             "verbs": ["get", "list", "watch"],
-        }
+        },
+        {
+            "apiGroups": ["example.extensions.io"],
+            "resources": ["listenercontextexamples/status"],
+            "verbs": ["update"],
+        },
     ]
     binding = one(objs, "ClusterRoleBinding")
     assert binding["roleRef"] == {
@@ -313,20 +320,19 @@ def test_rbac_follows_envoy_gateway_namespace(chart: helm.Chart) -> None:
 
 def test_rbac_switch_off(chart: helm.Chart) -> None:
     kinds = {o["kind"] for o in objects(chart, {"rbac": {"grantEnvoyGateway": False}})}
-    assert kinds == {"Deployment", "Service", "ServiceAccount"}
+    assert kinds == {"Deployment", "Service", "ServiceAccount", "NetworkPolicy"}
 
 
 # --- NOTES.txt -----------------------------------------------------------------------------
 
 
-def test_notes_carry_the_extension_manager_fragment(chart: helm.Chart) -> None:
+def test_notes_carry_the_extension_manager_values(chart: helm.Chart) -> None:
+    """The notes give Envoy Gateway's chart values, not a ConfigMap to apply by hand
+    (tests/test_gateway_helm.py renders Envoy Gateway's chart with them)."""
     notes = render(chart)["extension-server/templates/NOTES.txt"]
-    heredoc = re.search(r"cat <<EOF \| kubectl apply -f -\n(.*?)\n\s*EOF\n", notes, re.S)
+    heredoc = re.search(r"cat > envoy-gateway-values.yaml <<'EOF'\n(.*?)\n\s*EOF\n", notes, re.S)
     assert heredoc, notes
-    configmap = yaml.safe_load(heredoc.group(1))
-    assert configmap["metadata"] == {"name": "envoy-gateway-config", "namespace": NAMESPACE}
-    eg = yaml.safe_load(configmap["data"]["envoy-gateway.yaml"])
-    manager = eg["extensionManager"]
+    manager = yaml.safe_load(heredoc.group(1))["config"]["envoyGateway"]["extensionManager"]
     assert manager["policyResources"] == [
         {"group": "example.extensions.io", "version": "v1alpha1", "kind": "ListenerContextExample"}
     ]
@@ -337,6 +343,8 @@ def test_notes_carry_the_extension_manager_fragment(chart: helm.Chart) -> None:
             "port": 5005,
         }
     }
+    assert manager["failOpen"] is False
+    assert "kind: ConfigMap" not in notes
 
 
 # --- invalid values ------------------------------------------------------------------------
@@ -393,12 +401,120 @@ def test_crd_names_and_version(crd: dict[str, Any]) -> None:
     assert version["served"] is True
     assert version["storage"] is True
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    assert list(columns) == ["Username", "Accepted", "CredentialsRevision", "Age"]
     assert columns["Username"]["jsonPath"] == ".spec.username"
+    # kubectl get: Envoy Gateway's Accepted condition (one per target), the revision the
+    # rotation watcher wrote, the age.
+    assert columns["Accepted"]["jsonPath"] == (
+        '.status.ancestors[*].conditions[?(@.type=="Accepted")].status'
+    )
+    assert columns["CredentialsRevision"]["jsonPath"] == ".spec.credentialsRevision"
     assert columns["Age"] == {
         "name": "Age",
         "type": "date",
         "jsonPath": ".metadata.creationTimestamp",
     }
+    # Envoy Gateway writes status with Status().Update: the status subresource.
+    assert version["subresources"] == {"status": {}}
+
+
+# The status Envoy Gateway writes into an extension policy (its status updater for
+# extensionManager.policyResources, internal/provider/kubernetes/status.go): Gateway API's
+# PolicyStatus, one ancestor per target Gateway (or listener).
+EG_STATUS: dict[str, Any] = {
+    "ancestors": [
+        {
+            "ancestorRef": {
+                "group": "gateway.networking.k8s.io",
+                "kind": "Gateway",
+                "name": "eg",
+                "namespace": "default",
+                "sectionName": "http",
+            },
+            "controllerName": "gateway.envoyproxy.io/gatewayclass-controller",
+            "conditions": [
+                {
+                    "type": "Accepted",
+                    "status": "True",
+                    "reason": "Accepted",
+                    "message": "Policy has been accepted.",
+                    "observedGeneration": 3,
+                    "lastTransitionTime": "2026-11-27T08:59:25Z",
+                }
+            ],
+        },
+        {
+            "ancestorRef": {
+                "group": "gateway.networking.k8s.io",
+                "kind": "Gateway",
+                "name": "other",
+                "namespace": "default",
+                "port": 8443,
+            },
+            "controllerName": "gateway.envoyproxy.io/gatewayclass-controller",
+            "conditions": [
+                {
+                    "type": "Accepted",
+                    "status": "False",
+                    "reason": "TargetNotFound",
+                    "message": "Gateway default/other not found.",
+                    "lastTransitionTime": "2026-11-27T08:59:25Z",
+                },
+                {
+                    "type": "Aggregated",
+                    "status": "True",
+                    "reason": "Aggregated",
+                    "message": "",
+                    "lastTransitionTime": "2026-11-27T08:59:25Z",
+                },
+            ],
+        },
+    ]
+}
+
+
+def undeclared(value: Any, schema: dict[str, Any], where: str = "status") -> list[str]:
+    """Fields of `value` the schema does not declare: the API server prunes them."""
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return [f"{where}.{k}" for k in value if k not in props] + [
+            miss for k, v in value.items() if k in props for miss in undeclared(v, props[k])
+        ]
+    if isinstance(value, list):
+        return [miss for v in value for miss in undeclared(v, schema["items"], where)]
+    return []
+
+
+def test_crd_keeps_the_status_envoy_gateway_writes(
+    go_validator: helm.Chart, object_schema: dict[str, Any]
+) -> None:
+    """A policy carrying the status Envoy Gateway writes passes the schema, none of it is
+    pruned, and the CEL rules and the server's parser still take the policy."""
+    policy = {**with_spec(), "status": EG_STATUS}
+    go_validator.validate_schema(policy)
+    assert list(python_validator(object_schema).iter_errors(policy)) == []
+    assert undeclared(EG_STATUS, object_schema["properties"]["status"]) == []
+    assert api_server_cel(object_schema, policy) == []
+    assert isinstance(parse_object(policy, PolicyRef("<test>", "<test>")), Policy)
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda st: st["ancestors"][0]["conditions"][0].update(status="yes"), "status"),
+        (lambda st: st["ancestors"][0].pop("controllerName"), "controllerName"),
+        (lambda st: st["ancestors"][0]["ancestorRef"].update(port=0), "port"),
+        (lambda st: st["ancestors"].extend([st["ancestors"][0]] * 15), "ancestors"),
+    ],
+    ids=["condition-status", "no-controller", "port", "17-ancestors"],
+)
+def test_crd_status_is_gateway_apis_policy_status(
+    go_validator: helm.Chart, change: Any, where: str
+) -> None:
+    status = json.loads(json.dumps(EG_STATUS))
+    change(status)
+    with pytest.raises(helm.HelmValuesError, match=where):
+        go_validator.validate_schema({**with_spec(), "status": status})
 
 
 def test_crd_spec_schema(object_schema: dict[str, Any]) -> None:

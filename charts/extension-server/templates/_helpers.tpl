@@ -6,8 +6,8 @@ Chart name, truncated to the 63 characters a label value allows.
 {{- end }}
 
 {{/*
-Fully qualified app name. A release named like the chart (the seed's
-`helm install extension-server ...`) gives plain "extension-server".
+Fully qualified app name. A release named like the chart (`helm install extension-server
+...`) gives plain "extension-server".
 */}}
 {{- define "extension-server.fullname" -}}
 {{- if .Values.fullnameOverride }}
@@ -30,15 +30,17 @@ Chart name and version, for the helm.sh/chart label.
 {{- end }}
 
 {{/*
-Common labels.
+Common labels. Every value a user can set is quoted where it is rendered (here and in every
+template), so that it stays one scalar whatever it holds; values.schema.json also says
+what each one may be.
 */}}
 {{- define "extension-server.labels" -}}
-helm.sh/chart: {{ include "extension-server.chart" . }}
+helm.sh/chart: {{ include "extension-server.chart" . | quote }}
 {{ include "extension-server.selectorLabels" . }}
 {{- if .Chart.AppVersion }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- end }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
 app.kubernetes.io/part-of: extension-server
 {{- end }}
 
@@ -46,8 +48,8 @@ app.kubernetes.io/part-of: extension-server
 Selector labels (immutable once the Deployment exists: keep them minimal).
 */}}
 {{- define "extension-server.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "extension-server.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "extension-server.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end }}
 
 {{/*
@@ -69,6 +71,50 @@ Service name: Envoy Gateway reaches the server at <service>.<namespace>.svc.<clu
 {{- end }}
 
 {{/*
+The name Envoy Gateway calls (extensionManager.service.fqdn.hostname), which the server
+certificate must carry.
+*/}}
+{{- define "extension-server.serviceFQDN" -}}
+{{- printf "%s.%s.svc.%s" (include "extension-server.serviceName" .) .Release.Namespace .Values.clusterDomain }}
+{{- end }}
+
+{{/*
+True (non-empty) when the gRPC port serves TLS: tls.enabled, or cert-manager issuing the
+certificates (tls.certManager.enabled).
+*/}}
+{{- define "extension-server.tlsOn" -}}
+{{- if or .Values.tls.enabled .Values.tls.certManager.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+The server's kubernetes.io/tls Secret: tls.secretName, or with cert-manager the Secret it
+writes (tls.secretName, else <fullname>-tls).
+*/}}
+{{- define "extension-server.tlsSecretName" -}}
+{{- if .Values.tls.certManager.enabled }}
+{{- .Values.tls.secretName | default (printf "%s-tls" (include "extension-server.fullname" .)) }}
+{{- else }}
+{{- .Values.tls.secretName }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret and key holding the CA that client certificates must chain to (mTLS), or empty
+for TLS without client certificates. With cert-manager: the ca.crt it writes into the
+server's Secret, the CA of the issuer that also signs Envoy Gateway's certificate.
+*/}}
+{{- define "extension-server.clientCASecretName" -}}
+{{- if .Values.tls.certManager.enabled }}
+{{- include "extension-server.tlsSecretName" . }}
+{{- else if .Values.tls.enabled }}
+{{- .Values.tls.clientCA.secretName }}
+{{- end }}
+{{- end }}
+{{- define "extension-server.clientCAKey" -}}
+{{- if .Values.tls.certManager.enabled }}ca.crt{{ else }}{{ .Values.tls.clientCA.key }}{{ end }}
+{{- end }}
+
+{{/*
 The port the server listens on (EXTENSION_SERVER_PORT, containerPort, probes).
 */}}
 {{- define "extension-server.containerPort" -}}
@@ -80,7 +126,7 @@ The port the kubelet's grpc probes ask: the gRPC port, or with TLS (which that p
 speak) the plaintext health port, `--health-port`, which serves the health service only.
 */}}
 {{- define "extension-server.probePort" -}}
-{{- if .Values.tls.enabled }}
+{{- if include "extension-server.tlsOn" . }}
 {{- .Values.healthPort }}
 {{- else }}
 {{- include "extension-server.containerPort" . }}
@@ -189,12 +235,12 @@ The server's settings, as EXTENSION_SERVER_<NAME> variables (server/settings.py)
   value: {{ .Release.Namespace | quote }}
 - name: EXTENSION_SERVER_ROTATION_LEASE_NAME
   value: {{ .Values.rotation.leaseName | quote }}
-{{- if .Values.tls.enabled }}
+{{- if include "extension-server.tlsOn" . }}
 - name: EXTENSION_SERVER_TLS_CERT_FILE
   value: {{ printf "%s/tls.crt" (include "extension-server.tlsDir" .) | quote }}
 - name: EXTENSION_SERVER_TLS_KEY_FILE
   value: {{ printf "%s/tls.key" (include "extension-server.tlsDir" .) | quote }}
-{{- if .Values.tls.clientCA.secretName }}
+{{- if include "extension-server.clientCASecretName" . }}
 - name: EXTENSION_SERVER_TLS_CLIENT_CA_FILE
   value: {{ printf "%s/ca.crt" (include "extension-server.tlsClientCADir" .) | quote }}
 {{- end }}
@@ -262,11 +308,11 @@ Volume mounts and volumes for the files above (all read-only).
   mountPath: {{ include "extension-server.kubeApiDir" . }}
   readOnly: true
 {{- end }}
-{{- if .Values.tls.enabled }}
+{{- if include "extension-server.tlsOn" . }}
 - name: tls
   mountPath: {{ include "extension-server.tlsDir" . }}
   readOnly: true
-{{- if .Values.tls.clientCA.secretName }}
+{{- if include "extension-server.clientCASecretName" . }}
 - name: tls-client-ca
   mountPath: {{ include "extension-server.tlsClientCADir" . }}
   readOnly: true
@@ -325,23 +371,23 @@ Volume mounts and volumes for the files above (all read-only).
                 apiVersion: v1
                 fieldPath: metadata.namespace
 {{- end }}
-{{- if .Values.tls.enabled }}
+{{- if include "extension-server.tlsOn" . }}
 - name: tls
   secret:
-    secretName: {{ .Values.tls.secretName | quote }}
+    secretName: {{ include "extension-server.tlsSecretName" . | quote }}
     defaultMode: 0440
     items:
       - key: tls.crt
         path: tls.crt
       - key: tls.key
         path: tls.key
-{{- if .Values.tls.clientCA.secretName }}
+{{- with include "extension-server.clientCASecretName" . }}
 - name: tls-client-ca
   secret:
-    secretName: {{ .Values.tls.clientCA.secretName | quote }}
+    secretName: {{ . | quote }}
     defaultMode: 0440
     items:
-      - key: {{ .Values.tls.clientCA.key | quote }}
+      - key: {{ include "extension-server.clientCAKey" $ | quote }}
         path: ca.crt
 {{- end }}
 {{- end }}
@@ -381,7 +427,7 @@ Volume mounts and volumes for the files above (all read-only).
     sources:
       - serviceAccountToken:
           path: token
-          expirationSeconds: {{ .kubernetes.expirationSeconds }}
+          expirationSeconds: {{ .kubernetes.expirationSeconds | int }}
           {{- with .kubernetes.audience }}
           audience: {{ . | quote }}
           {{- end }}
@@ -410,7 +456,18 @@ Pod annotations: Prometheus scraping (when metrics are on) merged with podAnnota
 {{- $_ := set $annotations "prometheus.io/path" "/metrics" }}
 {{- end }}
 {{- $annotations = merge (deepCopy .Values.podAnnotations) $annotations }}
-{{- with $annotations }}
-{{- toYaml . }}
+{{- include "extension-server.stringMap" $annotations }}
 {{- end }}
+
+{{/*
+A map of strings (labels, annotations, a node selector), one `"key": "value"` line each,
+both quoted: whatever a key or a value holds (a line break, `: `, a Unicode line
+separator), it stays that one key and that one string.
+*/}}
+{{- define "extension-server.stringMap" -}}
+{{- $lines := list }}
+{{- range $key, $value := . }}
+{{- $lines = append $lines (printf "%s: %s" ($key | quote) ($value | quote)) }}
+{{- end }}
+{{- join "\n" $lines }}
 {{- end }}
