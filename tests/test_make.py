@@ -6,6 +6,7 @@ full environment); `make test` adds the test tools; CI runs exactly the README's
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tomllib
 from pathlib import Path
@@ -15,9 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def dry_run(target: str, venv: Path) -> list[str]:
     """The commands `make TARGET` would run to build a fresh venv at `venv` and run."""
+    # Not the variables of a `make` this runs under (CI's `make test`): they add lines.
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
     done = subprocess.run(
-        ["make", "--dry-run", target, f"VENV={venv}"],
+        ["make", "--dry-run", "--no-print-directory", target, f"VENV={venv}"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
