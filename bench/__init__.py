@@ -9,4 +9,9 @@ Sections, each its own module:
    against hashing the passwords with hashlib alone.
 3. and 4. `bench.stores`: fan-in on one cold Vault secret, and the server's resident memory.
 5. `bench.wire`: decode, modify and encode a listener with xds-protos and envoy-data-plane.
+6. `bench.capacity`: how many users fit in an answer of Envoy Gateway's default 4 MiB
+   message, from the bytes each user adds per HTTP connection manager.
+
+The page opens with what a user decides on ("What to plan for"): the sections add those
+lines to `Context.decisions`.
 """

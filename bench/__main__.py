@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import hook, report, scaling, stores, wire
+from bench import capacity, hook, report, scaling, stores, wire
 from bench.context import Context
 from bench.fixtures import DEFAULT_CORPUS, ROOT, CorpusMissing, load_corpus
 from bench.results import Section
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             ("compile scaling", scaling.run),
             ("fan-in and memory", stores.run),
             ("wire types", wire.run),
+            ("users per message", capacity.run),
         ]
         for name, step in steps:
             began = time.perf_counter()

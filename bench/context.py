@@ -18,6 +18,8 @@ class Context:
     samples: Samples = field(default_factory=Samples)
     commands: dict[str, list[str]] = field(default_factory=dict)  # label -> server command
     idle_rss: dict[str, int] = field(default_factory=dict)  # label -> VmRSS bytes
+    # What a user decides on, first on the page: (question, answer, where it is measured)
+    decisions: list[tuple[str, str, str]] = field(default_factory=list)
 
     def scale(self, full: int, quick: int) -> int:
         return quick if self.quick else full

@@ -159,6 +159,16 @@ def run(context: Context) -> Section:
         ("hashlib alone", lambda m: m.hashing),
     ):
         context.samples.scaling[label] = [(m.count, pick(m)) for m in measured]
+    by_count = {m.count: m for m in measured}
+    context.decisions.append(
+        (
+            "... and after a policy or one of its secrets changed (nothing cached)",
+            f"{ms(by_count[10].cold)} more per listener with 10 users, "
+            f"{ms(by_count[10_000].cold)} with 10,000 (compiling, in process), once: the "
+            "translations after it are answered from memory",
+            "section 2, cold",
+        )
+    )
     first = measured[0]
     previous: Measured | None = None
     for m in measured:

@@ -30,6 +30,7 @@ from server.report import REPEAT_INTERVAL
 from server.rotation import RotationWatcher
 from server.service import SERVICE_NAME, CallLimits, ExtensionService, add_to_server
 from server.tls import TlsFileError, TlsSettings, server_credentials
+from server.version import installed_version
 
 log = get_logger("server.app")
 
@@ -230,6 +231,7 @@ class ExtensionServer:
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "server.started",
+            version=installed_version(),
             address=self.address,
             port=self.port,
             health_port=self.health_port if self.health_port is not None else "off",

@@ -25,7 +25,7 @@ from compiler.users import compile_users
 from server import logs
 from server.app import StartupError, serve
 from server.envoy_json import listener_from_dict, to_dict
-from server.manifests import dump_yaml, read_listeners, read_policies
+from server.manifests import dump_yaml, policies_from_text, read_listeners, read_policies
 from server.preflight import SettingError
 from server.settings import (
     listener_setting,
@@ -34,10 +34,14 @@ from server.settings import (
     unprotected_setting,
     workdir_setting,
 )
+from server.version import DISTRIBUTION, installed_version
 
-EXIT_REJECTED = 1  # the issue's contract: a policy, or an entry of one, was rejected
+EXIT_REJECTED = 1  # a policy, or an entry of one, was rejected
 EXIT_UNUSABLE_INPUT = 2  # as click's usage errors: the command could not run at all
-INPUT_PATH = click.Path(path_type=Path, readable=False)  # compile reads, and reports, itself
+# compile reads, and reports, itself; `-` is standard input
+INPUT_PATH = click.Path(path_type=Path, readable=False, allow_dash=True)
+STDIN = Path("-")
+STDIN_SOURCE = "<stdin>"  # how messages name standard input
 SHORTEST_REDACTED = 6  # shorter values are field-like words, not hashes or passwords
 _YAML_KINDS = {
     list: "a list",
@@ -49,6 +53,7 @@ _YAML_KINDS = {
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(installed_version(), "--version", prog_name=DISTRIBUTION)
 def main() -> None:
     """Envoy Gateway extension server: ListenerContextExample policies -> Envoy basic_auth."""
 
@@ -114,6 +119,9 @@ def compile_command(
 ) -> None:
     """Print the htpasswd the POLICIES compile to (user names and hashes, never passwords).
 
+    POLICIES are YAML files of ListenerContextExample objects; `-` reads them from
+    standard input (`extension-server compile - < policy.yaml`), also next to files.
+
     With --listener, print that listener as the hook would return it instead, and warn
     (on stderr) about each policy that applies to none of its HTTP connection managers.
 
@@ -123,8 +131,12 @@ def compile_command(
       1  a policy, or an entry of one, was rejected: `error: ...` lines on stderr
       2  an input file cannot be used (missing, unreadable, not UTF-8, not YAML, not a
          listener): `error: FILE: what is wrong` on stderr, nothing on stdout;
-         also a usage error (an unknown option, say)
+         also a usage error (no POLICIES, an unknown option, say)
     """
+    if not policies:
+        raise click.UsageError(
+            "no policy file given: name one or more, or - to read them from standard input"
+        )
     raw, sources = _read_policy_files(policies)
     listeners = _read_listener_file(listener) if listener is not None else None
     policy_set = load_policies(raw, CredentialResolver(), sources)
@@ -166,8 +178,13 @@ def _read_policy_files(paths: tuple[Path, ...]) -> tuple[list[bytes], list[str]]
     raw: list[bytes] = []
     sources: list[str] = []
     for path in paths:
-        with _reading(str(path)):
-            more_raw, more_sources = read_policies([path])
+        if path == STDIN:
+            with _reading(STDIN_SOURCE):
+                text = sys.stdin.buffer.read().decode("utf-8")
+                more_raw, more_sources = policies_from_text(text, STDIN_SOURCE)
+        else:
+            with _reading(str(path)):
+                more_raw, more_sources = read_policies([path])
         raw += more_raw
         sources += more_sources
     return raw, sources
@@ -267,13 +284,17 @@ def _protecting_nothing(listener: str, result: ListenerResult) -> list[str]:
 @main.command(name="demo")
 @workdir_setting()
 def demo_command(workdir: Path | None) -> None:
-    """Run the seed's Testing section on this machine with a real Envoy.
+    """Show a policy at work in a real Envoy, on this machine.
 
-    Every process it starts is stopped on the way out, also on SIGINT, SIGTERM and SIGHUP.
+    It starts this server, Envoy and an echo backend, plays Envoy Gateway's part, and
+    checks what a user sees: 401 without credentials, 200 with user:p@ssw0rd once a
+    policy admits that user (the backend receives X-Example-Ext: user), 401 with a wrong
+    password. Every process it starts is stopped on the way out, also on SIGINT, SIGTERM
+    and SIGHUP.
 
     \b
     Exit status:
-      0    every step behaved as the seed's Testing section shows
+      0    every step behaved as expected
       1    a step did not, or a piece failed to start
       130  stopped by SIGINT (Ctrl-C), 143 by SIGTERM, 129 by SIGHUP
     """

@@ -29,10 +29,17 @@ def read_policies(paths: Iterable[Path]) -> tuple[list[bytes], list[str]]:
     raw: list[bytes] = []
     sources: list[str] = []
     for path in paths:
-        for number, doc in enumerate(load_yaml_documents(path.read_text()), start=1):
-            raw.append(json.dumps(doc).encode())
-            sources.append(f"{path}#{number}")
+        more_raw, more_sources = policies_from_text(path.read_text(), str(path))
+        raw += more_raw
+        sources += more_sources
     return raw, sources
+
+
+def policies_from_text(text: str, source: str) -> tuple[list[bytes], list[str]]:
+    """Every document of `text` as JSON bytes, and its source (`<source>#<number>`)."""
+    documents = load_yaml_documents(text)
+    raw = [json.dumps(doc).encode() for doc in documents]
+    return raw, [f"{source}#{number}" for number in range(1, len(documents) + 1)]
 
 
 def read_listeners(path: Path) -> list[dict[str, Any]]:

@@ -1165,6 +1165,8 @@ def doc_policies() -> list[tuple[str, dict[str, Any]]]:
             for obj in yaml.safe_load_all(block):
                 if isinstance(obj, dict) and obj.get("kind") == "ListenerContextExample":
                     found.append((f"{doc}#{i}", obj))
+    for path in sorted((REPO_DIR / "docs" / "examples").glob("policy-*.yaml")):
+        found.append((str(path.relative_to(REPO_DIR)), yaml.safe_load(path.read_text())))
     return found
 
 

@@ -6,7 +6,9 @@ Each test runs the installed command in a real subprocess on YAML files, as a us
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import yaml
 
 from compiler.listener import FILTER_NAME as OUR_FILTER
 from server.cli import main
+from server.demo.envoy import free_port
 from server.demo.story import SEED_POLICY
 from server.envoy_json import to_dict
 from server.manifests import dump_yaml
@@ -41,14 +44,15 @@ spec:
 """
 
 
-def compile_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def compile_cli(*args: str | Path, stdin: str | bytes = b"") -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [EXTENSION_SERVER, "compile", *map(str, args)],
         capture_output=True,
-        text=True,
+        input=stdin.encode() if isinstance(stdin, str) else stdin,
         timeout=60,
         check=False,
     )
+    result.stdout, result.stderr = result.stdout.decode(), result.stderr.decode()
     for secret in (SEED_PASSWORD, BAD_PASSWORD):
         assert secret not in result.stdout
         assert secret not in result.stderr
@@ -104,6 +108,69 @@ def test_compile_with_a_listener_prints_it_with_the_basic_auth_filter(
         "users": {"inlineString": SEED_HTPASSWD},
         "forwardUsernameHeader": "X-Example-Ext",
     }
+
+
+# --- Standard input, and no input at all ---------------------------------------------------------
+
+
+def test_compile_reads_the_policies_from_standard_input_given_as_dash() -> None:
+    result = compile_cli("-", stdin=SEED_POLICY)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == SEED_HTPASSWD
+
+
+def test_standard_input_mixes_with_files_and_its_errors_name_it(
+    seed_policy: Path, tmp_path: Path
+) -> None:
+    result = compile_cli(seed_policy, "-", stdin=COLON_POLICY_YAML)
+    assert result.returncode == 1
+    assert "default/colon-user: spec.username" in result.stderr
+    assert result.stdout == SEED_HTPASSWD  # the file's policy still compiles
+
+    nameless = "apiVersion: example.extensions.io/v1alpha1\nkind: ListenerContextExample\n"
+    result = compile_cli(seed_policy, "-", stdin=nameless)
+    assert result.returncode == 1
+    assert "policy <unknown>/<stdin>#1: metadata: is missing" in result.stderr
+
+    listener = tmp_path / "listener.yaml"
+    listener.write_text(dump_yaml(to_dict(http_listener())))
+    result = compile_cli("-", "--listener", listener, stdin=SEED_POLICY)
+    assert result.returncode == 0, result.stderr
+    (printed,) = yaml.safe_load(result.stdout)
+    assert our_filter_in(printed)["users"] == {"inlineString": SEED_HTPASSWD}
+
+
+def test_unusable_standard_input_is_named_like_a_file() -> None:
+    result = compile_cli("-", stdin=b"\xff\xfe" + SEED_POLICY.encode("utf-16-le"))
+    assert_unusable(result, Path("<stdin>"), "not UTF-8")
+
+
+def test_compile_without_a_policy_file_is_a_usage_error() -> None:
+    result = compile_cli()
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("Usage: extension-server compile [OPTIONS] [POLICIES]...")
+    assert "no policy file given: name one or more, or - to read them from standard input" in (
+        result.stderr
+    )
+
+
+# --- Which version runs -------------------------------------------------------------------------
+
+
+def test_version_prints_the_installed_version() -> None:
+    result = subprocess.run(
+        [EXTENSION_SERVER, "--version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout == f"extension-server, version {metadata.version('extension-server')}\n"
+
+
+def test_the_started_line_names_the_version(served: Any) -> None:
+    port = free_port()
+    server = served(["--host", "127.0.0.1", "--port", str(port)], port=port)
+    server.stop(signal.SIGTERM)
+    (started,) = [line for line in server.log_lines if "server.started" in line]
+    assert f"version={metadata.version('extension-server')}" in started.split()
 
 
 # --- Input files that cannot be used: one line naming the file, exit status 2 ------------------

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from server.demo.story import MISSING_CREDENTIALS
+from server.demo.story import MISSING_CREDENTIALS, WHAT_IT_SHOWS
 from tests.support.commands import EXTENSION_SERVER
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 
 MARKER = "EXTENSION_SERVER_DEMO_TEST_RUN"
-FINAL_LINE = "All steps behaved as the seed's Testing section shows."
+FINAL_LINE = f"All steps behaved as expected: {WHAT_IT_SHOWS}."
 LOG_LINE = re.compile(r"\(log: (?P<path>.+)/extension-server\.log\)")
 
 
@@ -92,7 +92,7 @@ def read_until(demo: subprocess.Popen[str], prefix: str) -> str:
     pytest.fail(f"the demo ended without a line starting {prefix!r}:\n{''.join(seen)}")
 
 
-def test_the_demo_shows_the_seed_story_and_leaves_nothing_behind(
+def test_the_demo_shows_401_then_200_then_401_and_leaves_nothing_behind(
     run: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
     marker, env = run
@@ -109,6 +109,7 @@ def test_the_demo_shows_the_seed_story_and_leaves_nothing_behind(
 
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
+    assert lines[0].endswith(f"through the hook: {WHAT_IT_SHOWS}.")  # what it shows, first
     unauthorized = lines.index("< HTTP/1.1 401 Unauthorized")
     assert lines[unauthorized:].index(f"  {MISSING_CREDENTIALS}") > 0
     ok = lines.index("< HTTP/1.1 200 OK")

@@ -1,11 +1,12 @@
-"""`extension-server demo`: the seed's Testing section, on this machine, with a real Envoy.
+"""`extension-server demo`: a policy at work in a real Envoy, on this machine.
 
 It starts the extension server, an echo backend and Envoy; plays Envoy Gateway's part
 (calls the hook with a listener and its policies, hands the result to Envoy through the
-file Envoy watches); shows the 401 without a policy, applies the seed's policy, and shows
-the 200 with the backend seeing `X-Example-Ext: user`. Every process it starts is stopped
-on the way out, whatever happens: SIGINT, SIGTERM and SIGHUP unwind the story like an
-error does, and the demo then exits 128 + the signal's number, as a shell reports it.
+file Envoy watches); shows the 401 without a policy, applies the policy of Envoy Gateway's
+extension-server task, and shows the 200 with the backend seeing `X-Example-Ext: user`.
+Every process it starts is stopped on the way out, whatever happens: SIGINT, SIGTERM and
+SIGHUP unwind the story like an error does, and the demo then exits 128 + the signal's
+number, as a shell reports it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from server.demo.envoy import HttpResponse, http_get
 from server.demo.stack import HOST, LISTENER_NAME, PATH, local_gateway
 from server.manifests import load_yaml_documents
 
-# The policy exactly as the seed's Testing section applies it.
+# The policy exactly as Envoy Gateway's extension-server task applies it.
 SEED_POLICY = """\
 apiVersion: example.extensions.io/v1alpha1
 kind: ListenerContextExample
@@ -42,6 +43,10 @@ spec:
   password: p@ssw0rd
 """
 MISSING_CREDENTIALS = "User authentication failed. Missing username and password."
+WHAT_IT_SHOWS = (
+    "401 without credentials, 200 with user:p@ssw0rd and the backend seeing "
+    "X-Example-Ext: user, 401 with a wrong password"
+)
 # The signals that stop a program run from a terminal, by Ctrl-C, `kill` or a closed terminal.
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
@@ -49,7 +54,7 @@ STOP_SIGNALS = tuple(
 
 
 def seed_policy(namespace: str = "default") -> dict[str, Any]:
-    """The seed's policy as the API server hands it to Envoy Gateway (namespace filled in)."""
+    """SEED_POLICY as the API server hands it to Envoy Gateway (namespace filled in)."""
     (policy,) = load_yaml_documents(SEED_POLICY)
     policy["metadata"]["namespace"] = namespace
     return dict(policy)
@@ -130,7 +135,7 @@ def say_now(line: str) -> None:
 
 
 def run_demo(workdir: Path | None = None, say: Callable[[str], None] = say_now) -> int:
-    """Run the story; 0 if Envoy answered every step as the seed says, 1 if not, and
+    """Run the story; 0 if Envoy answered every step as expected, 1 if not, and
     128 + the signal's number (130 for SIGINT, 143 for SIGTERM) when a signal stopped it."""
     try:
         with _stopped_by_signals():
@@ -152,7 +157,7 @@ def _run(workdir: Path | None, say: Callable[[str], None]) -> int:
             return 1
         say("")
         say(
-            "All steps behaved as the seed's Testing section shows."
+            f"All steps behaved as expected: {WHAT_IT_SHOWS}."
             if not demo.failures
             else f"{demo.failures} step(s) did not behave as expected."
         )
@@ -161,6 +166,8 @@ def _run(workdir: Path | None, say: Callable[[str], None]) -> int:
 
 def _story(demo: Demo) -> None:
     say = demo.say
+    say(f"This demo adds basic authentication to a listener through the hook: {WHAT_IT_SHOWS}.")
+    say("")
     say("== Starting the extension server, an echo backend and Envoy")
     with local_gateway(demo.workdir) as local:
         say(f"extension server: gRPC on {local.server.address} (log: {local.server.log_path})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -16,8 +17,14 @@ REQUIRE_SHARED = "EXTENSION_SERVER_REQUIRE_SHARED"
 def require_corpus() -> Path:
     """The corpus folder; skip the test without it, or fail where .ci/run requires it."""
     if not CORPUS.is_dir():
-        reason = f"shared conformance corpus not found at {CORPUS} (it sits next to the checkout)"
-        if os.environ.get(REQUIRE_SHARED) == "1":
-            pytest.fail(f"{reason}; {REQUIRE_SHARED}=1 requires it")
-        pytest.skip(reason)
+        unavailable(
+            f"shared conformance corpus not found at {CORPUS} (it sits next to the checkout)"
+        )
     return CORPUS
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test for `reason`, or fail it where .ci/run requires what is missing."""
+    if os.environ.get(REQUIRE_SHARED) == "1":
+        pytest.fail(f"{reason}; {REQUIRE_SHARED}=1 requires it")
+    pytest.skip(reason)

@@ -24,6 +24,9 @@ repeated; pass ``stub_missing_clusters=False`` to treat them as errors instead.
 
 Types: parsing proto3 JSON with ``Any`` fields needs every message type registered, so
 ``register_all_types`` imports all of xds-protos' ``*_pb2`` modules (about half a second, once).
+
+Which Envoy: the venv's (``find_envoy``) unless ``envoy=`` names another binary, such as one
+of the releases tests/support/envoys.py fetches for the version matrix.
 """
 
 from __future__ import annotations
@@ -103,10 +106,18 @@ def validation_bootstrap(
 
 
 def validate_listeners(
-    listeners: Sequence[Listener], workdir: Path, *, stub_missing_clusters: bool = True
+    listeners: Sequence[Listener],
+    workdir: Path,
+    *,
+    stub_missing_clusters: bool = True,
+    envoy: Path | None = None,
 ) -> list[str | None]:
-    """Validate each listener with the real Envoy: ``None`` if accepted, else Envoy's error."""
-    validator = _Validator(list(listeners), Path(workdir), stub_missing_clusters)
+    """Validate each listener with the real Envoy: ``None`` if accepted, else Envoy's error.
+
+    ``envoy``: the binary to ask (default: the venv's).
+    """
+    binary = envoy if envoy is not None else find_envoy()
+    validator = _Validator(list(listeners), Path(workdir), stub_missing_clusters, binary)
     validator.settle(list(range(len(validator.listeners))))
     return [validator.results[index] for index in range(len(validator.listeners))]
 
@@ -149,6 +160,7 @@ class _Validator:
     listeners: list[Listener]
     workdir: Path
     stub_missing_clusters: bool
+    envoy: Path
     results: dict[int, str | None] = field(default_factory=dict)
     stubs: set[str] = field(default_factory=set)
     runs: int = 0
@@ -224,14 +236,17 @@ class _Validator:
         path = self.workdir / "validate-bootstrap.json"
         path.write_text(json.dumps(validation_bootstrap(listeners, self.stubs)))
         self.runs += 1
-        error = envoy_validate(path)
+        error = envoy_validate(path, envoy=self.envoy)
         return None if error is None else _PROTO_DUMP.sub("<message elided>: ", error).strip()
 
 
-def envoy_validate(path: Path, *flags: str) -> str | None:
+def envoy_validate(path: Path, *flags: str, envoy: Path | None = None) -> str | None:
     """`envoy --mode validate` on the bootstrap at `path`: None if Envoy accepts it, else
-    its configuration error (or, without one, all it said, or its exit status)."""
-    command = [str(find_envoy()), "--mode", "validate", "-c", str(path)]
+    its configuration error (or, without one, all it said, or its exit status).
+
+    `envoy`: the binary to run (default: the venv's)."""
+    binary = envoy if envoy is not None else find_envoy()
+    command = [str(binary), "--mode", "validate", "-c", str(path)]
     command += ["--log-level", "error", "--disable-hot-restart", *flags]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     if done.returncode == 0:
