@@ -2,7 +2,7 @@
 
     python -m reliability.fuzz [--seconds 120]
 
-Hypothesis (no native build, unlike atheris) generates inputs for four targets, taking
+Hypothesis (no native build, unlike atheris) generates inputs for five targets, taking
 turns in rounds of 150 examples until the time is up:
 
 - `policy-bytes`: arbitrary bytes, and valid policies cut or spliced with random bytes, as
@@ -16,7 +16,11 @@ turns in rounds of 150 examples until the time is up:
   where it parses, through `compiler.pipeline.compile_listener`;
 - `listener-shape`: listeners assembled from random pieces: chains with and without names,
   managers typed, as a TypedStruct or of odd type URLs, HTTP filters of every kind Envoy
-  Gateway ranks, of unknown types, stale copies of ours, upgrade configs, TCP proxies.
+  Gateway ranks, of unknown types, stale copies of ours, upgrade configs, TCP proxies;
+- `store-values`: what a team can store under its own prefix (JSON of any shape, nested
+  past any parser's limit, huge, empty, htpasswd text with odd line ends, hashes of every
+  scheme), read by the real Vault and Secrets Manager stores through policies beside a
+  plain neighbour (reliability/stored.py).
 
 A crash is any exception that escapes (the API raises for nothing; `Listener.FromString`'s
 DecodeError only means the bytes are no listener) or a broken invariant: a table that
@@ -61,6 +65,7 @@ from compiler.listener import FILTER_NAME, HCM_TYPE
 from compiler.model import Policy, Secret
 from compiler.parse import IgnoredResource, parse_resources
 from compiler.pipeline import PolicySet, compile_listener, load_policies
+from reliability.stored import check_stored, stored_examples, stored_reproducer
 from tests.hostile_checks import (
     Crash,
     check_protected,
@@ -628,6 +633,12 @@ def targets() -> list[Target]:
         Target("policy-json", POLICY_JSON, check_policies, _policy_reproducer),
         Target("listener-bytes", spliced_listeners(), check_listener, _listener_reproducer),
         Target("listener-shape", shaped_listeners(), check_listener, _listener_reproducer),
+        Target(
+            "store-values",
+            stored_examples(),
+            lambda example: check_stored(example, POLICY_LISTENERS),
+            stored_reproducer,
+        ),
     ]
 
 

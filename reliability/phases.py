@@ -16,7 +16,7 @@ from reliability.expect import Settings
 from reliability.faults import INTERNAL_ERROR, THROTTLED, FaultProxy
 from reliability.scenario import Scenario
 from tests.support.aws import MotoServer
-from tests.support.vault import VaultStandIn
+from tests.support.vault import RawJson, VaultStandIn
 
 SLOW_BELOW = 0.4  # x --backend-timeout: slow, but every request still succeeds
 SLOW_ABOVE = 2.0  # x --backend-timeout: every request times out
@@ -77,6 +77,37 @@ def _restore(stands: Stands) -> None:
     stands.setup.restore_secret(SecretId=aws_name)
 
 
+def _poisoned(stands: Stands) -> dict[str, tuple[str, Any]]:
+    """Secrets one team overwrites under its own prefix with what the server cannot use,
+    each in another shape: key -> (store, value)."""
+    prefix = f"gateways/{stands.scenario.namespace}/soak"
+    deep = "[" * 5_000 + "]" * 5_000  # nested past every JSON reader's recursion limit
+    return {
+        f"vault:{prefix}/vault-pw": ("vault", {"password": RawJson(deep)}),
+        f"vault:{prefix}/vault-sha": ("vault", {"password": "{SHA}" + "é" * 28}),
+        f"aws:{prefix}/users": ("aws", '{"a":' * 5_000 + "1" + "}" * 5_000),
+        f"aws:{prefix}/aws-pw": ("aws", "a password\x0bwith a control character"),
+    }
+
+
+def _poison(stands: Stands) -> None:
+    for key, (store, value) in _poisoned(stands).items():
+        name = key.split(":", 1)[1]
+        if store == "vault":
+            stands.vault.put_v2(name, value)
+        else:
+            stands.setup.put_secret_value(SecretId=name, SecretString=value)
+
+
+def _cure(stands: Stands) -> None:
+    for key, (store, _) in _poisoned(stands).items():
+        name = key.split(":", 1)[1]
+        if store == "vault":
+            stands.vault.put_v2(name, stands.scenario.vault[name])
+        else:
+            stands.setup.put_secret_value(SecretId=name, SecretString=stands.scenario.aws[name])
+
+
 def _revoked_keys(stands: Stands) -> tuple[str, ...]:
     vault_path, aws_name = stands.revocable()
     return (f"vault:{vault_path}", f"aws:{aws_name}")
@@ -96,6 +127,15 @@ def _above(stands: Stands) -> float:
 
 SCHEDULE: tuple[Phase, ...] = (
     Phase("steady", 30, "none", FRESH),
+    Phase(
+        "poisoned", 35,
+        "four secrets overwritten with what the server cannot use (JSON nested 5 000 deep in "
+        "Vault and in AWS, a {SHA} value of non-ASCII text, a control character); restored at "
+        "the end",
+        "poisoned secrets' users present at most one TTL, then absent; all other users "
+        "present; every call answered",
+        _poison, _cure, revokes=lambda stands: tuple(_poisoned(stands)),
+    ),
     Phase(
         "vault-slow-below", 30, f"Vault answers after {SLOW_BELOW:g} x timeout", FRESH,
         _set("vault", "delay", _below), _set("vault", "delay", lambda _: 0.0),

@@ -150,3 +150,35 @@ def test_certificates_renewed_under_load_lose_no_call(
         caller.join(timeout=30)
     assert failed == []
     assert answered[0] > 20
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["empty client CA", "half-written client CA", "key of another certificate", "empty cert"],
+)
+def test_unusable_files_written_in_place_keep_the_last_good_ones_until_fixed(
+    tmp_path: Path, authority: Authority, stop_after: list[ExtensionServer], damage: str
+) -> None:
+    """A rotation that leaves a file empty, half written or mismatched must not be swapped in:
+    Envoy Gateway's handshakes would fail, which freezes every Gateway like a hook error."""
+    clients = Authority("envoy-gateway-clients")
+    server = serve(tmp_path, authority.issue("extension-server", server=True), clients.pem)
+    stop_after.append(server)
+    client = clients.issue("envoy-gateway", server=False)
+    credentials = grpc.ssl_channel_credentials(authority.pem, client.key, client.cert)
+    address = f"127.0.0.1:{server.port}"
+    if damage == "empty client CA":
+        (tmp_path / "client-ca.crt").write_bytes(b"")
+    elif damage == "half-written client CA":
+        (tmp_path / "client-ca.crt").write_bytes(clients.pem[: len(clients.pem) // 2])
+    elif damage == "key of another certificate":
+        (tmp_path / "server.key").write_bytes(authority.issue("other", server=True).key)
+    else:
+        (tmp_path / "server.crt").write_bytes(b"")
+    for _ in range(3):  # each new connection looks at the files; none takes the damage
+        assert health(address, credentials) == health_pb2.HealthCheckResponse.SERVING
+
+    renewed = authority.issue("extension-server", server=True)
+    renewed.write(tmp_path, "server")
+    (tmp_path / "client-ca.crt").write_bytes(clients.pem)
+    assert health(address, credentials) == health_pb2.HealthCheckResponse.SERVING
