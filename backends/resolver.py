@@ -54,7 +54,6 @@ from compiler.model import (
     Secrets,
     StoreRef,
     UsersFrom,
-    VaultRef,
 )
 from compiler.users import Resolved
 
@@ -193,7 +192,7 @@ class CredentialResolver:
                 )
             return self._remembered(policy, None)
         source = "spec.passwordFrom" if isinstance(spec, PasswordFrom) else "spec.usersFrom"
-        field = f"{source}.{_store_field(spec.store)}"
+        field = f"{source}.{spec.store.field}"
         self._note_revision(policy, spec.store)
         try:
             store = self._store_for(policy, spec.store, field)
@@ -326,7 +325,3 @@ class CredentialResolver:
         return UnresolvedCredentialError(
             policy.ref, field, problem, _FIXES.get(outcome, _RETRY_FIX)
         )
-
-
-def _store_field(ref: StoreRef) -> str:
-    return "vault.path" if isinstance(ref, VaultRef) else "awsSecretsManager.secretId"

@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from compiler.htpasswd import envoy_lines
-from compiler.model import AwsSecretRef, Credentials, Secrets, StoreRef, VaultRef
+from compiler.model import (
+    AwsSecretRef,
+    CredentialKind,
+    Credentials,
+    Secrets,
+    StoreRef,
+    VaultRef,
+)
 
 
 class StoredValueError(ValueError):
@@ -23,8 +30,10 @@ def password_credential(document: Any, ref: StoreRef, username: str, field: str)
     """`passwordFrom`: the one value the reference points at, for `username`."""
     value = _value_at(document, ref, ref.key)
     if not isinstance(value, str):
-        raise StoredValueError(f"the value at {_where(ref)} is not a string")
-    return Credentials((username,), Secrets((value,)), "spec.username", field, stored=True)
+        raise StoredValueError(f"the value at {ref.where} is not a string")
+    return Credentials(
+        (username,), Secrets((value,)), "spec.username", field, CredentialKind.STORED
+    )
 
 
 def user_credentials(document: Any, ref: StoreRef, field: str) -> Credentials:
@@ -39,12 +48,12 @@ def user_credentials(document: Any, ref: StoreRef, field: str) -> Credentials:
     elif isinstance(content, str):
         names, values = _htpasswd_columns(content, ref)
     else:
-        raise StoredValueError(f"the value at {_where(ref)} is neither a map nor htpasswd text")
+        raise StoredValueError(f"the value at {ref.where} is neither a map nor htpasswd text")
     if not _all_strings(values):
-        raise StoredValueError(f"the value for a user at {_where(ref)} is not a string")
+        raise StoredValueError(f"the value for a user at {ref.where} is not a string")
     # htpasswd text holds hashes only: a value there is never hashed again as a password
-    hashed = isinstance(content, str)
-    return Credentials(names, Secrets(values), field, field, stored=True, hashed=hashed)
+    kind = CredentialKind.HASHED if isinstance(content, str) else CredentialKind.STORED
+    return Credentials(names, Secrets(values), field, field, kind)
 
 
 def _all_strings(column: tuple[Any, ...]) -> bool:
@@ -55,19 +64,19 @@ def _value_at(document: Any, ref: StoreRef, key: str | None) -> Any:
     """The whole secret, or the value at `key` (a Vault data key, or a JSON key in AWS)."""
     if isinstance(ref, VaultRef):
         if not isinstance(document, Mapping):
-            raise StoredValueError(f"{_where(ref)} holds no key/value data")
+            raise StoredValueError(f"{ref.where} holds no key/value data")
         if key is None:
             return document
         if key not in document:
-            raise StoredValueError(f"{_where(ref)} has no key {key!r}")
+            raise StoredValueError(f"{ref.where} has no key {key!r}")
         return document[key]
     if key is None:
         return document
     data = _json_object_or_text(document)
     if not isinstance(data, Mapping):
-        raise StoredValueError(f"{_where(ref)} is not a JSON object, so it has no key {key!r}")
+        raise StoredValueError(f"{ref.where} is not a JSON object, so it has no key {key!r}")
     if key not in data:
-        raise StoredValueError(f"{_where(ref)} has no key {key!r}")
+        raise StoredValueError(f"{ref.where} has no key {key!r}")
     return data[key]
 
 
@@ -93,15 +102,7 @@ def _htpasswd_columns(text: str, ref: StoreRef) -> tuple[tuple[str, ...], tuple[
     names, values = [], []
     for number, name, colon, hashed in envoy_lines(text):
         if not colon:
-            raise StoredValueError(
-                f"line {number} of the htpasswd text at {_where(ref)} has no ':'"
-            )
+            raise StoredValueError(f"line {number} of the htpasswd text at {ref.where} has no ':'")
         names.append(name)
         values.append(hashed)
     return tuple(names), tuple(values)
-
-
-def _where(ref: StoreRef) -> str:
-    if isinstance(ref, VaultRef):
-        return f"Vault path {ref.path}"
-    return f"AWS secret {ref.secret_id}"

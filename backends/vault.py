@@ -16,6 +16,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,18 @@ from backends.stores import (
     StoreError,
     content_digest,
 )
-from compiler.model import StoreRef, VaultRef
+from compiler.model import KvEngine, StoreRef, VaultRef
 
-AUTH_METHODS = ("token", "kubernetes", "approle")
+
+class VaultAuth(StrEnum):
+    """How the server logs in to Vault."""
+
+    TOKEN = "token"  # noqa: S105 (a method name): a token file, or VAULT_TOKEN / ~/.vault-token
+    KUBERNETES = "kubernetes"  # the pod's service-account JWT and a role
+    APPROLE = "approle"  # a role_id and a secret_id file
+
+
+AUTH_METHODS = tuple(method.value for method in VaultAuth)
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105
 RENEW_AT = 2 / 3  # of a token's lifetime: renew (or log in again) then
 MIN_RECHECK = 0.5  # seconds; for a token Vault says has 0 s left
@@ -51,7 +61,7 @@ class VaultSettings:
     addr: str
     namespace: str | None = None
     ca_cert: str | None = None
-    auth: str = "token"
+    auth: VaultAuth = VaultAuth.TOKEN
     role: str | None = None  # Kubernetes auth role
     token_file: str | None = None  # token auth; without it VAULT_TOKEN / ~/.vault-token
     kubernetes_jwt_file: str = SERVICE_ACCOUNT_TOKEN
@@ -61,17 +71,21 @@ class VaultSettings:
     approle_mount: str = "approle"
     timeout: float = 2.0
 
+    def __post_init__(self) -> None:
+        if self.auth in set(VaultAuth):  # a method named by its string becomes the enum
+            object.__setattr__(self, "auth", VaultAuth(self.auth))
+
     def check(self) -> None:
         """Refuse at start-up what cannot work, naming the setting to fix."""
-        if self.auth not in AUTH_METHODS:
+        if self.auth not in set(VaultAuth):
             raise VaultSettingError("--vault-auth", f"must be one of {', '.join(AUTH_METHODS)}")
-        if self.auth == "kubernetes" and not self.role:
+        if self.auth is VaultAuth.KUBERNETES and not self.role:
             raise VaultSettingError("--vault-role", "is required with --vault-auth=kubernetes")
-        if self.auth == "approle" and not self.approle_role_id:
+        if self.auth is VaultAuth.APPROLE and not self.approle_role_id:
             raise VaultSettingError(
                 "--vault-approle-role-id", "is required with --vault-auth=approle"
             )
-        if self.auth == "approle" and not self.approle_secret_id_file:
+        if self.auth is VaultAuth.APPROLE and not self.approle_secret_id_file:
             raise VaultSettingError(
                 "--vault-approle-secret-id-file", "is required with --vault-auth=approle"
             )
@@ -111,7 +125,7 @@ class VaultStore:
         params = {"version": ref.version} if ref.version is not None else None
         response = self._get(ref.path, params)
         data = _kv_data(response, ref)
-        if ref.engine == "kv-v1":
+        if ref.engine is KvEngine.V1:
             return StoredSecret(data, content_digest(data))
         metadata = _mapping(_mapping(response.get("data")).get("metadata"))
         return StoredSecret(data, str(metadata.get("version", "")))
@@ -126,7 +140,7 @@ class VaultStore:
         assert isinstance(ref, VaultRef)
         if ref.version is not None:
             return str(ref.version)  # pinned: never changes
-        if ref.engine == "kv-v1":
+        if ref.engine is KvEngine.V1:
             return self.fetch(ref).version
         mount, marker, rest = ref.path.partition("/data/")
         if not marker:
@@ -153,7 +167,7 @@ class VaultStore:
 
     @property
     def _can_log_in_again(self) -> bool:
-        return self.settings.auth != "token" or bool(self.settings.token_file)
+        return self.settings.auth is not VaultAuth.TOKEN or bool(self.settings.token_file)
 
     def _request(self, path: str, params: Mapping[str, Any] | None) -> Mapping[str, Any]:
         try:
@@ -219,7 +233,7 @@ class VaultStore:
     def _refresh_token(self) -> float | None:
         """Log in, or renew the token; its lifetime in seconds (None: it never expires)."""
         settings = self.settings
-        if settings.auth == "kubernetes":
+        if settings.auth is VaultAuth.KUBERNETES:
             auth = self._client.auth.kubernetes.login(
                 settings.role,
                 _read(settings.kubernetes_jwt_file),
@@ -227,7 +241,7 @@ class VaultStore:
             )
             log.info("vault.login", method="kubernetes", role=settings.role)
             return float(auth["auth"]["lease_duration"])
-        if settings.auth == "approle":
+        if settings.auth is VaultAuth.APPROLE:
             auth = self._client.auth.approle.login(
                 settings.approle_role_id,
                 _read(str(settings.approle_secret_id_file)),
@@ -280,10 +294,10 @@ def _keep_token(store_ref: weakref.ref[VaultStore], closed: threading.Event) -> 
 
 def _kv_data(response: Any, ref: VaultRef) -> Mapping[str, Any]:
     data = response.get("data") if isinstance(response, Mapping) else None
-    if ref.engine == "kv-v2":
+    if ref.engine is KvEngine.V2:
         data = data.get("data") if isinstance(data, Mapping) else None
     if not isinstance(data, Mapping):
-        hint = " (is it a KV v1 secret? set engine: kv-v1)" if ref.engine == "kv-v2" else ""
+        hint = " (is it a KV v1 secret? set engine: kv-v1)" if ref.engine is KvEngine.V2 else ""
         raise StoreError("vault", INVALID, f"{ref.path} holds no key/value data{hint}")
     return data
 

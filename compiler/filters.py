@@ -78,14 +78,15 @@ def insertion_index(filters: Any, name: str) -> int:
 
 def place_filter(filters: Any, new_filter: Any) -> None:
     """Put `new_filter` into the repeated field `filters`, replacing any filter of its name."""
-    kept = [_copy(f) for f in filters if f.name != new_filter.name]
+    kept = [detached(f) for f in filters if f.name != new_filter.name]
     kept.insert(insertion_index(kept, new_filter.name), new_filter)
     del filters[:]
     filters.extend(kept)
 
 
-def _copy(message: Any) -> Any:
-    """A detached copy, so that clearing the repeated field cannot touch it."""
+def detached(message: Any) -> Any:
+    """A copy of a message held in a repeated field, so that clearing the field cannot
+    touch it."""
     clone = type(message)()
     clone.CopyFrom(message)
     return clone

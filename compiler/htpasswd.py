@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from passlib.apache import HtpasswdFile
 from passlib.hash import ldap_sha1
 
-from compiler.model import Secret
+from compiler.model import CredentialKind, Secret
 
 MAX_USERNAME_BYTES = 256
 MAX_PASSWORD_BYTES = 4096
@@ -57,12 +57,13 @@ _PLAIN_STORED_PASSWORDS = re.compile(r"(?:[\x20-\x23\x25-\x7a\x7c-\x7e][\x20-\x7
 _SHA_TABLE = re.compile(r"(?:[^\n:#][^\n:]*:\{SHA\}[A-Za-z0-9+/]{27}=\n)+")
 
 
-def all_plain(usernames: Sequence[str], passwords: Sequence[str], stored: bool) -> bool:
+def all_plain(usernames: Sequence[str], passwords: Sequence[str], kind: CredentialKind) -> bool:
     """True when every name and password passes every rule below without a closer look.
 
-    False means only that the careful, per-user path must decide (and explain).
+    False means only that the careful, per-user path must decide (and explain). A stored
+    value must also not look like a hash (compiler/schemes.py tells those apart).
     """
-    values = _PLAIN_STORED_PASSWORDS if stored else _PLAIN_PASSWORDS
+    values = _PLAIN_PASSWORDS if kind is CredentialKind.PLAIN else _PLAIN_STORED_PASSWORDS
     return _column_matches(_PLAIN_USERNAMES, usernames) and _column_matches(values, passwords)
 
 

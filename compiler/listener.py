@@ -24,7 +24,7 @@ from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import DecodeError
 from xds.type.v3 import typed_struct_pb2
 
-from compiler.filters import insertion_index, place_filter
+from compiler.filters import detached, insertion_index, place_filter
 
 # Our filter's name: Envoy Gateway's basic_auth prefix (so its ordering knows the type)
 # followed by a suffix no SecurityPolicy filter can have.
@@ -64,10 +64,7 @@ def apply(listener: Any, plan: ChainPlan) -> tuple[Any, ApplyReport]:
     result = listener_pb2.Listener()
     result.CopyFrom(listener)
     report = ApplyReport()
-    chains = [(chain, False) for chain in result.filter_chains]
-    if result.HasField("default_filter_chain"):
-        chains.append((result.default_filter_chain, True))
-    for chain, is_default in chains:
+    for chain, is_default in _chains(result):
         managers = [f for f in chain.filters if _is_http_manager(f)]
         if not managers:
             continue
@@ -85,14 +82,19 @@ def apply(listener: Any, plan: ChainPlan) -> tuple[Any, ApplyReport]:
 
 def chains_with_managers(listener: Any) -> list[tuple[str | None, bool]]:
     """(name, is-default) of every filter chain that holds an HTTP connection manager."""
+    return [
+        (chain.name or None, is_default)
+        for chain, is_default in _chains(listener)
+        if any(_is_http_manager(f) for f in chain.filters)
+    ]
+
+
+def _chains(listener: Any) -> list[tuple[Any, bool]]:
+    """Every filter chain of the listener, with whether it is the default one."""
     chains = [(chain, False) for chain in listener.filter_chains]
     if listener.HasField("default_filter_chain"):
         chains.append((listener.default_filter_chain, True))
-    return [
-        (chain.name or None, is_default)
-        for chain, is_default in chains
-        if any(_is_http_manager(f) for f in chain.filters)
-    ]
+    return chains
 
 
 def basic_auth_filter(auth: ChainAuth) -> Any:
@@ -222,7 +224,7 @@ def _struct_value(http_filter: Any) -> Any:
 
 def _place_struct_filter(values: Any, new_filter: Any) -> None:
     """`place_filter` for a Struct's list of filters: ranked by the same rules."""
-    kept = [_copy(value) for value in values if _struct_filter(value).name != FILTER_NAME]
+    kept = [detached(value) for value in values if _struct_filter(value).name != FILTER_NAME]
     kept.insert(insertion_index([_struct_filter(value) for value in kept], FILTER_NAME), new_filter)
     del values[:]
     values.extend(kept)
@@ -242,7 +244,3 @@ def _struct_filter(value: Any) -> Any:
     return proxy
 
 
-def _copy(message: Any) -> Any:
-    clone = type(message)()
-    clone.CopyFrom(message)
-    return clone

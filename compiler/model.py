@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import ClassVar
 
 POLICY_GROUP = "example.extensions.io"
 POLICY_VERSION = "v1alpha1"
@@ -66,23 +67,49 @@ class PlainCredentials:
     password: Secret
 
 
+class StoreKind(StrEnum):
+    """The secret stores a policy can name; also their name in metrics and settings."""
+
+    VAULT = "vault"
+    AWS = "aws"
+
+
+class KvEngine(StrEnum):
+    """Vault's key/value secrets engine versions, as a policy names them."""
+
+    V2 = "kv-v2"
+    V1 = "kv-v1"
+
+
 @dataclass(frozen=True)
 class VaultRef:
     """A secret in HashiCorp Vault, by its HTTP API path (`secret/data/...` for KV v2)."""
 
     path: str
-    engine: str = "kv-v2"  # or "kv-v1"
+    engine: KvEngine = KvEngine.V2
     key: str | None = None
     version: int | None = None
 
+    store: ClassVar[StoreKind] = StoreKind.VAULT
+    field: ClassVar[str] = "vault.path"  # the field that names it, under passwordFrom/usersFrom
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "engine", KvEngine(self.engine))
+
     @property
-    def store(self) -> str:
-        return "vault"
+    def name(self) -> str:
+        """The secret as the policy names it."""
+        return self.path
+
+    @property
+    def where(self) -> str:
+        """The secret as messages name it."""
+        return f"Vault path {self.path}"
 
     @property
     def document(self) -> tuple[str, str, str, int | None]:
         """What one backend request reads: the whole secret, whichever key is used."""
-        return ("vault", self.engine, self.path, self.version)
+        return (self.store, self.engine, self.path, self.version)
 
 
 @dataclass(frozen=True)
@@ -94,13 +121,20 @@ class AwsSecretRef:
     version_stage: str | None = None  # AWSCURRENT when neither is set
     version_id: str | None = None
 
+    store: ClassVar[StoreKind] = StoreKind.AWS
+    field: ClassVar[str] = "awsSecretsManager.secretId"
+
     @property
-    def store(self) -> str:
-        return "aws"
+    def name(self) -> str:
+        return self.secret_id
+
+    @property
+    def where(self) -> str:
+        return f"AWS secret {self.secret_id}"
 
     @property
     def document(self) -> tuple[str, str, str | None, str | None]:
-        return ("aws", self.secret_id, self.version_stage, self.version_id)
+        return (self.store, self.secret_id, self.version_stage, self.version_id)
 
 
 StoreRef = VaultRef | AwsSecretRef
@@ -190,6 +224,14 @@ class Secrets:
         return hash(self._values)
 
 
+class CredentialKind(StrEnum):
+    """What the values of a Credentials column are."""
+
+    PLAIN = "plain"  # a policy's own spec.password: always a password, never a hash
+    STORED = "stored"  # values from a store: a password, or a ready hash ({SHA} used as is)
+    HASHED = "hashed"  # htpasswd text: every value is a hash, never a password to hash
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """Every user one policy resolved to, as two columns (user names, passwords).
@@ -203,12 +245,7 @@ class Credentials:
     # where each came from, for messages: "spec.username", "spec.password", ...
     username_field: str
     password_field: str
-    # True when the values come from a store, where a value may be a ready hash ({SHA} is
-    # used as is; any other scheme is rejected). A policy's own spec.password never is.
-    stored: bool = False
-    # True when every value is a hash by construction (htpasswd text): a value in no scheme
-    # is then an unknown hash, never a password to hash again.
-    hashed: bool = False
+    kind: CredentialKind = CredentialKind.PLAIN
 
     def __len__(self) -> int:
         return len(self.usernames)

@@ -27,6 +27,7 @@ from compiler.model import (
     POLICY_VERSION,
     AwsSecretRef,
     CredentialSpec,
+    KvEngine,
     PasswordFrom,
     PlainCredentials,
     Policy,
@@ -105,7 +106,6 @@ _SPEC_FIELDS = frozenset(
 _SOURCES = ("password", "passwordFrom", "usersFrom")
 MAX_REVISION_LENGTH = 128
 _VAULT_FIELDS = frozenset({"path", "engine", "key", "version"})
-_VAULT_ENGINES = ("kv-v2", "kv-v1")
 _AWS_FIELDS = frozenset({"secretId", "key", "versionStage", "versionId"})
 _TARGET_FIELDS = frozenset({"group", "kind", "name", "sectionName"})
 MAX_TARGETS = 16  # the CRD's maxItems
@@ -352,11 +352,12 @@ def _parse_store(value: object, ref: PolicyRef, field: str, *, key_required: boo
 def _parse_vault(value: object, ref: PolicyRef, field: str, key_required: bool) -> VaultRef:
     fields = _object(value, ref, field, _VAULT_FIELDS)
     path = _string(fields, "path", ref, field, required=True)
-    engine = _string(fields, "engine", ref, field) or "kv-v2"
-    if engine not in _VAULT_ENGINES:
+    engine_name = _string(fields, "engine", ref, field) or KvEngine.V2
+    if engine_name not in set(KvEngine):
         raise MalformedPolicyError(
-            ref, f"{field}.engine", f"{engine[:20]!r} is not supported", "use kv-v2 or kv-v1"
+            ref, f"{field}.engine", f"{engine_name[:20]!r} is not supported", "use kv-v2 or kv-v1"
         )
+    engine = KvEngine(engine_name)
     key = _string(fields, "key", ref, field, required=key_required)
     version = fields.get("version")
     if version is not None and (
@@ -365,7 +366,7 @@ def _parse_vault(value: object, ref: PolicyRef, field: str, key_required: bool) 
         raise MalformedPolicyError(
             ref, f"{field}.version", "is not a positive whole number", "give a KV v2 version"
         )
-    if version is not None and engine == "kv-v1":
+    if version is not None and engine is KvEngine.V1:
         raise MalformedPolicyError(
             ref, f"{field}.version", "is not available with kv-v1", "remove it or use kv-v2"
         )

@@ -13,6 +13,7 @@ import re
 from passlib import hash as passlib_hash
 
 from compiler.htpasswd import SHA_PREFIX, SHA_SCHEME
+from compiler.model import CredentialKind
 
 # Schemes libpass recognises with certainty; a value of one of them is a hash, not a password.
 _KNOWN_SCHEMES = (
@@ -60,13 +61,13 @@ def scheme_label(scheme: str) -> str:
     return _LABELS.get(scheme, scheme)
 
 
-def scheme_of(value: str, hashed: bool = False) -> str | None:
+def scheme_of(value: str, kind: CredentialKind = CredentialKind.STORED) -> str | None:
     """The hash scheme a stored value is in, or None for a plain password.
 
-    `hashed`: the value comes from htpasswd text, where every value is a hash, so a value
-    in no scheme Envoy verifies is never taken for a password.
+    From htpasswd text (`HASHED`) every value is a hash, so a value in no scheme Envoy
+    verifies is never taken for a password.
     """
-    if hashed:
+    if kind is CredentialKind.HASHED:
         return _scheme_of_hash(value)
     if not value or value[0] not in "${":
         return None  # every hash format starts with '$' or '{': the common case is fast

@@ -33,7 +33,15 @@ from compiler.htpasswd import (
     sha_hashes,
     username_problem,
 )
-from compiler.model import NO_CREDENTIALS, Credential, Credentials, Policy, PolicyRef, Secret
+from compiler.model import (
+    NO_CREDENTIALS,
+    Credential,
+    CredentialKind,
+    Credentials,
+    Policy,
+    PolicyRef,
+    Secret,
+)
 from compiler.schemes import scheme_label, scheme_of
 
 
@@ -131,23 +139,23 @@ def _in_bulk(credentials: Credentials, owners: Mapping[str, PolicyRef]) -> bool:
     names = credentials.usernames
     distinct = set(names)
     return (
-        not credentials.hashed
+        credentials.kind is not CredentialKind.HASHED
         and len(distinct) == len(names)
         and distinct.isdisjoint(owners)
-        and all_plain(names, credentials.passwords.reveal(), credentials.stored)
+        and all_plain(names, credentials.passwords.reveal(), credentials.kind)
     )
 
 
 def each(credentials: Credentials) -> list[Credential]:
     """The column as one Credential per user, with the hash scheme of each stored value."""
-    stored, names = credentials.stored, credentials.usernames
+    kind, names = credentials.kind, credentials.usernames
     return [
         Credential(
             name,
             Secret(value),
             credentials.username_field,
             credentials.password_field,
-            scheme_of(value, credentials.hashed) if stored else None,
+            None if kind is CredentialKind.PLAIN else scheme_of(value, kind),
         )
         for name, value in zip(names, credentials.passwords.reveal(), strict=True)
     ]

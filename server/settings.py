@@ -20,7 +20,7 @@ from backends import ResolverSettings
 from backends.aws import AwsSettings
 from backends.resolver import DEFAULT_MAX_USERS_PER_POLICY
 from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE, check_template
-from backends.vault import AUTH_METHODS, SERVICE_ACCOUNT_TOKEN, VaultSettings
+from backends.vault import AUTH_METHODS, SERVICE_ACCOUNT_TOKEN, VaultAuth, VaultSettings
 from compiler.model import CompileOptions, UnprotectedMode
 from server import logs, preflight
 from server.app import RotationSettings, ServerSettings
@@ -234,7 +234,7 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
             addr=options["vault_addr"],
             namespace=options["vault_namespace"],
             ca_cert=options["vault_ca_cert"],
-            auth=options["vault_auth"],
+            auth=VaultAuth(options["vault_auth"]),
             role=options["vault_role"],
             token_file=options["vault_token_file"],
             kubernetes_jwt_file=options["vault_kubernetes_jwt_file"],

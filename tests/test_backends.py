@@ -30,7 +30,7 @@ from compiler.errors import (
     UnsupportedHashError,
 )
 from compiler.memo import IdentityMemo
-from compiler.model import AwsSecretRef, PasswordFrom, UsersFrom, VaultRef
+from compiler.model import AwsSecretRef, CredentialKind, PasswordFrom, UsersFrom, VaultRef
 from compiler.parse import parse_resource
 from compiler.pipeline import compile_listener, load_policies
 from compiler.schemes import scheme_of
@@ -154,7 +154,7 @@ def test_stored_values_are_plain_passwords_sha_hashes_or_named_unsupported_hashe
     ],
 )
 def test_in_htpasswd_text_every_value_is_a_hash_never_a_password(value: str, scheme: str) -> None:
-    assert scheme_of(value, hashed=True) == scheme
+    assert scheme_of(value, CredentialKind.HASHED) == scheme
 
 
 def test_a_des_crypt_line_of_htpasswd_text_denies_that_user_and_keeps_the_others() -> None:

@@ -35,7 +35,14 @@ from compiler.htpasswd import (
     sha_hashes,
 )
 from compiler.listener import FILTER_NAME
-from compiler.model import CompileOptions, Credentials, Secret, Secrets, UnprotectedMode
+from compiler.model import (
+    CompileOptions,
+    CredentialKind,
+    Credentials,
+    Secret,
+    Secrets,
+    UnprotectedMode,
+)
 from compiler.pipeline import ListenerResult, compile_listener, load_policies
 from compiler.users import Resolved, compile_users
 from tests.builders import (
@@ -185,7 +192,9 @@ def from_store(users: dict[str, str]) -> Resolved:
     """What the resolver makes of a `usersFrom` secret: the users as one column."""
     (resolved,) = load_policies([policy()], CredentialResolver()).resolved
     names, values = tuple(users), Secrets(tuple(users.values()))
-    return Resolved(resolved.policy, Credentials(names, values, FIELD, FIELD, stored=True))
+    return Resolved(
+        resolved.policy, Credentials(names, values, FIELD, FIELD, CredentialKind.STORED)
+    )
 
 
 FIELD = "spec.usersFrom"
