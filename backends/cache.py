@@ -211,11 +211,6 @@ class SecretCache:
         else:
             metrics.BACKEND_REQUESTS.labels(store, OK).inc()
             with self._lock:
-                held = self._values.get(key)
-                if held is not None and _same_content(held.value, value):
-                    # Unchanged: keep the very object, which downstream memos key on, so
-                    # a refresh does not make every answer compile (and be kept) anew.
-                    value = held.value
                 self._values[key] = _Entry(value, self._clock())
                 self._errors.pop(key, None)
                 del self._in_flight[key]
@@ -247,13 +242,6 @@ def _as_store_error(store: str, error: Exception) -> StoreError:
     return StoreError(
         store, INVALID, f"the {store} store's answer could not be read ({type(error).__name__})"
     )
-
-
-def _same_content(held: Any, fetched: Any) -> bool:
-    try:
-        return bool(held == fetched)
-    except RecursionError:  # values nested too deeply to compare are simply new
-        return False
 
 
 def _fresh(error: StoreError) -> StoreError:

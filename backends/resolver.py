@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -44,17 +44,20 @@ from compiler.errors import (
     UnresolvedCredentialError,
     internal_error,
 )
-from compiler.memo import BoundedMemo, IdentityMemo
+from compiler.memo import BoundedMemo
 from compiler.model import (
+    PLAIN,
     Credentials,
     PasswordFrom,
     PlainCredentials,
     Policy,
     PolicyRef,
     Secrets,
+    Source,
     StoreRef,
     UsersFrom,
 )
+from compiler.pipeline import failed_source
 from compiler.users import Resolved
 
 # Users one policy may bring: beyond it the policy is left out (TooLargeError). About what
@@ -110,14 +113,11 @@ class CredentialResolver:
         self._revisions: dict[PolicyRef, str | None] = {}
         self._revisions_lock = threading.Lock()
         # Envoy Gateway sends the same policies with every listener of every translation:
-        # the same policy over the same stored secret gives the same (identical) Resolved,
-        # which lets the compiler reuse its tables. One entry per policy, the latest: an
-        # older Resolved (a previous secret version, a failure that passed) is freed, and
-        # the compiler's memos drop what they built from it (compiler/memo.py).
-        # Bounded by the credentials held.
-        self._plain_sets: IdentityMemo[list[Resolved]] = IdentityMemo(4096, lambda _: 1)
-        self._memo: BoundedMemo[Hashable, tuple[object, Resolved]] = BoundedMemo(
-            MEMO_CREDENTIALS, lambda held: len(held[1].credentials) + 1
+        # a policy whose value key (the policy, the version of its secret) is unchanged is
+        # not decoded again. One entry per policy, the latest; bounded by the credentials
+        # held.
+        self._memo: BoundedMemo[PolicyRef, Resolved] = BoundedMemo(
+            MEMO_CREDENTIALS, lambda held: len(held.credentials) + 1
         )
 
     def resolve_all(self, policies: Sequence[Policy]) -> list[Resolved]:
@@ -128,10 +128,6 @@ class CredentialResolver:
         and stores it has, and a store that hangs never holds up a policy that does not
         use it beyond it.
         """
-        if all(isinstance(p.credentials, PlainCredentials) for p in policies):
-            # Plain text resolves the same way every time: the same policies (the parser
-            # hands out the same objects) give the same list, without a lookup per policy.
-            return list(self._plain_sets.get(policies, None, lambda: self._resolve_each(policies)))
         return self._resolve_each(policies)
 
     def _resolve_each(self, policies: Sequence[Policy]) -> list[Resolved]:
@@ -162,21 +158,13 @@ class CredentialResolver:
             return self._failed(item.policy, internal_error(item.policy.ref, item.field, error))
 
     def _failed(self, policy: Policy, error: PolicyError) -> Resolved:
-        """The Resolved made before for this policy failing the same way, or a new one.
+        """The policy's failure, as a value (its source names the family and message).
 
-        The compiler's and the answers' memos key on identity: a new object for every call
-        of a policy that keeps failing would compile, and keep, every call anew. The error
-        is kept as a value (in the Resolved, in memos): not with the frames it went through,
-        which hold whole calls, nor with the store error it replaced.
+        The error is kept without the frames it went through, which hold whole calls, nor
+        with the store error it replaced: it may stay in memos for a while.
         """
         error.__traceback__, error.__context__ = None, None
-        failure = (type(error), str(error))
-        held = self._memo.get(policy)
-        if held is not None and held[0] == failure:
-            return held[1]
-        resolved = Resolved(policy, error=error)
-        self._memo.put(policy, (failure, resolved))
-        return resolved
+        return Resolved(policy, error=error, source=failed_source(error))
 
     def _start(self, policy: Policy) -> Resolved | _Begun:
         """Resolve plain text now; for a store, check the reference and begin the lookup."""
@@ -220,12 +208,14 @@ class CredentialResolver:
             ) from None
 
     def _remembered(self, policy: Policy, stored: StoredSecret | None, field: str = "") -> Resolved:
-        """The Resolved made before for this policy and this very stored secret, or a new one."""
-        held = self._memo.get(policy)
-        if held is not None and held[0] is stored:
-            return held[1]
-        resolved = Resolved(policy, self._credentials(policy, stored, field))
-        self._memo.put(policy, (stored, resolved))
+        """The policy's credentials from `stored` (None: its own spec.password), decoded
+        once per value key: the same policy over the same version is not decoded again."""
+        source = PLAIN if stored is None else _stored_source(policy, stored)
+        held = self._memo.get(policy.ref)
+        if held is not None and held.source == source and held.policy == policy:
+            return held
+        resolved = Resolved(policy, self._credentials(policy, stored, field), source=source)
+        self._memo.put(policy.ref, resolved)
         return resolved
 
     def _credentials(self, policy: Policy, stored: StoredSecret | None, field: str) -> Credentials:
@@ -325,3 +315,10 @@ class CredentialResolver:
         return UnresolvedCredentialError(
             policy.ref, field, problem, _FIXES.get(outcome, _RETRY_FIX)
         )
+
+
+def _stored_source(policy: Policy, stored: StoredSecret) -> Source:
+    """A stored secret as a value: the document read and the version it had."""
+    spec = policy.credentials
+    assert not isinstance(spec, PlainCredentials)
+    return (*(str(part) for part in spec.store.document), stored.version)

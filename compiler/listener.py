@@ -242,5 +242,3 @@ def _struct_filter(value: Any) -> Any:
         if key in fields and "@type" in fields[key].struct_value.fields:
             proxy.typed_config.type_url = fields[key].struct_value.fields["@type"].string_value
     return proxy
-
-

@@ -1,21 +1,20 @@
 """Reuse of results across hook calls: the same policies arrive with every listener.
 
-`BoundedMemo` is a dict with a size budget, evicting the oldest entries first: a hit is
-one dict lookup, which matters on a path taken for every policy of every hook call.
-`IdentityMemo` keys values on the identity of their inputs: the resolver hands out the
-very same `Resolved` object while a policy and its stored secret are unchanged, so the
-compiler can recognise an unchanged call in constant time whatever the number of users.
-It holds its inputs weakly and drops an entry as soon as one of them is gone: a value
-built from inputs nobody holds any more (a secret's previous version, an outage's
-failure) can never be asked for again, and must not wait for the budget to push it out.
+`BoundedMemo` is a dict with a size budget, evicting the oldest entries first: a hit is one
+dict lookup, which matters on a path taken for every policy of every hook call. Keys are
+values (a policy's value key, the bytes of a request, a listener's digest), never the
+identity of an object. An entry may name the value keys it was built from (`parts`): when
+one of them is superseded (a policy changed, its secret rotated), `retire` drops every entry
+built from it at once, instead of leaving it to the budget.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
-import weakref
-from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -27,60 +26,61 @@ class BoundedMemo(Generic[K, V]):
     def __init__(self, budget: int, size: Callable[[V], int] = lambda _value: 1) -> None:
         self._budget = budget
         self._size = size
-        self._entries: dict[K, tuple[V, int]] = {}
+        self._entries: dict[K, _Held[V]] = {}
+        # part -> the entries built from it, by serial number: a key can be a tuple of
+        # thousands of value keys, which is hashed once on `put`, not once per part.
+        self._by_part: dict[Hashable, dict[int, K]] = {}
+        self._serials = itertools.count()
         self._used = 0
-        # Re-entrant: freeing an evicted value can run a weakref callback that discards
-        # another entry (IdentityMemo), in the same thread, under the same lock.
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
         held = self._entries.get(key)  # a plain dict read: safe without the lock
-        return None if held is None else held[0]
+        return None if held is None else held.value
 
-    def put(self, key: K, value: V) -> None:
+    def put(self, key: K, value: V, parts: Iterable[Hashable] = ()) -> None:
+        """Keep `value` for `key`; `parts` are the value keys it was built from."""
         cost = max(1, self._size(value))
+        named = tuple(parts)
         with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._used -= old[1]
+            self._drop(key)
             while self._entries and self._used + cost > self._budget:
-                _, (_, freed) = _pop_oldest(self._entries)
-                self._used -= freed
-            self._entries[key] = (value, cost)
+                self._drop(next(iter(self._entries)))  # the oldest
+            serial = next(self._serials)
+            self._entries[key] = _Held(value, cost, named, serial)
             self._used += cost
+            for part in named:
+                self._by_part.setdefault(part, {})[serial] = key
 
     def discard(self, key: K) -> None:
         with self._lock:
-            held = self._entries.pop(key, None)
-            if held is not None:
-                self._used -= held[1]
+            self._drop(key)
+
+    def retire(self, part: Hashable) -> None:
+        """Drop every entry built from `part`: nothing can ask for them any more."""
+        with self._lock:
+            for key in self._by_part.pop(part, {}).values():
+                self._drop(key)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _drop(self, key: K) -> None:
+        held = self._entries.pop(key, None)
+        if held is None:
+            return
+        self._used -= held.cost
+        for part in held.parts:
+            keys = self._by_part.get(part)
+            if keys is not None:
+                keys.pop(held.serial, None)
+                if not keys:
+                    del self._by_part[part]
 
 
-def _pop_oldest(entries: dict[K, tuple[V, int]]) -> tuple[K, tuple[V, int]]:
-    key = next(iter(entries))
-    return key, entries.pop(key)
-
-
-class IdentityMemo(Generic[V]):
-    """Values keyed by (the identities of some objects, a hashable extra), held as long as
-    every one of those objects lives (and the budget allows)."""
-
-    def __init__(self, budget: int, size: Callable[[V], int]) -> None:
-        self._memo: BoundedMemo[Hashable, tuple[tuple[Any, ...], V]] = BoundedMemo(
-            budget, lambda held: size(held[1])
-        )
-
-    def get(self, objects: Sequence[object], extra: Hashable, make: Callable[[], V]) -> V:
-        key = (tuple(map(id, objects)), extra)
-        held = self._memo.get(key)
-        if held is not None and all(
-            ref() is obj for ref, obj in zip(held[0], objects, strict=True)
-        ):
-            return held[1]
-        value = make()
-
-        def forget(_gone: object, key: Hashable = key) -> None:
-            self._memo.discard(key)  # runs when an input dies, before its id can be reused
-
-        self._memo.put(key, (tuple(weakref.ref(obj, forget) for obj in objects), value))
-        return value
+@dataclass(frozen=True, slots=True)
+class _Held(Generic[V]):
+    value: V
+    cost: int
+    parts: tuple[Hashable, ...]
+    serial: int

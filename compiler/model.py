@@ -197,6 +197,27 @@ class Policy:
         return (0 if self.created else 1, self.created, self.ref.namespace, self.ref.name)
 
 
+# Where a resolved policy's credentials came from, as a value: `("plain",)` for its own
+# spec.password; `(store, *document, version)` for a stored secret as read; `("failed",
+# error family, message)` when it could not be resolved.
+Source = tuple[str, ...]
+PLAIN: Source = ("plain",)
+
+
+@dataclass(frozen=True)
+class ValueKey:
+    """What one resolved policy's outcome depends on, as a value.
+
+    The policy itself (its namespace/name and every field of its spec that matters, by
+    value) and the source of its credentials (the store version read, or the failure).
+    Equal keys give equal tables: every memo of the hot path keys on these, never on
+    which object happens to hold them.
+    """
+
+    policy: Policy
+    source: Source
+
+
 class Secrets:
     """A column of passwords (or stored hashes) that never shows its values."""
 

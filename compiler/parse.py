@@ -20,7 +20,6 @@ from compiler.errors import (
     PolicyError,
     internal_error,
 )
-from compiler.memo import BoundedMemo
 from compiler.model import (
     POLICY_GROUP,
     POLICY_KIND,
@@ -131,21 +130,10 @@ def parse_resources(
     `sources` names where each object came from (a file, for the CLI); by default its
     position in the hook call.
     """
-    results: list[ParsedResource] = []
-    for index, data in enumerate(raw):
-        source = sources[index] if sources else f"extension_resources[{index}]"
-        key = (data, source)
-        parsed = _parsed.get(key)
-        if parsed is None:
-            parsed = _parse_or_error(data, source)
-            _parsed.put(key, parsed)
-        results.append(parsed)
-    return results
-
-
-# The same objects arrive with every listener of every translation: parse each once.
-# Equal bytes give the very same Policy, which the resolver's and compiler's memos use.
-_parsed: BoundedMemo[tuple[bytes, str], ParsedResource] = BoundedMemo(16_384)
+    return [
+        _parse_or_error(data, sources[index] if sources else f"extension_resources[{index}]")
+        for index, data in enumerate(raw)
+    ]
 
 
 def _parse_or_error(data: bytes, source: str) -> ParsedResource:

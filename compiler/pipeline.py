@@ -7,17 +7,24 @@ the policy (or entry) is left out, and the listener stays protected.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import threading
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Protocol
 
 from compiler.errors import PolicyError, TooLargeError
 from compiler.htpasswd import SHA_LENGTH
 from compiler.listener import ApplyReport, ChainAuth, apply, chains_with_managers
-from compiler.memo import IdentityMemo
-from compiler.model import CompileOptions, Policy, PolicyRef, UnprotectedMode
-from compiler.parse import IgnoredResource, parse_resources
+from compiler.memo import BoundedMemo
+from compiler.model import (
+    CompileOptions,
+    Policy,
+    PolicyRef,
+    Source,
+    UnprotectedMode,
+    ValueKey,
+)
+from compiler.parse import IgnoredResource, ParsedResource, parse_resources
 from compiler.scope import applies_to_chain
 from compiler.users import Resolved, UserTable, choose_header, compile_users
 
@@ -30,6 +37,7 @@ class Resolver(Protocol):
 
 DEFAULT_OPTIONS = CompileOptions()
 MEMO_BUDGET = 64 * 1024 * 1024  # bytes of compiled tables, and of listeners, kept for reuse
+PARSED_KEPT = 16_384  # extension resources kept parsed
 
 
 @dataclass(frozen=True)
@@ -49,13 +57,26 @@ class PolicySet:
     def refs(self) -> tuple[PolicyRef, ...]:
         return tuple(sorted(item.policy.ref for item in self.resolved))
 
+    @property
+    def keys(self) -> tuple[ValueKey, ...]:
+        """What an answer compiled from this set depends on (the malformed aside, which
+        come from the same bytes as the policies)."""
+        return tuple(item.key for item in self.resolved)
+
     def leaving_out(self, item: Resolved, error: PolicyError) -> PolicySet:
         """The same set with `item`'s users denied, for `error`."""
         resolved = tuple(
-            Resolved(other.policy, error=error) if other is item else other
+            Resolved(other.policy, error=error, source=failed_source(error))
+            if other is item
+            else other
             for other in self.resolved
         )
         return PolicySet(resolved, self.malformed, self.ignored)
+
+
+def failed_source(error: PolicyError) -> Source:
+    """The source of a policy that failed: its error family and message, as a value."""
+    return ("failed", type(error).__name__, str(error))
 
 
 @dataclass(frozen=True)
@@ -82,10 +103,15 @@ class ParsedPolicies:
 
 def parse_policies(raw: Sequence[bytes], sources: Sequence[str] | None = None) -> ParsedPolicies:
     """Step 1: parse every resource; a bad one becomes its PolicyError."""
+    return sorted_resources(parse_resources(raw, sources))
+
+
+def sorted_resources(resources: Sequence[ParsedResource]) -> ParsedPolicies:
+    """Parsed resources by kind: our policies, the broken ones, objects of other kinds."""
     policies: list[Policy] = []
     malformed: list[PolicyError] = []
     ignored: list[IgnoredResource] = []
-    for parsed in parse_resources(raw, sources):
+    for parsed in resources:
         if isinstance(parsed, IgnoredResource):
             ignored.append(parsed)
         elif isinstance(parsed, PolicyError):
@@ -113,6 +139,7 @@ def compile_listener(
     policies: PolicySet,
     options: CompileOptions = DEFAULT_OPTIONS,
     max_bytes: int | None = None,
+    memo: CompileMemo | None = None,
 ) -> ListenerResult:
     """Steps 3 and 4 for one listener: a table per distinct set of applicable policies.
 
@@ -122,13 +149,15 @@ def compile_listener(
     user list. The listener stays protected whatever is left out. Only a listener too
     large without any user is returned larger (the caller's to refuse).
 
-    Unchanged input gives the very same result objects as the previous call (compiler.memo),
-    so a warm call costs about the same for ten users as for a hundred thousand.
+    With a `memo` (ListenerCompiler's), tables and listeners built before from the same
+    value keys are reused, so a warm call costs about the same for ten users as for a
+    hundred thousand.
     """
+    memo = memo or CompileMemo.disabled()
     digest = _digest(listener)
     left_out: list[TooLargeError] = []
     while True:
-        compiled = _compiled(listener, digest, policies, options)
+        compiled = _compile(listener, digest, policies, options, memo)
         size = int(compiled.listener.ByteSize())
         if max_bytes is None or size <= max_bytes:
             break
@@ -148,16 +177,6 @@ def compile_listener(
         users,
         compiled.report,
         compiled.applies_to_nothing,
-    )
-
-
-def _compiled(
-    listener: Any, digest: bytes, policies: PolicySet, options: CompileOptions
-) -> _Compiled:
-    return _CALLS.get(
-        policies.resolved,
-        (digest, options, bool(policies.malformed)),
-        lambda: _compile(listener, digest, policies, options),
     )
 
 
@@ -208,11 +227,11 @@ class _Compiled:
 
 
 def _compile(
-    listener: Any, digest: bytes, policies: PolicySet, options: CompileOptions
+    listener: Any, digest: bytes, policies: PolicySet, options: CompileOptions, memo: CompileMemo
 ) -> _Compiled:
     passthrough = options.unprotected is UnprotectedMode.PASSTHROUGH and not policies.malformed
-    tables: dict[tuple[int, ...], ChainTable] = {}
-    auths: dict[tuple[str | None, bool], ChainAuth | None] = {}
+    tables: dict[tuple[int, ...], tuple[TableKey, ChainTable]] = {}
+    plan: dict[tuple[str | None, bool], TableKey | None] = {}
     governing: set[int] = set()
     for chain in chains_with_managers(listener):
         chosen = tuple(
@@ -222,19 +241,24 @@ def _compile(
         )
         governing.update(chosen)
         if not chosen and passthrough:
-            auths[chain] = None
+            plan[chain] = None
             continue
         if chosen not in tables:
             picked = [policies.resolved[i] for i in chosen]
-            tables[chosen] = _TABLES.get(picked, options, partial(compile_chain, picked, options))
-        auths[chain] = tables[chosen].auth
-    result, report = _LISTENERS.get(
-        [auth for auth in auths.values() if auth is not None],
-        (digest, tuple(auth is not None for auth in auths.values())),
-        lambda: apply(listener, lambda name, is_default: auths[(name, is_default)]),
+            tables[chosen] = memo.table(picked, options)
+        plan[chain] = tables[chosen][0]
+    auths = {key: table.auth for key, table in tables.values()}
+    result, report = memo.listener(
+        (digest, tuple(plan.items())),
+        [part for key, _ in tables.values() for part in key[0]],
+        lambda: apply(listener, lambda name, default: _auth(auths, plan[(name, default)])),
     )
-    unused = _applying_to_nothing(policies.resolved, governing) if auths else ()
-    return _Compiled(result, report, tuple(tables.values()), unused)
+    unused = _applying_to_nothing(policies.resolved, governing) if plan else ()
+    return _Compiled(result, report, tuple(table for _, table in tables.values()), unused)
+
+
+def _auth(auths: dict[TableKey, ChainAuth], key: TableKey | None) -> ChainAuth | None:
+    return None if key is None else auths[key]
 
 
 def _applying_to_nothing(
@@ -279,13 +303,104 @@ def compile_chain(resolved: Sequence[Resolved], options: CompileOptions) -> Chai
     return ChainTable(ChainAuth(table.htpasswd, header), table.errors + header_errors, table.users)
 
 
-_TABLES: IdentityMemo[ChainTable] = IdentityMemo(
-    MEMO_BUDGET, lambda table: len(table.auth.htpasswd)
-)
-_LISTENERS: IdentityMemo[tuple[Any, ApplyReport]] = IdentityMemo(
-    MEMO_BUDGET, lambda result: int(result[0].ByteSize())
-)
-# Whole calls: the same listener with the same resolved policies. Sized like _LISTENERS.
-_CALLS: IdentityMemo[_Compiled] = IdentityMemo(
-    MEMO_BUDGET, lambda compiled: int(compiled.listener.ByteSize())
-)
+# A table is known by the value keys of the policies it was compiled from, and the options.
+TableKey = tuple[tuple[ValueKey, ...], CompileOptions]
+
+
+@dataclass
+class CompileMemo:
+    """Tables and listeners compiled before, by the value keys they were built from."""
+
+    tables: BoundedMemo[TableKey, ChainTable] | None
+    listeners: BoundedMemo[Hashable, tuple[Any, ApplyReport]] | None
+
+    @classmethod
+    def bounded(cls, budget: int = MEMO_BUDGET) -> CompileMemo:
+        return cls(
+            BoundedMemo(budget, lambda table: len(table.auth.htpasswd)),
+            BoundedMemo(budget, lambda held: int(held[0].ByteSize())),
+        )
+
+    @classmethod
+    def disabled(cls) -> CompileMemo:
+        """Everything compiled anew (the CLI, and tests of the pure steps)."""
+        return cls(None, None)
+
+    def table(
+        self, picked: Sequence[Resolved], options: CompileOptions
+    ) -> tuple[TableKey, ChainTable]:
+        key: TableKey = (tuple(item.key for item in picked), options)
+        held = self.tables.get(key) if self.tables is not None else None
+        if held is None:
+            held = compile_chain(picked, options)
+            if self.tables is not None:
+                self.tables.put(key, held, key[0])
+        return key, held
+
+    def listener(
+        self, key: Hashable, parts: Sequence[ValueKey], make: Any
+    ) -> tuple[Any, ApplyReport]:
+        held = self.listeners.get(key) if self.listeners is not None else None
+        if held is None:
+            held = make()
+            if self.listeners is not None:
+                self.listeners.put(key, held, set(parts))
+        return held
+
+    def retire(self, key: ValueKey) -> None:
+        """`key` was superseded (its policy changed, its secret rotated): drop what was
+        built from it."""
+        for memo in (self.tables, self.listeners):
+            if memo is not None:
+                memo.retire(key)
+
+
+class ListenerCompiler:
+    """The hot path's one owner of reuse: objects parsed, and tables and listeners compiled,
+    each kept by value (bytes, value keys), bounded, and dropped once superseded.
+
+    Envoy Gateway sends the same policies with every listener of every translation; one
+    instance, held by the service, serves every call.
+    """
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        options: CompileOptions = DEFAULT_OPTIONS,
+        budget: int = MEMO_BUDGET,
+    ) -> None:
+        self.options = options
+        self._resolver = resolver
+        self._parsed: BoundedMemo[tuple[bytes, str], ParsedResource] = BoundedMemo(PARSED_KEPT)
+        self._memo = CompileMemo.bounded(budget)
+        self._current: dict[PolicyRef, ValueKey] = {}
+        self._lock = threading.Lock()
+
+    def parse(self, raw: Sequence[bytes]) -> ParsedPolicies:
+        """Step 1, each object parsed once for as long as it is kept."""
+        parsed = []
+        for index, data in enumerate(raw):
+            key = (data, f"extension_resources[{index}]")
+            held = self._parsed.get(key)
+            if held is None:
+                (held,) = parse_resources([data], [key[1]])
+                self._parsed.put(key, held)
+            parsed.append(held)
+        return sorted_resources(parsed)
+
+    def resolve(self, parsed: ParsedPolicies) -> PolicySet:
+        """Step 2; what was built from a policy's previous value key is dropped."""
+        policies = resolve_policies(parsed, self._resolver)
+        with self._lock:
+            for item in policies.resolved:
+                key = item.key
+                old = self._current.get(item.policy.ref)
+                if old != key:
+                    self._current[item.policy.ref] = key
+                    if old is not None:
+                        self._memo.retire(old)
+        return policies
+
+    def compile(self, listener: Any, policies: PolicySet, max_bytes: int | None) -> ListenerResult:
+        """Steps 3 and 4."""
+        return compile_listener(listener, policies, self.options, max_bytes, self._memo)

@@ -86,8 +86,9 @@ def rejections(result: ListenerResult) -> Rejections:
     whole = whole_policy_errors(result.policies)
     policies = Counter(error.reason for error in whole)
     entries: Counter[str] = Counter()
+    seen = set(whole)  # errors compare (and hash) as themselves: PolicyError has eq=False
     for error in result.errors:
-        if any(error is other for other in whole):
+        if error in seen:
             continue
         (policies if isinstance(error, InternalPolicyError) else entries)[error.reason] += 1
     return Rejections(tuple(sorted(policies.items())), tuple(sorted(entries.items())))
@@ -121,7 +122,8 @@ def answer_events(listener: str, result: ListenerResult) -> tuple[LogEvent, ...]
     ]
     whole = whole_policy_errors(result.policies)
     events += [_policy_rejected(listener, error) for error in _unique(whole)]
-    entries = [error for error in result.errors if not any(error is w for w in whole)]
+    seen = set(whole)
+    entries = [error for error in result.errors if error not in seen]
     by_policy: dict[PolicyRef, list[PolicyError]] = {}
     for error in entries:
         by_policy.setdefault(error.policy, []).append(error)

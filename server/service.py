@@ -17,13 +17,7 @@ from google.protobuf.message import DecodeError, Message
 from prometheus_client import Counter, Histogram
 
 from compiler.model import CompileOptions
-from compiler.pipeline import (
-    PolicySet,
-    Resolver,
-    compile_listener,
-    parse_policies,
-    resolve_policies,
-)
+from compiler.pipeline import ListenerCompiler, PolicySet, Resolver
 from server import logs
 from server.answers import Answer, Answers
 from server.api import extension_pb2 as api
@@ -76,25 +70,17 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         workers: int = 16,
         repeat_interval: float = REPEAT_INTERVAL,
     ) -> None:
-        self._resolve = resolve
-        self._options = options
+        self._compiler = ListenerCompiler(resolve, options)
         self._limits = limits or CallLimits()
         self._answers = Answers()
         self._repeats = RepeatFilter(repeat_interval)
         # New answers are compiled here, so that a call can give up at its deadline while
         # the compile goes on and is kept for the next call (which Envoy Gateway makes at
         # its next translation).
-        self._compiler = ThreadPoolExecutor(workers, thread_name_prefix="compile")
+        self._compiling = ThreadPoolExecutor(workers, thread_name_prefix="compile")
 
     def close(self) -> None:
-        self._compiler.shutdown(wait=False, cancel_futures=True)
-
-    def PostHTTPListenerModify(
-        self, request: api.PostHTTPListenerModifyRequest, context: grpc.ServicerContext
-    ) -> api.PostHTTPListenerModifyResponse:
-        """The typed form of `answer`, for a server registered with the generated code."""
-        answer = self.answer(request.SerializeToString(), context)
-        return api.PostHTTPListenerModifyResponse.FromString(answer)
+        self._compiling.shutdown(wait=False, cancel_futures=True)
 
     def answer(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         """PostHTTPListenerModify on the wire's bytes: a repeated request costs a lookup.
@@ -107,7 +93,11 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         """
         started = time.perf_counter()
         try:
-            kept, policies = self._answers.find(request, self._resolve)
+            kept, policies = self._answers.find(request), None
+            if kept is not None:
+                policies = self._compiler.resolve(kept.parsed)
+                if not kept.still_holds(policies):
+                    kept = None
             if kept is None:
                 kept = self._compile_in_time(request, policies, started, context)
             self._report(kept)
@@ -146,7 +136,7 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         limit = self._limits.call_timeout
         if limit <= 0:
             return self._compile_and_keep(request, policies)
-        compiling = self._compiler.submit(self._compile_and_keep, request, policies)
+        compiling = self._compiling.submit(self._compile_and_keep, request, policies)
         left = limit - (time.perf_counter() - started)
         client = context.time_remaining()  # the caller's own deadline, if it set one
         try:
@@ -194,13 +184,13 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         resources = [resource.unstructured_bytes for resource in sent]
         name = request.listener.name
         try:
-            parsed = parse_policies(resources)
+            parsed = self._compiler.parse(resources)
             if not request.HasField("listener"):  # nothing sent, nothing changed
                 return Answer(parsed, (), b"", (), ())
             if policies is None:  # else: resolved by the lookup, from these very bytes
-                policies = resolve_policies(parsed, self._resolve)
+                policies = self._compiler.resolve(parsed)
             max_bytes = self._limits.max_message_size - RESPONSE_FRAMING
-            result = compile_listener(request.listener, policies, self._options, max_bytes)
+            result = self._compiler.compile(request.listener, policies, max_bytes)
         except Exception:
             # A bug, not a bad policy (every policy's failure is its own error). Failing the
             # call keeps Envoy Gateway's last good config in place (fail closed) instead of
@@ -213,7 +203,7 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         counted = rejections(result)
         return Answer(
             parsed,
-            policies.resolved,
+            policies.keys,
             response.SerializeToString(),
             answer_events(name, result),
             (

@@ -29,7 +29,7 @@ from compiler.errors import (
     UnresolvedCredentialError,
     UnsupportedHashError,
 )
-from compiler.memo import IdentityMemo
+from compiler.memo import BoundedMemo
 from compiler.model import AwsSecretRef, CredentialKind, PasswordFrom, UsersFrom, VaultRef
 from compiler.parse import parse_resource
 from compiler.pipeline import compile_listener, load_policies
@@ -548,32 +548,38 @@ def test_a_failed_fetch_that_many_callers_waited_for_keeps_none_of_their_frames(
     assert len({id(error) for error in errors}) == 20  # each caller its own exception
 
 
-def test_a_policy_that_keeps_failing_resolves_to_the_same_value_without_frames() -> None:
-    """Memos key on identity: one Resolved per policy and failure, holding no frames."""
+def test_a_policy_that_keeps_failing_resolves_to_the_same_value_key_without_frames() -> None:
+    """Memos key on values: a policy failing the same way has the same key at every call,
+    and its error holds no frames (it may stay in memos for a while)."""
     resolver = CredentialResolver()  # no store configured: every call fails the same way
     ref = {"vault": {"path": "secret/data/gateways/default/x", "key": "password"}}
     raw = [policy("stored", "sam", None, passwordFrom=ref)]
     first, second = (load_policies(raw, resolver).resolved[0] for _ in range(2))
-    assert first is second
+    assert first.key == second.key
+    assert first.key.source[:2] == ("failed", "UnresolvedCredentialError")
     assert first.error is not None
     assert first.error.__traceback__ is None and first.error.__context__ is None
 
 
-class Thing:
-    """An object that can be weakly referenced, standing for a Resolved or a table."""
-
-
-def test_a_compiled_result_is_let_go_when_its_credentials_are() -> None:
-    """What the compiler kept for an old secret version goes with that version."""
-    memo: IdentityMemo[Thing] = IdentityMemo(1 << 20, lambda _: 1)
-    old, new = Thing(), Thing()
-    kept = memo.get([old], None, Thing)
-    assert memo.get([old], None, Thing) is kept  # the same input: the same value
+def test_what_was_built_from_a_superseded_key_is_let_go_at_once() -> None:
+    """A memo entry names the value keys it was built from; retiring one drops the entry,
+    and with it the last reference to what it held."""
+    memo: BoundedMemo[str, Thing] = BoundedMemo(1 << 20)
+    kept, other = Thing(), Thing()
+    memo.put("table-v1", kept, parts=["alice@v1", "bob@v1"])
+    memo.put("table-bob", other, parts=["bob@v1"])
     watch = weakref.ref(kept)
-    del kept, old
+    del kept
+    memo.retire("alice@v1")
     gc.collect()
-    assert watch() is None  # the value went with its input
-    assert memo.get([new], None, Thing) is not None
+    assert watch() is None and memo.get("table-v1") is None
+    assert memo.get("table-bob") is other  # built from bob alone: still good
+    memo.retire("bob@v1")
+    assert len(memo) == 0
+
+
+class Thing:
+    """An object that can be weakly referenced, standing for a table or a listener."""
 
 
 def test_a_revision_longer_than_the_crd_allows_is_refused() -> None:

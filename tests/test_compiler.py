@@ -43,7 +43,7 @@ from compiler.model import (
     Secrets,
     UnprotectedMode,
 )
-from compiler.pipeline import ListenerResult, compile_listener, load_policies
+from compiler.pipeline import ListenerCompiler, ListenerResult, compile_listener, load_policies
 from compiler.users import Resolved, compile_users
 from tests.builders import (
     eg_security_filters,
@@ -534,11 +534,11 @@ def test_the_fast_sha_and_render_give_libpass_s_bytes_exactly() -> None:
 
 
 def test_an_unchanged_call_reuses_the_previous_result_and_a_change_does_not() -> None:
-    resolver = CredentialResolver()
+    compiler = ListenerCompiler(CredentialResolver())
     listener = http_listener()
 
     def call(*resources: bytes) -> ListenerResult:
-        return compile_listener(listener, load_policies(resources, resolver))
+        return compiler.compile(listener, compiler.resolve(compiler.parse(resources)), None)
 
     first = call(policy(), policy("other", "alice", "alice-pw-1"))
     again = call(policy(), policy("other", "alice", "alice-pw-1"))
@@ -546,10 +546,24 @@ def test_an_unchanged_call_reuses_the_previous_result_and_a_change_does_not() ->
     changed = call(policy(), policy("other", "alice", "alice-pw-2"))
     assert changed.listener is not first.listener
     assert users_of(changed)["alice"] != users_of(first)["alice"]
-    other_listener = compile_listener(
-        http_listener(name="default/eg/other"), load_policies([policy()], resolver)
+    other = compiler.compile(
+        http_listener(name="default/eg/other"), compiler.resolve(compiler.parse([policy()])), None
     )
-    assert other_listener.listener.name == "default/eg/other"
+    assert other.listener.name == "default/eg/other"
+
+
+def test_equal_policies_in_new_bytes_reuse_the_result_by_value() -> None:
+    """Envoy Gateway's copy of a policy changes with its metadata (resourceVersion, managed
+    fields): the value is the same, so is the answer; nothing hangs on which object it is."""
+    compiler = ListenerCompiler(CredentialResolver())
+    listener = http_listener()
+    plain = json.loads(policy())
+    noisy = {**plain, "metadata": {**plain["metadata"], "resourceVersion": "42", "uid": "u-1"}}
+    first = compiler.compile(listener, compiler.resolve(compiler.parse([policy()])), None)
+    again = compiler.compile(
+        listener, compiler.resolve(compiler.parse([json.dumps(noisy).encode()])), None
+    )
+    assert again.listener is first.listener
 
 
 # --- A policy that protects nothing on the listener is a finding, not an error ----------------
