@@ -8,14 +8,14 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
 import grpc
-import prometheus_client
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from backends import CredentialResolver, ResolverSettings
@@ -24,7 +24,11 @@ from backends.stores import SecretStore
 from backends.vault import VaultSettings, VaultStore
 from compiler.model import CompileOptions
 from server.drain import Drain
+from server.health import SERVICE_NAME as HEALTH_SERVICE
+from server.health import HealthService
+from server.health import add_to_server as add_health_to_server
 from server.logs import get_logger
+from server.metrics_http import MetricsServer
 from server.rotation import RotationWatcher
 from server.service import SERVICE_NAME, CallLimits, ExtensionService, add_to_server
 from server.tls import TlsSettings, server_credentials
@@ -125,10 +129,10 @@ class ExtensionServer:
         )
         self._service = ExtensionService(self.resolver, settings.options, limits, settings.workers)
         add_to_server(self._service, self._grpc)
-        self._health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        self._health = HealthService()
+        add_health_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
+            (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), self._grpc
         )
         address = (
             f"unix:{settings.unix_socket}"
@@ -147,12 +151,10 @@ class ExtensionServer:
         self.health_port: int | None = None
         if settings.health_port is not None:
             self._health_grpc, self.health_port = self._health_server(settings)
-        self._metrics: Any = None
+        self._metrics: MetricsServer | None = None
         if settings.metrics_port is not None:
-            self._metrics, _ = prometheus_client.start_http_server(
-                settings.metrics_port, addr=settings.host
-            )
-            self.metrics_port = self._metrics.server_port
+            self._metrics = MetricsServer(settings.metrics_port, settings.host)
+            self.metrics_port = self._metrics.port
 
     def _health_server(self, settings: ServerSettings) -> tuple[Any, int]:
         """A plaintext server with the health service only, the very servicer of the main
@@ -163,7 +165,7 @@ class ExtensionServer:
             maximum_concurrent_rpcs=8,  # probes are few; Watch streams cannot pile up
         )
         # Nothing else on this port: no hook service, no reflection.
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        add_health_to_server(self._health, server)
         address = f"{_bracket(settings.host)}:{settings.health_port}"
         try:
             port = server.add_insecure_port(address)
@@ -198,28 +200,47 @@ class ExtensionServer:
             self.watcher.start()
 
     def stop(self) -> None:
-        """Report NOT_SERVING, refuse new calls, let in-flight ones finish, then close.
+        """Give the Lease up, report NOT_SERVING, refuse new calls, let in-flight ones
+        finish, then close: all of it within the shutdown grace, whatever clients do.
 
-        Everything together takes at most the shutdown grace.
+        Nothing here waits on a client without a bound: the Lease is given up on a thread
+        of its own from the first moment, the health service's status change returns at
+        once (server/health.py), after the drain the health Watch streams are ended, and
+        whatever is still open when the grace runs out is cancelled.
         """
         grace = self.settings.shutdown_grace
         deadline = time.monotonic() + grace
         log.info("server.stopping", grace_seconds=grace, calls_in_flight=self._drain.active)
+        watcher = _begin(self.watcher.stop) if self.watcher is not None else None
         self._health.enter_graceful_shutdown()
-        if self.watcher is not None:
-            self.watcher.stop()
-        if not self._drain.drain(grace):
+        if not self._drain.drain(_left(deadline)):
             log.warning("server.drain_timeout", calls_in_flight=self._drain.active)
-        self._grpc.stop(max(0.0, deadline - time.monotonic())).wait()
+        # Health Watch streams end on their own now; what is left (answers still reaching
+        # slow clients, reflection streams) has the rest of the grace, then is cancelled.
+        self._health.end_watches()
+        self._grpc.stop(_left(deadline)).wait(_left(deadline) + 1)
         if self._health_grpc is not None:
             # After the drain, as the main port: probes heard NOT_SERVING all along.
-            self._health_grpc.stop(None).wait()
+            self._health_grpc.stop(None).wait(_left(deadline) + 1)
         if self._metrics is not None:
-            self._metrics.shutdown()
-            self._metrics.server_close()
+            self._metrics.close()
+        if watcher is not None:
+            watcher.join(_left(deadline))  # before the stores it polls are closed
         self._service.close()
-        self.resolver.close()
+        closing = _begin(self.resolver.close)  # waits for fetches in flight
+        closing.join(_left(deadline))
         log.info("server.stopped")
+
+
+def _begin(step: Callable[..., None], *args: Any) -> threading.Thread:
+    """Run a shutdown step on a thread of its own, so that the caller bounds the wait."""
+    thread = threading.Thread(target=step, args=args, name="stopping", daemon=True)
+    thread.start()
+    return thread
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def serve(settings: ServerSettings) -> int:
