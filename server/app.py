@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from backends import CredentialResolver, ResolverSettings
 from backends.aws import AwsSecretsManagerStore, AwsSettings
+from backends.registry import DEFAULT_LIMIT
 from backends.stores import SecretStore
 from backends.vault import VaultSettings, VaultStore
 from compiler.model import CompileOptions
@@ -36,11 +37,18 @@ from server.tls import TlsSettings, server_credentials
 log = get_logger("server.app")
 
 
+WATCHER_MODES = ("auto", "on", "off")
+
+
 @dataclass(frozen=True)
 class RotationSettings:
     interval: float = 0.0  # seconds between polls; 0: no watcher (the CLI's default is 30 s)
     lease_namespace: str | None = None  # None: the pod's own namespace
     lease_name: str = "extension-server-rotation"
+    # "auto": on in a Kubernetes pod, off elsewhere (a local run never touches whatever
+    # cluster the user's kubeconfig points at); "on", "off": as said.
+    watcher: str = "auto"
+    max_policies: int = DEFAULT_LIMIT  # policies watched at most
 
 
 @dataclass(frozen=True)
@@ -74,34 +82,67 @@ def build_resolver(settings: ServerSettings) -> CredentialResolver:
     return CredentialResolver(settings.resolver, stores)
 
 
-def build_watcher(settings: ServerSettings, resolver: CredentialResolver) -> RotationWatcher | None:
-    """The rotation watcher, when a store is configured and Kubernetes can be reached."""
+def in_cluster() -> bool:
+    """Whether this process runs in a Kubernetes pod: the kubelet gives every container
+    KUBERNETES_SERVICE_HOST and _PORT (client-go's in-cluster configuration asks the same)."""
+    return bool(
+        os.environ.get("KUBERNETES_SERVICE_HOST") and os.environ.get("KUBERNETES_SERVICE_PORT")
+    )
+
+
+def configured_stores(settings: ServerSettings) -> frozenset[str]:
+    """The stores this server can ask: Vault with an address, AWS with a region or role."""
     aws = (
         settings.aws.region
         or settings.aws.role_arn
         or os.environ.get("AWS_REGION")
         or os.environ.get("AWS_DEFAULT_REGION")
     )
-    if settings.rotation.interval <= 0 or not (settings.vault or aws):
+    return frozenset(name for name, on in (("vault", settings.vault), ("aws", aws)) if on)
+
+
+def build_watcher(settings: ServerSettings, resolver: CredentialResolver) -> RotationWatcher | None:
+    """The rotation watcher, when a store is configured, the watcher is wanted here (on,
+    or auto in a pod), and Kubernetes can be reached."""
+    rotation = settings.rotation
+    stores = configured_stores(settings)
+    if rotation.interval <= 0 or not stores or rotation.watcher == "off":
+        return None
+    if rotation.watcher == "auto" and not in_cluster():
+        log.warning(
+            "rotation.disabled",
+            reason="not in a Kubernetes pod; --rotation-watcher on runs it with the current "
+            "kubeconfig context",
+        )
         return None
     # Only a server with a watcher pays for the Kubernetes client (memory, start-up time).
+    import httpx2  # noqa: PLC0415
     import lightkube  # noqa: PLC0415
 
-    from server.kube import FIELD_MANAGER, LeaseElector, PolicyPatcher  # noqa: PLC0415
+    from server.kube import (  # noqa: PLC0415
+        FIELD_MANAGER,
+        REQUEST_TIMEOUT,
+        LeaseElector,
+        PolicyClient,
+    )
 
     try:
-        client = lightkube.Client(field_manager=FIELD_MANAGER)
-    except lightkube.ConfigError as error:
+        client = lightkube.Client(
+            field_manager=FIELD_MANAGER, timeout=httpx2.Timeout(REQUEST_TIMEOUT)
+        )
+    except (lightkube.ConfigError, KeyError, OSError, ValueError) as error:
         log.warning("rotation.disabled", reason=f"no Kubernetes configuration ({error})")
         return None
-    namespace = settings.rotation.lease_namespace or client.namespace
+    namespace = rotation.lease_namespace or client.namespace
     identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-    lease_duration = max(3 * settings.rotation.interval, 15.0)
+    lease_duration = max(3 * rotation.interval, 15.0)
     return RotationWatcher(
         resolver,
-        PolicyPatcher(client),
-        LeaseElector(client, namespace, settings.rotation.lease_name, identity, lease_duration),
-        settings.rotation.interval,
+        PolicyClient(client),
+        LeaseElector(client, namespace, rotation.lease_name, identity, lease_duration),
+        rotation.interval,
+        stores=stores,
+        limit=rotation.max_policies,
     )
 
 
@@ -211,7 +252,7 @@ class ExtensionServer:
         grace = self.settings.shutdown_grace
         deadline = time.monotonic() + grace
         log.info("server.stopping", grace_seconds=grace, calls_in_flight=self._drain.active)
-        watcher = _begin(self.watcher.stop) if self.watcher is not None else None
+        watcher = _begin(self.watcher.stop, deadline) if self.watcher is not None else None
         self._health.enter_graceful_shutdown()
         if not self._drain.drain(_left(deadline)):
             log.warning("server.drain_timeout", calls_in_flight=self._drain.active)

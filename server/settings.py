@@ -18,11 +18,12 @@ import yaml
 
 from backends import ResolverSettings
 from backends.aws import AwsSettings
+from backends.registry import DEFAULT_LIMIT
 from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE, check_template
 from backends.vault import AUTH_METHODS, SERVICE_ACCOUNT_TOKEN, VaultSettings
 from compiler.model import CompileOptions, UnprotectedMode
 from server import logs
-from server.app import RotationSettings, ServerSettings
+from server.app import WATCHER_MODES, RotationSettings, ServerSettings
 from server.service import CallLimits
 from server.tls import TlsSettings
 
@@ -191,6 +192,13 @@ SERVE_OPTIONS: list[Callable[[F], F]] = [
             help="Namespace of the watcher's Lease (default: the pod's own)."),
     setting("rotation-lease-name", default="extension-server-rotation",
             help="Name of the Lease that lets one replica patch policies at a time."),
+    setting("rotation-watcher", type=click.Choice(WATCHER_MODES), default="auto",
+            help="Run the rotation watcher: auto runs it only inside a Kubernetes pod, so "
+                 "that a local run never acts on the cluster of the current kubeconfig "
+                 "context; on runs it there too."),
+    setting("rotation-max-policies", type=click.IntRange(1, 1_000_000), default=DEFAULT_LIMIT,
+            help="Policies the rotation watcher watches at most (so at most as many store "
+                 "requests per poll); the others wait for their next translation."),
     setting("aws-region", help="AWS region (default: boto3's, e.g. AWS_REGION)."),
     setting("aws-endpoint-url", help="Secrets Manager endpoint (default: boto3's)."),
     setting("aws-role-arn", help="Role to assume for Secrets Manager."),
@@ -268,6 +276,8 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
             interval=options["rotation_poll_interval"],
             lease_namespace=options["rotation_lease_namespace"] or None,
             lease_name=options["rotation_lease_name"],
+            watcher=options["rotation_watcher"],
+            max_policies=options["rotation_max_policies"],
         ),
         unix_socket=options["unix_socket"] or None,
         limits=CallLimits(

@@ -100,6 +100,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "--vault-addr", vault.url, "--vault-token-file", str(token_file),
                 "--secret-cache-ttl", f"{TTL:g}s", "--rotation-poll-interval", f"{POLL:g}s",
                 "--rotation-lease-namespace", "envoy-gateway-system",
+                "--rotation-watcher", "on",  # outside a pod: asked for
             ]  # fmt: skip
             with local_gateway(workdir, *server_args) as local:
                 loop = GatewayLoop(kube, local)
@@ -140,7 +141,13 @@ def test_a_rotated_password_is_enforced_by_envoy_without_anyone_editing_a_policy
     assert policy["spec"]["passwordFrom"]["vault"]["path"] == f"secret/data/{SECRET}"
     assert stack.loop.translations == translations + 1  # one re-translation, from one patch
     patches = [body for path, body in stack.kube.patches if "listenercontextexamples" in path]
-    assert patches == [{"spec": {"credentialsRevision": policy["spec"]["credentialsRevision"]}}]
+    # Against the version listed: a policy changed since then is not patched.
+    assert patches == [
+        {
+            "metadata": {"resourceVersion": patches[0]["metadata"]["resourceVersion"]},
+            "spec": {"credentialsRevision": policy["spec"]["credentialsRevision"]},
+        }
+    ]
 
 
 def test_with_nothing_rotated_the_watcher_patches_nothing(stack: Stack) -> None:
