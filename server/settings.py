@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 import yaml
@@ -81,21 +81,57 @@ def setting(name: str, *also: str, **kwargs: Any) -> Callable[[F], F]:
     )
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a settings file is a few lines
+
+
+class ConfigFileError(click.BadParameter):
+    """A `--config` file the server cannot use: one line, `error: --config: ...`, status 2."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: --config: {self.message}", file=file, err=True)
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases (`&name`, `*name`): a settings file needs none, and
+    aliases of aliases let a few hundred bytes expand to gigabytes ("billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (& and *) are not allowed", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 def _load_config(ctx: click.Context, _param: click.Parameter, path: str | None) -> None:
     if not path:
         return
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise click.BadParameter(f"cannot read {path}: {error}") from None
+        with Path(path).open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            limit = f"{MAX_CONFIG_BYTES // 1024} KiB"
+            raise ConfigFileError(f"{path}: larger than {limit}; a settings file is a few lines")
+        data = yaml.load(raw, Loader=_PlainLoader) or {}  # noqa: S506 (a SafeLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" (line {mark.line + 1})" if mark else ""
+        problem = error.problem or error.context or "not YAML"
+        aliases = isinstance(error, yaml.composer.ComposerError) and "alias" in problem
+        fix = "write each value out in full" if aliases else "fix the YAML there"
+        raise ConfigFileError(f"{path}: {problem}{where}; {fix}") from None
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
+        why = error.strerror if isinstance(error, OSError) else type(error).__name__
+        raise ConfigFileError(f"cannot read {path}: {why}") from None
     if not isinstance(data, Mapping):
-        raise click.BadParameter(f"{path} must be a YAML mapping of setting names to values")
+        raise ConfigFileError(f"{path} must be a YAML mapping of setting names to values")
     known = {param.name for param in ctx.command.params}
     defaults = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if name not in known or name == "config":
-            raise click.BadParameter(f"{path}: unknown setting {key!r}")
+            raise ConfigFileError(f"{path}: unknown setting {key!r}")
         defaults[name] = value
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
 
