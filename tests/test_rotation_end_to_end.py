@@ -11,7 +11,6 @@ does; the stand-in serves no watch, so it lists every 0.1 s).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -93,25 +92,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         vault.add_token(TOKEN)
         vault.put_v2(SECRET, {"password": BEFORE})
         kube.put_policy(seed_policy_from_vault(f"secret/data/{SECRET}", namespace=NAMESPACE))
-        previous = os.environ.get("KUBECONFIG")
-        os.environ["KUBECONFIG"] = str(kube.kubeconfig(workdir / "kubeconfig"))
-        try:
-            server_args = [
-                "--vault-addr", vault.url, "--vault-token-file", str(token_file),
-                "--secret-cache-ttl", f"{TTL:g}s", "--rotation-poll-interval", f"{POLL:g}s",
-                "--rotation-lease-namespace", "envoy-gateway-system",
-                "--rotation-watcher", "on",  # outside a pod: asked for
-            ]  # fmt: skip
-            with local_gateway(workdir, *server_args) as local:
-                loop = GatewayLoop(kube, local)
-                loop.start()
-                yield Stack(vault, kube, loop)
-                loop.stop()
-        finally:
-            if previous is None:
-                os.environ.pop("KUBECONFIG", None)
-            else:
-                os.environ["KUBECONFIG"] = previous
+        kubeconfig = {"KUBECONFIG": str(kube.kubeconfig(workdir / "kubeconfig"))}
+        server_args = [
+            "--vault-addr", vault.url, "--vault-token-file", str(token_file),
+            "--secret-cache-ttl", f"{TTL:g}s", "--rotation-poll-interval", f"{POLL:g}s",
+            "--rotation-lease-namespace", "envoy-gateway-system",
+            "--rotation-watcher", "on",  # outside a pod: asked for
+        ]  # fmt: skip
+        with local_gateway(workdir, *server_args, env=kubeconfig) as local:
+            loop = GatewayLoop(kube, local)
+            loop.start()
+            yield Stack(vault, kube, loop)
+            loop.stop()
 
 
 def until(condition: Any) -> float:
