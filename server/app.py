@@ -280,6 +280,9 @@ def _begin(step: Callable[..., None], *args: Any) -> threading.Thread:
     return thread
 
 
+SIGNAL_CHECK = 0.2  # seconds between the main thread's looks for a stop signal
+
+
 def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
@@ -296,7 +299,11 @@ def serve(settings: ServerSettings) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.start()
-        stop.wait()
+        # Not one wait without end: Python runs a signal's handler in the main thread, and
+        # a signal the kernel hands to one of gRPC's threads does not wake a main thread
+        # blocked on a lock, so SIGTERM would wait for something else to wake it.
+        while not stop.wait(SIGNAL_CHECK):
+            pass
         server.stop()
     finally:
         for sig, handler in previous.items():

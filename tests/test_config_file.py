@@ -5,10 +5,9 @@ each with one line naming the file."""
 from __future__ import annotations
 
 import resource
-import subprocess
 from pathlib import Path
 
-from tests.support.commands import EXTENSION_SERVER
+from tests.support.commands import run_command
 
 # Settings that take any text: each level of the file below sits under one of them, so
 # that a server which expanded the aliases would turn the last one into text.
@@ -37,14 +36,7 @@ def limited_memory() -> None:
 def test_a_config_file_with_yaml_aliases_is_refused_in_one_line(tmp_path: Path) -> None:
     config = billion_laughs(tmp_path / "laughs.yaml")
     assert config.stat().st_size < 1024
-    result = subprocess.run(
-        [EXTENSION_SERVER, "serve", "--config", str(config), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        preexec_fn=limited_memory,
-        check=False,
-    )
+    result = run_command("serve", "--config", str(config), "--port", "0", preexec_fn=limited_memory)
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.splitlines() == [
         f"error: --config: {config}: anchors and aliases (& and *) are not allowed (line 1); "
@@ -55,13 +47,7 @@ def test_a_config_file_with_yaml_aliases_is_refused_in_one_line(tmp_path: Path) 
 def test_an_oversized_config_file_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "huge.yaml"
     config.write_text("# padding\n" * 200_000)
-    result = subprocess.run(
-        [EXTENSION_SERVER, "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_command("serve", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"error: --config: {config}: larger than 1024 KiB; a settings file is a few lines"

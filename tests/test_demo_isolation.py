@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.commands import EXTENSION_SERVER
+from tests.support.commands import run_command
 from tests.support.kube import KubeStandIn
 from tests.support.secrets import remember
 
@@ -29,13 +28,7 @@ def test_a_link_planted_in_the_demo_workdir_is_refused_not_followed(
     (victim / "bashrc").write_text("# the victim's file\n")
     target = victim / "bashrc" if planted.endswith(".log") else victim
     (shared / planted).symlink_to(target)
-    result = subprocess.run(
-        [EXTENSION_SERVER, "demo", "--workdir", str(shared)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_command("demo", "--workdir", str(shared))
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.splitlines() == [
         f"error: --workdir: {shared / planted} exists already (a file, a directory or a "
@@ -63,14 +56,7 @@ def test_the_demo_uses_none_of_the_users_settings_and_writes_owner_only_files(
             "EXTENSION_SERVER_LOG_LEVEL": "error",
             "EXTENSION_SERVER_UNPROTECTED_LISTENERS": "passthrough",
         }
-        result = subprocess.run(
-            [EXTENSION_SERVER, "demo", "--workdir", str(workdir)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=users_shell,
-            check=False,
-        )
+        result = run_command("demo", "--workdir", str(workdir), env=users_shell, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
         assert kube.requests == []
     log = (workdir / "extension-server.log").read_text()

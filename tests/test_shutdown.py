@@ -227,30 +227,28 @@ def test_watch_streams_beyond_the_cap_are_refused() -> None:
     assert service.watches == 2
 
 
+class Recording:
+    """A Watch stream's writes, as statuses (None: the stream's end)."""
+
+    def __init__(self) -> None:
+        self.written: list[int | None] = []
+        self.ended = threading.Event()
+
+    def __call__(self, response: Any) -> None:
+        self.written.append(None if response is None else response.status)
+        if response is None:
+            self.ended.set()
+
+
 def test_at_the_end_of_the_drain_watch_streams_get_not_serving_then_their_end() -> None:
     """So that the gRPC server's own graceful stop does not wait for them; a Watch that
     arrives after that gets one answer and its end too."""
     service = HealthService()
-    written: list[int | None] = []
-    ended = threading.Event()
-
-    def write(response: Any) -> None:
-        written.append(None if response is None else response.status)
-        if response is None:
-            ended.set()
-
-    service.Watch(health_pb2.HealthCheckRequest(), FakeContext(), write)
+    early, late = Recording(), Recording()
+    service.Watch(health_pb2.HealthCheckRequest(), FakeContext(), early)
     service.enter_graceful_shutdown()
     service.end_watches()
-    assert ended.wait(5)
-    assert written[-2:] == [NOT_SERVING, None]
-    late: list[int | None] = []
-    late_end = threading.Event()
-
-    def write_late(response: Any) -> None:
-        late.append(None if response is None else response.status)
-        if response is None:
-            late_end.set()
-
-    service.Watch(health_pb2.HealthCheckRequest(), FakeContext(), write_late)
-    assert late_end.wait(5) and late == [NOT_SERVING, None]
+    assert early.ended.wait(5)
+    assert early.written[-2:] == [NOT_SERVING, None]
+    service.Watch(health_pb2.HealthCheckRequest(), FakeContext(), late)
+    assert late.ended.wait(5) and late.written == [NOT_SERVING, None]
