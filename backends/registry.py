@@ -93,12 +93,16 @@ def watched_policy(
     return WatchedPolicy(policy.ref, version, policy.credentials_revision, ref)
 
 
+NAMED_UNWATCHED = 3  # policies over the limit kept by name, for the log line
+
+
 @dataclass(frozen=True)
 class Admitted:
     """What one `replace` kept, and what the limit left out."""
 
     watched: int
-    unwatched: list[PolicyRef]  # over the limit, in list order
+    unwatched: int  # policies over the limit
+    first_unwatched: tuple[PolicyRef, ...]  # the first few of them, in list order
 
 
 class SecretRegistry:
@@ -112,18 +116,25 @@ class SecretRegistry:
         self._policies: dict[PolicyRef, WatchedPolicy] = {}
 
     def replace(self, policies: Iterable[WatchedPolicy]) -> Admitted:
-        """What the API server holds now; the first `limit` policies are kept."""
+        """What the API server holds now; the first `limit` policies are kept.
+
+        `policies` is read one at a time and nothing beyond the limit is kept but a count
+        and a few names. If reading it fails, the registry stays as it was.
+        """
         kept: dict[PolicyRef, WatchedPolicy] = {}
-        unwatched: list[PolicyRef] = []
+        unwatched = 0
+        first_unwatched: list[PolicyRef] = []
         for policy in policies:
             if policy.ref in kept:
                 continue
             if len(kept) < self.limit:
                 kept[policy.ref] = policy
-            else:
-                unwatched.append(policy.ref)
+                continue
+            unwatched += 1
+            if len(first_unwatched) < NAMED_UNWATCHED:
+                first_unwatched.append(policy.ref)
         self._policies = kept
-        return Admitted(len(kept), unwatched)
+        return Admitted(len(kept), unwatched, tuple(first_unwatched))
 
     def get(self, policy: PolicyRef) -> WatchedPolicy | None:
         return self._policies.get(policy)

@@ -238,23 +238,25 @@ class RotationWatcher:
         A list that fails keeps the last one: patches are made against the resourceVersion
         listed, so an outdated entry can only make a patch the API server refuses.
         """
+        listed = (
+            policy
+            for obj in self._policies.listed()
+            if (policy := watched_policy(obj, self._stores, self._templates)) is not None
+        )
         try:
-            listed = [
-                policy
-                for obj in self._policies.listed()
-                if (policy := watched_policy(obj, self._stores, self._templates)) is not None
-            ]
+            admitted = self.registry.replace(listed)  # one page at a time
         except Exception as error:  # the API server: unreachable, 403, a list that expired
             log.warning("rotation.list_failed", **_problem(error))
         else:
-            admitted = self.registry.replace(listed)
-            if len(admitted.unwatched) != self._unwatched_logged and admitted.unwatched:
+            if admitted.unwatched != self._unwatched_logged and admitted.unwatched:
+                shown = ",".join(str(ref) for ref in admitted.first_unwatched)
+                more = admitted.unwatched - len(admitted.first_unwatched)
                 log.warning(
                     "rotation.limit_reached", max_policies=self.registry.limit,
-                    watched=admitted.watched, unwatched=len(admitted.unwatched),
-                    some_unwatched=_few(admitted.unwatched),
+                    watched=admitted.watched, unwatched=admitted.unwatched,
+                    some_unwatched=f"{shown},...(+{more} more)" if more else shown,
                 )  # fmt: skip
-            self._unwatched_logged = len(admitted.unwatched)
+            self._unwatched_logged = admitted.unwatched
         report.watched = len(self.registry.policies())
         report.unwatched = self._unwatched_logged
         WATCHED_POLICIES.set(report.watched)

@@ -947,3 +947,26 @@ def test_a_stopped_watcher_ends_a_poll_that_waits_on_a_store_and_releases_in_tim
     assert time.monotonic() - started < 1.5
     assert recorder.leader is False  # released
     vault.delay = 0.0
+
+
+def test_a_list_that_fails_halfway_keeps_the_last_one(
+    vault: VaultStandIn, vault_store: VaultStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API server fails on the second page: the poll works from the previous list."""
+    vault.put_v2("gateways/default/a", {"password": "pw-list-fails"})
+    recorder = Recorder()
+    resolver, watcher = watcher_for(vault_store, recorder)
+    served(resolver, recorder, vaulted("one", "a"), vaulted("two", "a"))
+    assert watcher.poll_once().watched == 2
+
+    first_page = recorder.listed()[:1]
+
+    def first_page_then_503() -> Iterator[dict[str, Any]]:
+        yield from first_page
+        raise KubeStandInError({"code": 503, "reason": "ServiceUnavailable"})
+
+    recorder.listed = first_page_then_503  # type: ignore[method-assign]
+    report = watcher.poll_once()
+    assert report.watched == 2 and report.requests == 1
+    (line,) = events(caplog, "rotation.list_failed")
+    assert line["error"] == "KubeStandInError"
