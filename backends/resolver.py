@@ -17,9 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from cachetools import LRUCache
+
 from backends import metrics
 from backends.cache import Lookup, SecretCache
-from backends.registry import SecretRegistry
 from backends.stores import (
     FORBIDDEN,
     INVALID,
@@ -63,6 +64,8 @@ from compiler.users import Resolved
 # Users one policy may bring: beyond it the policy is left out (TooLargeError). About what
 # one HTTP connection manager's table can hold in Envoy Gateway's default 4 MiB message.
 DEFAULT_MAX_USERS_PER_POLICY = 100_000
+
+REVISIONS_KEPT = 100_000  # policies whose last spec.credentialsRevision is remembered
 MEMO_CREDENTIALS = 1_000_000  # credentials kept resolved across calls (about 200 MB at most)
 
 _FIXES = {
@@ -106,11 +109,11 @@ class CredentialResolver:
         check_template(self.settings.vault_path_template)
         check_template(self.settings.aws_secret_template)
         self.stores = dict(stores or {})
-        self.registry = SecretRegistry()
         self._cache = SecretCache(
             self.settings.cache_ttl, self.settings.max_stale, wait=self.settings.timeout + 1.0
         )
-        self._revisions: dict[PolicyRef, str | None] = {}
+        # Bounded: a caller of the hook can make up any number of policy names.
+        self._revisions: LRUCache[PolicyRef, str | None] = LRUCache(REVISIONS_KEPT)
         self._revisions_lock = threading.Lock()
         # Envoy Gateway sends the same policies with every listener of every translation:
         # a policy whose value key (the policy, the version of its secret) is unchanged is
@@ -170,7 +173,6 @@ class CredentialResolver:
         """Resolve plain text now; for a store, check the reference and begin the lookup."""
         spec = policy.credentials
         if isinstance(spec, PlainCredentials):
-            self.registry.record(policy.ref, [])  # it may have read a store before
             if self.settings.forbid_plaintext:
                 raise PlaintextForbiddenError(
                     policy.ref,
@@ -181,17 +183,9 @@ class CredentialResolver:
             return self._remembered(policy, None)
         source = "spec.passwordFrom" if isinstance(spec, PasswordFrom) else "spec.usersFrom"
         field = f"{source}.{spec.store.field}"
+        store = self._store_for(policy, spec.store, field)
+        # Only now: a policy the tenancy guard refused must not evict anyone's secret.
         self._note_revision(policy, spec.store)
-        try:
-            store = self._store_for(policy, spec.store, field)
-        except PolicyError:
-            # Outside the tenancy guard (never polled), or no such store: what the policy
-            # read before is no longer watched either.
-            self.registry.record(policy.ref, [])
-            raise
-        # Watched from here on, found or not: the watcher sees the secret appear, or come
-        # back, and has the policy translated again.
-        self.registry.record(policy.ref, [spec.store])
         ref = spec.store
         return _Begun(
             policy, field, self._cache.start(ref.document, store.name, lambda: store.fetch(ref))

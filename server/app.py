@@ -9,23 +9,28 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
 import grpc
-import prometheus_client
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from backends import CredentialResolver, ResolverSettings
 from backends.aws import AwsSecretsManagerStore, AwsSettings
+from backends.registry import DEFAULT_LIMIT
 from backends.stores import SecretStore
 from backends.vault import VaultSettings, VaultStore
 from compiler.model import CompileOptions
 from server.drain import Drain
+from server.health import SERVICE_NAME as HEALTH_SERVICE
+from server.health import HealthService
+from server.health import add_to_server as add_health_to_server
 from server.logs import get_logger
+from server.metrics_http import MetricsServer
 from server.report import REPEAT_INTERVAL
 from server.rotation import RotationWatcher
 from server.service import SERVICE_NAME, CallLimits, ExtensionService, add_to_server
@@ -35,11 +40,18 @@ from server.version import installed_version
 log = get_logger("server.app")
 
 
+WATCHER_MODES = ("auto", "on", "off")
+
+
 @dataclass(frozen=True)
 class RotationSettings:
     interval: float = 0.0  # seconds between polls; 0: no watcher (the CLI's default is 30 s)
     lease_namespace: str | None = None  # None: the pod's own namespace
     lease_name: str = "extension-server-rotation"
+    # "auto": on in a Kubernetes pod, off elsewhere (a local run never touches whatever
+    # cluster the user's kubeconfig points at); "on", "off": as said.
+    watcher: str = "auto"
+    max_policies: int = DEFAULT_LIMIT  # policies watched at most
 
 
 @dataclass(frozen=True)
@@ -76,34 +88,67 @@ def build_resolver(settings: ServerSettings) -> CredentialResolver:
     return CredentialResolver(settings.resolver, stores)
 
 
-def build_watcher(settings: ServerSettings, resolver: CredentialResolver) -> RotationWatcher | None:
-    """The rotation watcher, when a store is configured and Kubernetes can be reached."""
+def in_cluster() -> bool:
+    """Whether this process runs in a Kubernetes pod: the kubelet gives every container
+    KUBERNETES_SERVICE_HOST and _PORT (client-go's in-cluster configuration asks the same)."""
+    return bool(
+        os.environ.get("KUBERNETES_SERVICE_HOST") and os.environ.get("KUBERNETES_SERVICE_PORT")
+    )
+
+
+def configured_stores(settings: ServerSettings) -> frozenset[str]:
+    """The stores this server can ask: Vault with an address, AWS with a region or role."""
     aws = (
         settings.aws.region
         or settings.aws.role_arn
         or os.environ.get("AWS_REGION")
         or os.environ.get("AWS_DEFAULT_REGION")
     )
-    if settings.rotation.interval <= 0 or not (settings.vault or aws):
+    return frozenset(name for name, on in (("vault", settings.vault), ("aws", aws)) if on)
+
+
+def build_watcher(settings: ServerSettings, resolver: CredentialResolver) -> RotationWatcher | None:
+    """The rotation watcher, when a store is configured, the watcher is wanted here (on,
+    or auto in a pod), and Kubernetes can be reached."""
+    rotation = settings.rotation
+    stores = configured_stores(settings)
+    if rotation.interval <= 0 or not stores or rotation.watcher == "off":
+        return None
+    if rotation.watcher == "auto" and not in_cluster():
+        log.warning(
+            "rotation.disabled",
+            reason="not in a Kubernetes pod; --rotation-watcher on runs it with the current "
+            "kubeconfig context",
+        )
         return None
     # Only a server with a watcher pays for the Kubernetes client (memory, start-up time).
+    import httpx2  # noqa: PLC0415
     import lightkube  # noqa: PLC0415
 
-    from server.kube import FIELD_MANAGER, LeaseElector, PolicyPatcher  # noqa: PLC0415
+    from server.kube import (  # noqa: PLC0415
+        FIELD_MANAGER,
+        REQUEST_TIMEOUT,
+        LeaseElector,
+        PolicyClient,
+    )
 
     try:
-        client = lightkube.Client(field_manager=FIELD_MANAGER)
-    except lightkube.ConfigError as error:
+        client = lightkube.Client(
+            field_manager=FIELD_MANAGER, timeout=httpx2.Timeout(REQUEST_TIMEOUT)
+        )
+    except (lightkube.ConfigError, KeyError, OSError, ValueError) as error:
         log.warning("rotation.disabled", reason=f"no Kubernetes configuration ({error})")
         return None
-    namespace = settings.rotation.lease_namespace or client.namespace
+    namespace = rotation.lease_namespace or client.namespace
     identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-    lease_duration = max(3 * settings.rotation.interval, 15.0)
+    lease_duration = max(3 * rotation.interval, 15.0)
     return RotationWatcher(
         resolver,
-        PolicyPatcher(client),
-        LeaseElector(client, namespace, settings.rotation.lease_name, identity, lease_duration),
-        settings.rotation.interval,
+        PolicyClient(client),
+        LeaseElector(client, namespace, rotation.lease_name, identity, lease_duration),
+        rotation.interval,
+        stores=stores,
+        limit=rotation.max_policies,
     )
 
 
@@ -133,10 +178,10 @@ class ExtensionServer:
             self.resolver, settings.options, limits, settings.workers, settings.log_repeat_interval
         )
         add_to_server(self._service, self._grpc)
-        self._health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        self._health = HealthService()
+        add_health_to_server(self._health, self._grpc)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
+            (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), self._grpc
         )
         address = (
             f"unix:{settings.unix_socket}"
@@ -147,20 +192,18 @@ class ExtensionServer:
         self.port = self._bind(address, settings.tls)
         self._health_grpc: Any = None
         self.health_port: int | None = None
-        self._metrics: Any = None
+        self._metrics: MetricsServer | None = None
         try:
             if settings.health_port is not None:
                 self._health_grpc, self.health_port = self._health_server(settings)
             if settings.metrics_port is not None:
                 try:
-                    self._metrics, _ = prometheus_client.start_http_server(
-                        settings.metrics_port, addr=settings.host
-                    )
+                    self._metrics = MetricsServer(settings.metrics_port, settings.host)
                 except OSError as error:
                     raise StartupError(
                         "--metrics-port", _unbindable(settings.host, settings.metrics_port, error)
                     ) from None
-                self.metrics_port = self._metrics.server_port
+                self.metrics_port = self._metrics.port
         except StartupError:
             self._release()
             raise
@@ -197,8 +240,7 @@ class ExtensionServer:
         if self._health_grpc is not None:
             self._health_grpc.stop(None)
         if self._metrics is not None:
-            self._metrics.shutdown()
-            self._metrics.server_close()
+            self._metrics.close()
 
     def _health_server(self, settings: ServerSettings) -> tuple[Any, int]:
         """A plaintext server with the health service only, the very servicer of the main
@@ -209,7 +251,7 @@ class ExtensionServer:
             maximum_concurrent_rpcs=8,  # probes are few; Watch streams cannot pile up
         )
         # Nothing else on this port: no hook service, no reflection.
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        add_health_to_server(self._health, server)
         address = f"{_bracket(settings.host)}:{settings.health_port}"
         _probe("--health-port", settings.host, settings.health_port)
         try:
@@ -248,28 +290,50 @@ class ExtensionServer:
             self.watcher.start()
 
     def stop(self) -> None:
-        """Report NOT_SERVING, refuse new calls, let in-flight ones finish, then close.
+        """Give the Lease up, report NOT_SERVING, refuse new calls, let in-flight ones
+        finish, then close: all of it within the shutdown grace, whatever clients do.
 
-        Everything together takes at most the shutdown grace.
+        Nothing here waits on a client without a bound: the Lease is given up on a thread
+        of its own from the first moment, the health service's status change returns at
+        once (server/health.py), after the drain the health Watch streams are ended, and
+        whatever is still open when the grace runs out is cancelled.
         """
         grace = self.settings.shutdown_grace
         deadline = time.monotonic() + grace
         log.info("server.stopping", grace_seconds=grace, calls_in_flight=self._drain.active)
+        watcher = _begin(self.watcher.stop, deadline) if self.watcher is not None else None
         self._health.enter_graceful_shutdown()
-        if self.watcher is not None:
-            self.watcher.stop()
-        if not self._drain.drain(grace):
+        if not self._drain.drain(_left(deadline)):
             log.warning("server.drain_timeout", calls_in_flight=self._drain.active)
-        self._grpc.stop(max(0.0, deadline - time.monotonic())).wait()
+        # Health Watch streams end on their own now; what is left (answers still reaching
+        # slow clients, reflection streams) has the rest of the grace, then is cancelled.
+        self._health.end_watches()
+        self._grpc.stop(_left(deadline)).wait(_left(deadline) + 1)
         if self._health_grpc is not None:
             # After the drain, as the main port: probes heard NOT_SERVING all along.
-            self._health_grpc.stop(None).wait()
+            self._health_grpc.stop(None).wait(_left(deadline) + 1)
         if self._metrics is not None:
-            self._metrics.shutdown()
-            self._metrics.server_close()
+            self._metrics.close()
+        if watcher is not None:
+            watcher.join(_left(deadline))  # before the stores it polls are closed
         self._service.close()
-        self.resolver.close()
+        closing = _begin(self.resolver.close)  # waits for fetches in flight
+        closing.join(_left(deadline))
         log.info("server.stopped")
+
+
+def _begin(step: Callable[..., None], *args: Any) -> threading.Thread:
+    """Run a shutdown step on a thread of its own, so that the caller bounds the wait."""
+    thread = threading.Thread(target=step, args=args, name="stopping", daemon=True)
+    thread.start()
+    return thread
+
+
+SIGNAL_CHECK = 0.2  # seconds between the main thread's looks for a stop signal
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def serve(settings: ServerSettings) -> int:
@@ -284,7 +348,11 @@ def serve(settings: ServerSettings) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.start()
-        stop.wait()
+        # Not one wait without end: Python runs a signal's handler in the main thread, and
+        # a signal the kernel hands to one of gRPC's threads does not wake a main thread
+        # blocked on a lock, so SIGTERM would wait for something else to wake it.
+        while not stop.wait(SIGNAL_CHECK):
+            pass
         server.stop()
     finally:
         for sig, handler in previous.items():

@@ -296,6 +296,7 @@ def demo_command(workdir: Path | None) -> None:
     Exit status:
       0    every step behaved as expected
       1    a step did not, or a piece failed to start
+      2    --workdir already holds a name the demo creates (a file, a directory or a link)
       130  stopped by SIGINT (Ctrl-C), 143 by SIGTERM, 129 by SIGHUP
     """
     from server.demo.story import run_demo  # noqa: PLC0415 (only the demo needs Envoy)

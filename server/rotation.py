@@ -2,12 +2,17 @@
 
 Envoy Gateway calls the hook only when it re-translates, and it re-translates a policy
 only when the policy's spec changes. So every `--rotation-poll-interval` (with jitter)
-the watcher asks each store for the current version of every secret the served policies
-use: one request per secret, however many policies and references share it, several
-requests in flight at once. When a version changed, it refreshes the cache and then
-writes a new `spec.credentialsRevision` (a digest of the versions the policy reads) into
-each policy that uses the secret. Envoy Gateway sees a spec change, re-translates and
-calls the hook, which now compiles the new password.
+the watcher lists the policies from the Kubernetes API server and asks each store for
+the current version of every secret they read: one request per secret, however many
+policies and references share it, several requests in flight at once. When a version
+changed, it refreshes the cache and then writes a new `spec.credentialsRevision` (a
+digest of the versions the policy reads) into each policy that uses the secret. Envoy
+Gateway sees a spec change, re-translates and calls the hook, which now compiles the new
+password.
+
+What to watch comes from the API server only (backends/registry.py), never from a hook
+call: a made-up policy sent to the hook is not watched, and cannot make the server patch
+or forget anything. At most `--rotation-max-policies` policies are watched.
 
 A secret that is gone (deleted, destroyed, no version at the stage read) has the version
 "absent", so a deletion reaches Envoy like a rotation, and so does a secret that appears
@@ -15,7 +20,8 @@ or comes back. A store that fails (timeout, sealed, throttled, 5xx) changes noth
 
 Every replica polls (each refreshes its own cache); only the holder of a Lease patches.
 A secret that flips several times within one interval is one change (it is polled once),
-and a policy that already holds the revision is not patched again.
+and a policy that already holds the revision is not patched again. Each poll logs at most
+one line per outcome, naming a few policies and counting the rest.
 """
 
 from __future__ import annotations
@@ -23,34 +29,58 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
-from collections.abc import Hashable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import structlog
+from prometheus_client import Gauge
 
 from backends import CredentialResolver, metrics
+from backends.registry import SecretRegistry, Templates, WatchedPolicy, watched_policy
 from backends.stores import NOT_FOUND, OK, SecretStore, StoreError
 from compiler.model import PolicyRef, StoreRef, VaultRef
 
 JITTER = 0.1  # each wait is the interval +- 10 %
 CHECKS_AT_ONCE = 8  # version requests in flight at once: a poll costs about one timeout
 ABSENT = "absent"  # the version of a secret that is gone
+UNANSWERED = "unanswered"  # seen first while its store failed: any version then is news
+NAMED = 3  # policies or secrets a log line names; the others are counted
+STOP_WAIT = 10.0  # seconds `stop` waits for a poll when given no deadline
 log = structlog.get_logger("server.rotation")
+
+WATCHED_POLICIES = Gauge(
+    "extension_server_rotation_watched_policies",
+    "Policies the rotation watcher watches (read a watched secret), at its last poll.",
+)
+WATCHED_SECRETS = Gauge(
+    "extension_server_rotation_watched_secrets",
+    "Secrets the rotation watcher asks for a version at each poll.",
+)
+UNWATCHED_POLICIES = Gauge(
+    "extension_server_rotation_unwatched_policies",
+    "Policies that read a secret but are not watched: beyond --rotation-max-policies.",
+)
 
 # A document in use, and a reference that reads it.
 Use = tuple[Hashable, StoreRef]
+T = TypeVar("T")
 
 
-class Patcher(Protocol):
-    def ensure_revision(self, policy: PolicyRef, revision: str) -> bool: ...
+class Policies(Protocol):
+    """The policies as the Kubernetes API server holds them."""
+
+    def listed(self) -> Iterable[Mapping[str, Any]]: ...
+
+    def ensure_revision(self, policy: WatchedPolicy, revision: str) -> bool: ...
 
 
 class Elector(Protocol):
     def lead(self) -> bool: ...
 
-    def release(self) -> None: ...
+    def release(self, timeout: float) -> None: ...
 
 
 @runtime_checkable
@@ -73,6 +103,8 @@ class SharedVersions(Protocol):
 class PollReport:
     """What one poll did; for logs and tests."""
 
+    watched: int = 0  # policies watched
+    unwatched: int = 0  # policies over the limit
     requests: int = 0
     changed: list[Hashable] = field(default_factory=list)
     patched: list[PolicyRef] = field(default_factory=list)
@@ -89,57 +121,83 @@ class _Asked:
     answer: Mapping[str, Any] | None = None
 
 
+class _Stopped(Exception):
+    """The watcher was stopped during a poll: the poll ends where it is."""
+
+
 class RotationWatcher:
     def __init__(
         self,
         resolver: CredentialResolver,
-        patcher: Patcher,
+        policies: Policies,
         elector: Elector,
         interval: float,
+        *,
+        stores: Collection[str] | None = None,
+        limit: int | None = None,
     ) -> None:
+        """`stores`: the stores configured on this server (default: every store the
+        resolver has); references to any other are not watched. `limit`: policies watched
+        at most (default: the registry's)."""
         self._resolver = resolver
-        self._patcher = patcher
+        self._policies = policies
         self._elector = elector
         self.interval = interval
+        self._stores = frozenset(resolver.stores if stores is None else stores)
+        settings = resolver.settings
+        self._templates = Templates(settings.vault_path_template, settings.aws_secret_template)
+        self.registry = SecretRegistry() if limit is None else SecretRegistry(limit)
         # Last version seen per document in use; ABSENT for a secret that is gone.
         self._versions: dict[Hashable, str] = {}
         # Policies whose revision must be written: kept until the leader has written it, so
         # a failed patch, or a change seen while another replica led, is not lost.
         self._pending: set[PolicyRef] = set()
+        self._unwatched_logged = 0
         self._pool = ThreadPoolExecutor(CHECKS_AT_ONCE, thread_name_prefix="rotation-check")
         self._led = False  # whether this replica ever held the Lease
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rotation-watcher", daemon=True)
 
     def start(self) -> None:
-        log.info("rotation.started", interval_seconds=self.interval)
+        log.info(
+            "rotation.started", interval_seconds=self.interval, max_policies=self.registry.limit
+        )
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop polling, then give the Lease up so another replica takes over at once."""
+    def stop(self, deadline: float | None = None) -> None:
+        """Stop polling, then give the Lease up so that another replica takes over at once.
+
+        Everything by `deadline` (time.monotonic()): a poll still waiting on a store or
+        the API server is left behind (it patches nothing more), and the Lease is given
+        up all the same.
+        """
         self._stop.set()
-        started = self._thread.ident is not None
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+        end = time.monotonic() + STOP_WAIT if deadline is None else deadline
+        if self._thread.ident is not None:
+            self._thread.join(timeout=max(0.0, end - time.monotonic()))
         self._pool.shutdown(wait=False, cancel_futures=True)
-        # Only a replica that led has a Lease to give up; a poll still running may still patch.
-        if started and self._led and not self._thread.is_alive():
-            try:
-                self._elector.release()
-            except Exception as error:  # the API server: the Lease then runs out on its own
-                log.warning("rotation.release_failed", **_problem(error))
+        if not self._led:
+            return  # only a replica that led has a Lease to give up
+        try:
+            self._elector.release(max(0.0, end - time.monotonic()))
+        except Exception as error:  # the API server: the Lease then runs out on its own
+            log.warning("rotation.release_failed", **_problem(error))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval * random.uniform(1 - JITTER, 1 + JITTER)):  # noqa: S311
             try:
                 self.poll_once()
+            except _Stopped:
+                return
             except Exception:  # a bug: log it, try again next interval
                 log.exception("rotation.poll_failed")
 
     def poll_once(self) -> PollReport:
-        """Ask every secret in use for its version once; act on the ones that changed."""
+        """List the policies, ask every secret they read for its version once, act on the
+        ones that changed."""
         report = PollReport()
-        registry = self._resolver.registry
+        self._list(report)
+        registry = self.registry
         documents = registry.documents()
         self._versions = {d: v for d, v in self._versions.items() if d in documents}
         for document, outcome in self._check(documents, report).items():
@@ -148,6 +206,7 @@ class RotationWatcher:
         self._refresh([documents[document] for document in report.changed])
         affected = registry.policies_using(report.changed)
         self._pending = (self._pending | affected) & registry.policies()
+        self._stopping()
         report.leader = self._lead()
         if report.leader:
             self._patch(report)
@@ -167,9 +226,42 @@ class RotationWatcher:
         """
         lines = sorted(
             f"{document}={self._versions.get(document, '')}"
-            for document in self._resolver.registry.documents_of(policy)
+            for document in self.registry.documents_of(policy)
         )
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+    # -- what to watch -------------------------------------------------------------------
+
+    def _list(self, report: PollReport) -> None:
+        """Replace the registry with what the API server holds now.
+
+        A list that fails keeps the last one: patches are made against the resourceVersion
+        listed, so an outdated entry can only make a patch the API server refuses.
+        """
+        listed = (
+            policy
+            for obj in self._policies.listed()
+            if (policy := watched_policy(obj, self._stores, self._templates)) is not None
+        )
+        try:
+            admitted = self.registry.replace(listed)  # one page at a time
+        except Exception as error:  # the API server: unreachable, 403, a list that expired
+            log.warning("rotation.list_failed", **_problem(error))
+        else:
+            if admitted.unwatched != self._unwatched_logged and admitted.unwatched:
+                shown = ",".join(str(ref) for ref in admitted.first_unwatched)
+                more = admitted.unwatched - len(admitted.first_unwatched)
+                log.warning(
+                    "rotation.limit_reached", max_policies=self.registry.limit,
+                    watched=admitted.watched, unwatched=admitted.unwatched,
+                    some_unwatched=f"{shown},...(+{more} more)" if more else shown,
+                )  # fmt: skip
+            self._unwatched_logged = admitted.unwatched
+        report.watched = len(self.registry.policies())
+        report.unwatched = self._unwatched_logged
+        WATCHED_POLICIES.set(report.watched)
+        WATCHED_SECRETS.set(len(self.registry.documents()))
+        UNWATCHED_POLICIES.set(report.unwatched)
 
     # -- versions ------------------------------------------------------------------------
 
@@ -180,7 +272,8 @@ class RotationWatcher:
 
         References a store cannot place yet (an AWS ARN never answered for) are asked
         after the others: by then an answer about a name may have shown it is the same
-        secret, and that answer serves it without a request.
+        secret, and that answer serves it without a request. The failures are logged at
+        the end, one line per store and outcome.
         """
         results: dict[Hashable, str | StoreError] = {}
         answers: dict[tuple[str, Hashable], Mapping[str, Any]] = {}
@@ -196,15 +289,13 @@ class RotationWatcher:
             else:
                 groups.setdefault(key, []).append((document, ref))
         self._ask_all(groups, results, answers, report)
+        self._log_failures(documents, results)
         return results
 
     def _grouped(
         self, documents: Mapping[Hashable, StoreRef]
     ) -> tuple[dict[tuple[str, Hashable], list[Use]], list[Use]]:
-        """The documents by (store, secret), one request each; and those to place later.
-
-        Documents of a store that is not configured are left out: nothing to ask.
-        """
+        """The documents by (store, secret), one request each; and those to place later."""
         groups: dict[tuple[str, Hashable], list[Use]] = {}
         later: list[Use] = []
         for document, ref in documents.items():
@@ -228,13 +319,12 @@ class RotationWatcher:
         """One request per group, CHECKS_AT_ONCE at a time."""
         keys = list(groups)
         stores = [self._resolver.stores[name] for name, _ in keys]
-        asked = self._pool.map(self._ask, stores, [groups[key] for key in keys])
-        for key, store, outcome in zip(keys, stores, asked, strict=True):
+        asked = self._all(self._ask, stores, [groups[key] for key in keys])
+        for key, outcome in zip(keys, asked, strict=True):
             report.requests += 1
             results.update(outcome.versions)
             if outcome.answer is not None:
                 answers[(key[0], outcome.secret)] = outcome.answer
-            self._log_failure(store, groups[key], outcome)
 
     @staticmethod
     def _ask(store: SecretStore, uses: list[Use]) -> _Asked:
@@ -254,51 +344,65 @@ class RotationWatcher:
         versions = {document: _version_in(store, answer, ref) for document, ref in uses}
         return _Asked(versions, secret, answer)
 
-    def _log_failure(self, store: SecretStore, uses: list[Use], outcome: _Asked) -> None:
-        """A failed version check, naming the secret and the policies that wait on it.
+    def _log_failures(
+        self, documents: Mapping[Hashable, StoreRef], results: Mapping[Hashable, Any]
+    ) -> None:
+        """One line per store and outcome for the version checks that failed, counting the
+        secrets and the policies that wait on them and naming a few of each.
 
         Paths and secret IDs are logged like everywhere else (docs/security.md); never in
         a metric label.
         """
-        errors = [e for e in outcome.versions.values() if isinstance(e, StoreError)]
-        failures = [e for e in errors if e.outcome != NOT_FOUND]  # NOT_FOUND: absent
-        if not failures:
-            return
-        policies = self._resolver.registry.policies_using([document for document, _ in uses])
-        log.warning(
-            "rotation.version_failed",
-            store=store.name,
-            secret=_name(uses[0][1]),
-            outcome=failures[0].outcome,
-            policies=",".join(sorted(str(policy) for policy in policies)),
-        )
+        failed: dict[tuple[str, str], list[Hashable]] = {}
+        for document, outcome in results.items():
+            if (
+                isinstance(outcome, StoreError) and outcome.outcome != NOT_FOUND
+            ):  # NOT_FOUND: absent
+                failed.setdefault((documents[document].store, outcome.outcome), []).append(document)
+        for (store, outcome), failing in sorted(failed.items(), key=lambda item: item[0]):
+            policies = self.registry.policies_using(failing)
+            log.warning(
+                "rotation.version_failed", store=store, outcome=outcome,
+                secrets=len(failing), some_secrets=_few(_name(documents[d]) for d in failing),
+                policies=len(policies), some_policies=_few(policies),
+            )  # fmt: skip
 
     def _note(self, document: Hashable, ref: StoreRef, outcome: str | StoreError) -> bool:
         """Keep the version seen; whether it is a change that must reach Envoy.
 
-        A failing store is no change. First sight compares with what the cache holds,
-        which may predate a rotation; nothing held (the fetch failed, the secret did not
-        exist) and a version now is a change too: the policy is denied until it is
-        translated again.
+        A failing store is no change. At first sight, the version is compared with what
+        this replica's cache holds, which may predate a rotation; with nothing cached,
+        this replica has served nothing from it, and the version seen is where changes
+        start from. Except after its store failed at first sight: a policy may have been
+        denied meanwhile, so any version then is a change, and the policy is translated
+        again.
         """
         if isinstance(outcome, StoreError):
             if outcome.outcome != NOT_FOUND:
+                self._versions.setdefault(document, UNANSWERED)
                 return False
             outcome = ABSENT
-        known = self._versions.get(document) or self._resolver.cached_version(ref)
+        known = self._versions.get(document)
+        cached = self._resolver.cached_version(ref)
         self._versions[document] = outcome
-        if known is None:
-            return outcome != ABSENT
+        if known is None or known == UNANSWERED:
+            if cached is not None:
+                return cached != outcome
+            return known == UNANSWERED and outcome != ABSENT
         return known != outcome
 
     def _refresh(self, refs: list[StoreRef]) -> None:
-        """Fetch changed secrets again: the cache holds the new value, or drops a gone one."""
-        for ref, error in zip(refs, self._pool.map(self._refetch, refs), strict=True):
+        """Fetch changed secrets again: the cache holds the new value, or drops a gone one
+        (and forgets a failure it remembered), before Envoy Gateway translates again."""
+        failed: dict[tuple[str, str], list[StoreRef]] = {}
+        for ref, error in zip(refs, self._all(self._refetch, refs), strict=True):
             if error is not None and error.outcome != NOT_FOUND:
-                log.warning(
-                    "rotation.refresh_failed", store=ref.store, secret=_name(ref),
-                    outcome=error.outcome,
-                )  # fmt: skip
+                failed.setdefault((ref.store, error.outcome), []).append(ref)
+        for (store, outcome), refs_failed in sorted(failed.items()):
+            log.warning(
+                "rotation.refresh_failed", store=store, outcome=outcome,
+                secrets=len(refs_failed), some_secrets=_few(_name(ref) for ref in refs_failed),
+            )  # fmt: skip
 
     def _refetch(self, ref: StoreRef) -> StoreError | None:
         try:
@@ -306,6 +410,23 @@ class RotationWatcher:
         except StoreError as error:
             return error
         return None
+
+    def _all(self, work: Callable[..., T], *columns: Sequence[Any]) -> list[T]:
+        """`work` over the columns on the pool, in order; `_Stopped` if stopped meanwhile."""
+        self._stopping()
+        try:
+            futures: list[Future[T]] = [
+                self._pool.submit(work, *args) for args in zip(*columns, strict=True)
+            ]
+            return [future.result() for future in futures]
+        except (CancelledError, RuntimeError) as error:  # the pool shut down by `stop`
+            if self._stop.is_set():
+                raise _Stopped from error
+            raise
+
+    def _stopping(self) -> None:
+        if self._stop.is_set():
+            raise _Stopped
 
     # -- Kubernetes ----------------------------------------------------------------------
 
@@ -321,18 +442,33 @@ class RotationWatcher:
         return leads
 
     def _patch(self, report: PollReport) -> None:
-        """Write each pending policy's revision; one refused patch does not stop the others."""
+        """Write each pending policy's revision; one refused patch does not stop the others.
+
+        One line for the policies patched, and one per kind of failure.
+        """
+        refused: dict[tuple[Any, ...], list[PolicyRef]] = {}
         for policy in sorted(self._pending):
+            watched = self.registry.get(policy)
+            if watched is None or self._stop.is_set():
+                continue
             try:
-                patched = self._patcher.ensure_revision(policy, self.revision(policy))
+                patched = self._policies.ensure_revision(watched, self.revision(policy))
             except Exception as error:  # kept pending: tried again at the next poll
                 report.failed.append(policy)
-                log.warning("rotation.patch_failed", policy=str(policy), **_problem(error))
+                refused.setdefault(tuple(_problem(error).items()), []).append(policy)
                 continue
             self._pending.discard(policy)
             if patched:
                 report.patched.append(policy)
-                log.info("rotation.patched", policy=str(policy))
+        if report.patched:
+            log.info(
+                "rotation.patched", policies=len(report.patched), some_policies=_few(report.patched)
+            )
+        for problem, policies in refused.items():
+            log.warning(
+                "rotation.patch_failed", policies=len(policies), some_policies=_few(policies),
+                **dict(problem),
+            )  # fmt: skip
 
 
 def _version_in(
@@ -347,6 +483,13 @@ def _version_in(
 def _name(ref: StoreRef) -> str:
     """The secret as the policy names it: a Vault path or an AWS secret ID."""
     return ref.path if isinstance(ref, VaultRef) else ref.secret_id
+
+
+def _few(items: Iterable[object]) -> str:
+    """The first NAMED of `items` (sorted), then how many more: a bounded log value."""
+    names = sorted(str(item) for item in items)
+    shown = ",".join(names[:NAMED])
+    return shown if len(names) <= NAMED else f"{shown},...(+{len(names) - NAMED} more)"
 
 
 def _problem(error: Exception) -> dict[str, Any]:

@@ -11,19 +11,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 import yaml
 
 from backends import ResolverSettings
 from backends.aws import AwsSettings
+from backends.registry import DEFAULT_LIMIT
 from backends.resolver import DEFAULT_MAX_USERS_PER_POLICY
 from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE, check_template
 from backends.vault import AUTH_METHODS, SERVICE_ACCOUNT_TOKEN, VaultAuth, VaultSettings
 from compiler.model import CompileOptions, UnprotectedMode
 from server import logs, preflight
-from server.app import RotationSettings, ServerSettings
+from server.app import WATCHER_MODES, RotationSettings, ServerSettings
 from server.preflight import SettingError
 from server.service import CallLimits
 from server.tls import TlsSettings
@@ -82,21 +83,57 @@ def setting(name: str, *also: str, **kwargs: Any) -> Callable[[F], F]:
     )
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a settings file is a few lines
+
+
+class ConfigFileError(click.BadParameter):
+    """A `--config` file the server cannot use: one line, `error: --config: ...`, status 2."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: --config: {self.message}", file=file, err=True)
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases (`&name`, `*name`): a settings file needs none, and
+    aliases of aliases let a few hundred bytes expand to gigabytes ("billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (& and *) are not allowed", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 def _load_config(ctx: click.Context, _param: click.Parameter, path: str | None) -> None:
     if not path:
         return
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise click.BadParameter(f"cannot read {path}: {error}") from None
+        with Path(path).open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            limit = f"{MAX_CONFIG_BYTES // 1024} KiB"
+            raise ConfigFileError(f"{path}: larger than {limit}; a settings file is a few lines")
+        data = yaml.load(raw, Loader=_PlainLoader) or {}  # noqa: S506 (a SafeLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" (line {mark.line + 1})" if mark else ""
+        problem = error.problem or error.context or "not YAML"
+        aliases = isinstance(error, yaml.composer.ComposerError) and "alias" in problem
+        fix = "write each value out in full" if aliases else "fix the YAML there"
+        raise ConfigFileError(f"{path}: {problem}{where}; {fix}") from None
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
+        why = error.strerror if isinstance(error, OSError) else type(error).__name__
+        raise ConfigFileError(f"cannot read {path}: {why}") from None
     if not isinstance(data, Mapping):
-        raise click.BadParameter(f"{path} must be a YAML mapping of setting names to values")
+        raise ConfigFileError(f"{path} must be a YAML mapping of setting names to values")
     known = {param.name for param in ctx.command.params}
     defaults = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if name not in known or name == "config":
-            raise click.BadParameter(f"{path}: unknown setting {key!r}")
+            raise ConfigFileError(f"{path}: unknown setting {key!r}")
         defaults[name] = value
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
 
@@ -200,6 +237,13 @@ SERVE_OPTIONS: list[Callable[[F], F]] = [
             help="Namespace of the watcher's Lease (default: the pod's own)."),
     setting("rotation-lease-name", default="extension-server-rotation",
             help="Name of the Lease that lets one replica patch policies at a time."),
+    setting("rotation-watcher", type=click.Choice(WATCHER_MODES), default="auto",
+            help="Run the rotation watcher: auto runs it only inside a Kubernetes pod, so "
+                 "that a local run never acts on the cluster of the current kubeconfig "
+                 "context; on runs it there too."),
+    setting("rotation-max-policies", type=click.IntRange(1, 1_000_000), default=DEFAULT_LIMIT,
+            help="Policies the rotation watcher watches at most (so at most as many store "
+                 "requests per poll); the others wait for their next translation."),
     setting("aws-region", help="AWS region (default: boto3's, e.g. AWS_REGION)."),
     setting("aws-endpoint-url", help="Secrets Manager endpoint (default: boto3's)."),
     setting("aws-role-arn", help="Role to assume for Secrets Manager."),
@@ -301,6 +345,8 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
             interval=options["rotation_poll_interval"],
             lease_namespace=options["rotation_lease_namespace"] or None,
             lease_name=options["rotation_lease_name"],
+            watcher=options["rotation_watcher"],
+            max_policies=options["rotation_max_policies"],
         ),
         unix_socket=unix_socket,
         log_repeat_interval=options["log_repeat_interval"],

@@ -232,6 +232,7 @@ def test_deployment_args_and_env(chart: helm.Chart, mode: str) -> None:
         "EXTENSION_SERVER_AWS_SECRET_TEMPLATE": "gateways/{namespace}/",
         # No store configured: no rotation watcher (and no RBAC or token for it).
         "EXTENSION_SERVER_ROTATION_POLL_INTERVAL": "0",
+        "EXTENSION_SERVER_ROTATION_MAX_POLICIES": "2000",
         "EXTENSION_SERVER_ROTATION_LEASE_NAMESPACE": NAMESPACE,
         "EXTENSION_SERVER_ROTATION_LEASE_NAME": "extension-server-rotation",
     }

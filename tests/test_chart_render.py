@@ -47,10 +47,11 @@ import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from compiler.model import PolicyRef
+from backends.registry import Templates, watched_policy
+from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE
 from server.cli import serve_command
 from server.demo.envoy import free_port
-from server.kube import LeaseElector, PolicyPatcher
+from server.kube import LeaseElector, PolicyClient
 from server.settings import ENV_PREFIX, Duration
 from tests.support.certs import Authority, Pem
 from tests.support.charts import deep_merge, manifests
@@ -311,8 +312,9 @@ def test_every_server_setting_is_driven_by_the_chart(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     """Every EXTENSION_SERVER_* variable the chart sets is a real setting, and every
-    setting has a value but --host (a pod listens on all addresses), --config, and
-    --unix-socket (for a server inside Envoy Gateway's own pod, which this chart is not).
+    setting has a value but --host (a pod listens on all addresses), --config,
+    --unix-socket (for a server inside Envoy Gateway's own pod, which this chart is not),
+    and --rotation-watcher (its default, auto, is on in a pod).
     One setting comes as an argument instead, --health-port (with TLS only); it counts by
     its variable's name here, and is never set both ways."""
     settings = {
@@ -330,7 +332,8 @@ def test_every_server_setting_is_driven_by_the_chart(
         names |= flags
         assert names <= settings, names - settings
         used |= names
-    assert settings - used == {ENV_PREFIX + n for n in ("HOST", "CONFIG", "UNIX_SOCKET")}
+    left_alone = ("HOST", "CONFIG", "UNIX_SOCKET", "ROTATION_WATCHER")
+    assert settings - used == {ENV_PREFIX + n for n in left_alone}
 
 
 def test_chart_defaults_are_the_server_defaults(
@@ -509,12 +512,12 @@ def test_rotation_rbac_is_exactly_what_the_watcher_needs(
         ("Role", ROTATION),
         ("RoleBinding", ROTATION),
     ]
-    # Every namespace: read a policy and (merge) patch its spec.credentialsRevision.
+    # Every namespace: list the policies and (merge) patch one's spec.credentialsRevision.
     assert named(objs, "ClusterRole", ROTATION)["rules"] == [
         {
             "apiGroups": ["example.extensions.io"],
             "resources": ["listenercontextexamples"],
-            "verbs": ["get", "patch"],
+            "verbs": ["list", "patch"],
         }
     ]
     # The release namespace: its one Lease. create cannot be limited by resourceNames.
@@ -646,7 +649,7 @@ def test_rotation_notes() -> None:
 
 # RBAC as the API server's authorizer applies it, for the requests the watcher sends.
 _API_PATH = re.compile(
-    r"/apis/(?P<group>[^/]+)/[^/]+/namespaces/(?P<namespace>[^/]+)/(?P<resource>[^/]+)"
+    r"/apis/(?P<group>[^/]+)/[^/]+(?:/namespaces/(?P<namespace>[^/]+))?/(?P<resource>[^/]+)"
     r"(?:/(?P<name>[^/]+))?"
 )
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -654,7 +657,8 @@ _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete
 
 @dataclass(frozen=True)
 class Attributes:
-    """What the authorizer sees of a request: a create names no object (name "")."""
+    """What the authorizer sees of a request: a create names no object (name ""), a list
+    of every namespace no namespace ("")."""
 
     verb: str
     group: str
@@ -668,7 +672,7 @@ def attributes(method: str, path: str) -> Attributes:
     assert match, path
     name = match["name"] or ""
     verb = _VERBS.get(method) or ("get" if name else "list")
-    return Attributes(verb, match["group"], match["resource"], match["namespace"], name)
+    return Attributes(verb, match["group"], match["resource"], match["namespace"] or "", name)
 
 
 def grants(objs: list[dict[str, Any]], subject: dict[str, str]) -> list[tuple[Any, str | None]]:
@@ -719,27 +723,39 @@ def test_rotation_rbac_allows_the_watchers_requests_and_nothing_unused(
         objs,
         {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]},
     )
-    spec = {"targetRefs": [{"kind": "Gateway", "name": "eg"}], "username": "u", "password": "p"}
+    source = {"vault": {"path": "secret/data/gateways/{ns}/web", "key": "password"}}
     with KubeStandIn() as kube:
-        for namespace in ("team-a", "team-b"):
+        for namespace in ("team-a", "team-b", "team-c"):
+            reads = {
+                "vault": {**source["vault"], "path": source["vault"]["path"].format(ns=namespace)}
+            }
+            spec = {
+                "targetRefs": [{"kind": "Gateway", "name": "eg"}],
+                "username": "u",
+                "passwordFrom": reads,
+            }
             kube.put_policy({"metadata": {"name": "web", "namespace": namespace}, "spec": spec})
         client = kube.client()
-        patcher = PolicyPatcher(client)
+        policies = PolicyClient(client, page=2)  # two pages: list, list with `continue`
+        templates = Templates(DEFAULT_VAULT_TEMPLATE, DEFAULT_AWS_TEMPLATE)
+        listed = [watched_policy(obj, {"vault"}, templates) for obj in policies.listed()]
+        watched = {p.ref.namespace: p for p in listed if p is not None}
         first = LeaseElector(client, lease_namespace, lease_name, "replica-a", 135)
         second = LeaseElector(client, lease_namespace, lease_name, "replica-b", 135)
         assert first.lead()  # no Lease yet: get (404), create
         assert not second.lead()  # held by the other replica: get
         assert first.lead()  # renewed: get, update
         for namespace in ("team-a", "team-b"):
-            assert patcher.ensure_revision(PolicyRef(namespace, "web"), "3f2a9c0d1b7e4a65")
-        assert not patcher.ensure_revision(PolicyRef("team-a", "web"), "3f2a9c0d1b7e4a65")
-        assert not patcher.ensure_revision(PolicyRef("team-c", "deleted"), "3f2a9c0d1b7e4a65")
+            assert policies.ensure_revision(watched[namespace], "3f2a9c0d1b7e4a65")
+        kube.delete("ListenerContextExample", "team-c", "web")
+        assert not policies.ensure_revision(watched["team-c"], "3f2a9c0d1b7e4a65")  # deleted
+        first.release(5.0)  # shutdown: get, update
         requests = [attributes(r.method, r.path) for r in kube.requests]
         patched = kube.get("ListenerContextExample", "team-b", "web")
     assert patched is not None
-    assert patched["spec"] == {**spec, "credentialsRevision": "3f2a9c0d1b7e4a65"}
+    assert patched["spec"]["credentialsRevision"] == "3f2a9c0d1b7e4a65"
     assert {(r.verb, r.resource) for r in requests} == {
-        ("get", "listenercontextexamples"),
+        ("list", "listenercontextexamples"),
         ("patch", "listenercontextexamples"),
         ("get", "leases"),
         ("create", "leases"),
@@ -757,7 +773,10 @@ def test_rotation_rbac_allows_the_watchers_requests_and_nothing_unused(
         ("GET", f"/apis/coordination.k8s.io/v1/namespaces/{lease_namespace}/leases/other"),
         ("PUT", f"/apis/coordination.k8s.io/v1/namespaces/{lease_namespace}/leases/other"),
         ("POST", "/apis/coordination.k8s.io/v1/namespaces/team-a/leases"),
-        ("GET", "/apis/example.extensions.io/v1alpha1/namespaces/team-a/listenercontextexamples"),
+        (
+            "GET",
+            "/apis/example.extensions.io/v1alpha1/namespaces/team-a/listenercontextexamples/web",
+        ),
         (
             "PUT",
             "/apis/example.extensions.io/v1alpha1/namespaces/team-a/listenercontextexamples/web",
@@ -1572,7 +1591,15 @@ def pod_environment(
         env["AWS_ROLE_ARN"] = annotations["eks.amazonaws.com/role-arn"]
         env["AWS_WEB_IDENTITY_TOKEN_FILE"] = str(token)
         env["AWS_ENDPOINT_URL"] = recorder.url  # STS too
-    base = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp), "LANG": "C.UTF-8"}
+    # What the kubelet gives every container: the API server's Service (the rotation
+    # watcher runs by default where it finds them).
+    base = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp),
+        "LANG": "C.UTF-8",
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": "1",
+    }
     return {**base, **env}, port, metrics_port
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -17,22 +18,27 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import hvac
 import pytest
+from lightkube import ApiError
 
 from backends import CredentialResolver, ResolverSettings, stores
 from backends.aws import AwsSecretsManagerStore, AwsSettings
+from backends.registry import Templates, WatchedPolicy, watched_policy
 from backends.stores import StoreError
+from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE
 from backends.vault import VaultSettings, VaultStore
 from compiler.model import AwsSecretRef, PolicyRef, VaultRef
 from compiler.pipeline import load_policies
-from server.kube import LeaseElector, PolicyPatcher
+from compiler.users import Resolved
+from server.kube import LeaseElector, PolicyClient
 from server.rotation import RotationWatcher
 from tests.builders import policy
 from tests.support.aws import MotoServer
-from tests.support.kube import KubeStandIn
+from tests.support.kube import KubeStandIn, KubeStandInError
 from tests.support.secrets import remember
 from tests.support.vault import VaultStandIn
 
@@ -54,27 +60,53 @@ def vault_store(vault: VaultStandIn, monkeypatch: pytest.MonkeyPatch) -> VaultSt
 
 
 class Recorder:
-    """The Kubernetes seams: which revisions the watcher would write, and who leads."""
+    """The Kubernetes seams: the policies the API server holds, the revisions the watcher
+    writes into them, and who leads."""
 
     def __init__(self, leader: bool = True) -> None:
         self.leader = leader
         self.leads = 0
+        self.objects: dict[PolicyRef, dict[str, Any]] = {}
         self.revisions: dict[PolicyRef, str] = {}
         self.patches: list[PolicyRef] = []
+        self._versions = itertools.count(1)
+
+    def hold(self, *raws: bytes) -> None:
+        """The API server holds these policies now (created or replaced)."""
+        for raw in raws:
+            obj = json.loads(raw)
+            meta = obj["metadata"]
+            meta.setdefault("namespace", "default")
+            meta["resourceVersion"] = str(next(self._versions))
+            self.objects[PolicyRef(meta["namespace"], meta["name"])] = obj
+
+    def listed(self) -> list[dict[str, Any]]:
+        return [json.loads(json.dumps(obj)) for obj in self.objects.values()]
 
     def lead(self) -> bool:
         self.leads += 1
         return self.leader
 
-    def release(self) -> None:
+    def release(self, timeout: float) -> None:
         self.leader = False
 
-    def ensure_revision(self, policy: PolicyRef, revision: str) -> bool:
-        if self.revisions.get(policy) == revision:
+    def ensure_revision(self, policy: WatchedPolicy, revision: str) -> bool:
+        if policy.revision == revision:
             return False
-        self.revisions[policy] = revision
-        self.patches.append(policy)
+        held = self.objects.get(policy.ref)
+        if held is None or held["metadata"]["resourceVersion"] != policy.resource_version:
+            raise KubeStandInError({"code": 409, "reason": "Conflict", "message": "changed"})
+        held["spec"]["credentialsRevision"] = revision
+        held["metadata"]["resourceVersion"] = str(next(self._versions))
+        self.revisions[policy.ref] = revision
+        self.patches.append(policy.ref)
         return True
+
+
+def served(resolver: CredentialResolver, recorder: Recorder, *raws: bytes) -> list[Resolved]:
+    """These policies exist in the API server, and Envoy Gateway's call brings them."""
+    recorder.hold(*raws)
+    return load_policies(list(raws), resolver).resolved
 
 
 def vaulted(name: str, secret: str, namespace: str = "default") -> bytes:
@@ -160,7 +192,7 @@ def test_ten_policies_on_three_secrets_cost_three_requests_a_poll_and_no_patch_w
         vault.put_v2(f"gateways/default/{secret}", {"password": f"pw-{secret}-1234"})
     recorder = Recorder()
     resolver, watcher = watcher_for(vault_store, recorder)
-    load_policies([vaulted(f"p{i}", "abc"[i % 3]) for i in range(10)], resolver)
+    served(resolver, recorder, *[vaulted(f"p{i}", "abc"[i % 3]) for i in range(10)])
     vault.reset_counts()
     report = watcher.poll_once()
     print(
@@ -180,7 +212,7 @@ def test_a_rotation_refreshes_the_cache_and_patches_only_the_policies_that_use_i
     vault.put_v2("gateways/default/b", {"password": "pw-b-before"})
     recorder = Recorder()
     resolver, watcher = watcher_for(vault_store, recorder)
-    load_policies([vaulted("one", "a"), vaulted("two", "a"), vaulted("other", "b")], resolver)
+    served(resolver, recorder, vaulted("one", "a"), vaulted("two", "a"), vaulted("other", "b"))
     watcher.poll_once()
 
     vault.put_v2("gateways/default/a", {"password": "pw-a-after"})
@@ -195,7 +227,7 @@ def test_a_rotation_refreshes_the_cache_and_patches_only_the_policies_that_use_i
     )
 
     vault.reset_counts()
-    load_policies([vaulted("one", "a")], resolver)
+    served(resolver, recorder, vaulted("one", "a"))
     assert vault.count("/v1/secret/data/") == 0  # the hook call finds the new value cached
     assert watcher.poll_once().changed == [] and len(recorder.patches) == 2  # nothing twice
 
@@ -206,7 +238,7 @@ def test_a_secret_that_flips_several_times_within_one_interval_is_one_change(
     vault.put_v2("gateways/default/a", {"password": "pw-flip-0"})
     recorder = Recorder()
     resolver, watcher = watcher_for(vault_store, recorder)
-    load_policies([vaulted("one", "a")], resolver)
+    served(resolver, recorder, vaulted("one", "a"))
     watcher.poll_once()
     for n in range(1, 4):
         vault.put_v2("gateways/default/a", {"password": f"pw-flip-{n}"})
@@ -220,7 +252,7 @@ def test_a_rotation_before_the_first_poll_is_still_seen(
     vault.put_v2("gateways/default/a", {"password": "pw-early-1"})
     recorder = Recorder()
     resolver, watcher = watcher_for(vault_store, recorder)
-    load_policies([vaulted("one", "a")], resolver)  # cached at version 1
+    served(resolver, recorder, vaulted("one", "a"))  # cached at version 1
     vault.put_v2("gateways/default/a", {"password": "pw-early-2"})
     assert len(watcher.poll_once().changed) == 1
     assert recorder.patches == [PolicyRef("default", "one")]
@@ -232,7 +264,7 @@ def test_a_replica_that_does_not_lead_refreshes_its_cache_but_patches_nothing(
     vault.put_v2("gateways/default/a", {"password": "pw-follower-1"})
     recorder = Recorder(leader=False)
     resolver, watcher = watcher_for(vault_store, recorder)
-    load_policies([vaulted("one", "a")], resolver)
+    served(resolver, recorder, vaulted("one", "a"))
     watcher.poll_once()
     vault.put_v2("gateways/default/a", {"password": "pw-follower-2"})
     report = watcher.poll_once()
@@ -275,7 +307,7 @@ def test_a_change_seen_while_another_replica_led_is_patched_once_this_one_leads(
     vault.put_v2("gateways/default/a", {"password": "pw-pending-1"})
     recorder = Recorder(leader=False)
     resolver, watcher = watcher_for(vault_store, recorder)
-    load_policies([vaulted("one", "a")], resolver)
+    served(resolver, recorder, vaulted("one", "a"))
     watcher.poll_once()
     vault.put_v2("gateways/default/a", {"password": "pw-pending-2"})
     watcher.poll_once()
@@ -304,19 +336,70 @@ def test_of_two_replicas_only_one_leads_until_its_lease_runs_out() -> None:
         assert lease["spec"]["leaseTransitions"] == 1
 
 
+def listed_policies(kube: KubeStandIn) -> dict[str, WatchedPolicy]:
+    """The policies the watcher would watch, by name, as the API server lists them now."""
+    client = PolicyClient(kube.client())
+    templates = Templates(DEFAULT_VAULT_TEMPLATE, DEFAULT_AWS_TEMPLATE)
+    watched = (watched_policy(obj, {"vault", "aws"}, templates) for obj in client.listed())
+    return {policy.ref.name: policy for policy in watched if policy is not None}
+
+
+def test_a_dead_holder_whose_clock_ran_ahead_is_replaced_after_one_duration() -> None:
+    """Its last renewTime lies a day in the future: the Lease is judged by when this
+    replica saw it change, on its own clock, not by that time."""
+    ahead = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with KubeStandIn() as kube:
+        kube.put(
+            {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": "rotation", "namespace": "envoy-gateway-system"},
+                "spec": {
+                    "holderIdentity": "replica-dead",
+                    "leaseDurationSeconds": 1,
+                    "acquireTime": ahead,
+                    "renewTime": ahead,
+                    "leaseTransitions": 0,
+                },
+            }
+        )
+        elector = LeaseElector(kube.client(), "envoy-gateway-system", "rotation", "replica-b", 1)
+        assert not elector.lead()  # held, as far as this replica has seen
+        time.sleep(1.2)  # one duration without a change
+        assert elector.lead()
+        lease = kube.get("Lease", "envoy-gateway-system", "rotation")
+        assert lease is not None and lease["spec"]["holderIdentity"] == "replica-b"
+
+
 def test_a_policy_that_already_holds_the_revision_is_not_patched() -> None:
     with KubeStandIn() as kube:
         stored = json.loads(vaulted("one", "a"))
         kube.put_policy(stored)
-        patcher = PolicyPatcher(kube.client())
-        one = PolicyRef("default", "one")
-        assert patcher.ensure_revision(one, "abc123")
-        assert not patcher.ensure_revision(one, "abc123")
-        assert not patcher.ensure_revision(PolicyRef("default", "deleted"), "abc123")
+        kube.put_policy(json.loads(vaulted("deleted", "a")))
+        patcher = PolicyClient(kube.client())
+        listed = listed_policies(kube)
+        kube.delete("ListenerContextExample", "default", "deleted")
+        assert patcher.ensure_revision(listed["one"], "abc123")
+        assert not patcher.ensure_revision(listed_policies(kube)["one"], "abc123")
+        assert not patcher.ensure_revision(listed["deleted"], "abc123")  # gone since listed
         patched = kube.get("ListenerContextExample", "default", "one")
         assert patched is not None and patched["metadata"]["generation"] == 2
         assert patched["spec"] == {**stored["spec"], "credentialsRevision": "abc123"}
-        assert len(kube.patches) == 1
+        assert len(kube.patches) == 2
+
+
+def test_a_policy_changed_since_it_was_listed_is_not_patched() -> None:
+    """The patch is made against the resourceVersion listed: a policy edited (or deleted
+    and created again) meanwhile is refused, and the next poll lists it anew."""
+    with KubeStandIn() as kube:
+        kube.put_policy(json.loads(vaulted("one", "a")))
+        listed = listed_policies(kube)["one"]
+        kube.put_policy(json.loads(vaulted("one", "b")))  # now reads another secret
+        with pytest.raises(ApiError) as refused:
+            PolicyClient(kube.client()).ensure_revision(listed, "abc123")
+        assert refused.value.status.code == 409
+        current = kube.get("ListenerContextExample", "default", "one")
+        assert current is not None and "credentialsRevision" not in current["spec"]
 
 
 # --- Review fixes: each policy on its own, absent secrets, the Lease, the pool, AWS, KV v1 -
@@ -358,7 +441,7 @@ def test_a_refused_patch_leaves_that_policy_pending_and_the_others_are_patched(
         for name in "abc":
             kube.put_policy(json.loads(vaulted(name, "s")))
         resolver = CredentialResolver(ResolverSettings(cache_ttl=3600), {"vault": vault_store})
-        watcher = RotationWatcher(resolver, PolicyPatcher(kube.client()), Recorder(), 30)
+        watcher = RotationWatcher(resolver, PolicyClient(kube.client()), Recorder(), 30)
         load_policies([vaulted(name, "s") for name in "abc"], resolver)
         watcher.poll_once()
         vault.put_v2("gateways/default/s", {"password": "pw-refused-2"})
@@ -366,7 +449,8 @@ def test_a_refused_patch_leaves_that_policy_pending_and_the_others_are_patched(
         assert [p.name for p in report.patched] == ["b", "c"]
         assert report.failed == [PolicyRef("default", "a")]
         (line,) = events(caplog, "rotation.patch_failed")
-        assert line["policy"] == "default/a" and line["status"] == 422
+        assert line["policies"] == 1 and line["some_policies"] == "default/a"
+        assert line["status"] == 422
         assert "webhook" not in str(line)  # the status, not the message (it may quote a spec)
 
         refusing = False
@@ -380,6 +464,7 @@ def test_a_secret_created_after_its_policy_is_patched_in_when_it_appears(
 ) -> None:
     recorder = Recorder()
     resolver, watcher = watcher_for(vault_store, recorder)
+    recorder.hold(vaulted("early", "later"))
     assert denied(resolver, vaulted("early", "later"))  # NOT_FOUND: denied, and watched
     report = watcher.poll_once()
     assert report.requests == 1 and report.changed == [] and recorder.patches == []
@@ -398,6 +483,7 @@ def test_a_policy_resolved_while_the_store_was_down_is_patched_once_it_answers(
     recorder = Recorder()
     resolver, watcher = watcher_for(vault_store, recorder)
     vault.sealed = True
+    recorder.hold(vaulted("one", "a"))
     assert denied(resolver, vaulted("one", "a"))
     assert watcher.poll_once().changed == []  # still sealed: no change, nothing patched
     vault.sealed = False
@@ -414,12 +500,12 @@ def test_a_reference_outside_the_tenancy_guard_is_never_polled(
     vault.put_v2("gateways/other/a", {"password": "pw-tenant-other"})
     recorder = Recorder()
     resolver, watcher = watcher_for(vault_store, recorder)
-    assert not denied(resolver, vaulted("one", "a"))
+    assert not served(resolver, recorder, vaulted("one", "a"))[0].error
     assert watcher.poll_once().requests == 1
     # The same policy now points into another namespace's path: refused, and not polled,
     # nor is what it read before.
     source = {"vault": {"path": "secret/data/gateways/other/a", "key": "password"}}
-    assert denied(resolver, policy("one", "one", None, passwordFrom=source))
+    assert served(resolver, recorder, policy("one", "one", None, passwordFrom=source))[0].error
     vault.reset_counts()
     assert watcher.poll_once().requests == 0 and vault.count("/v1/secret/") == 0
 
@@ -430,7 +516,7 @@ def test_a_soft_deleted_vault_secret_reaches_envoy_and_so_does_its_return(
     vault.put_v2("gateways/default/a", {"password": "pw-deleted-1"})
     recorder = Recorder()
     resolver, watcher = watcher_for(vault_store, recorder)
-    load_policies([vaulted("one", "a"), vaulted("other", "a")], resolver)
+    served(resolver, recorder, vaulted("one", "a"), vaulted("other", "a"))
     watcher.poll_once()
     client = hvac.Client(url=vault.url, token=TOKEN)
     client.secrets.kv.v2.delete_latest_version_of_secret("gateways/default/a")  # DELETE data/
@@ -455,7 +541,7 @@ def test_a_vault_secret_deleted_destroyed_or_removed_is_absent(
     number = vault.put_v2("gateways/default/a", {"password": "pw-gone-2"})
     recorder = Recorder()
     resolver, watcher = watcher_for(vault_store, recorder)
-    load_policies([vaulted("one", "a")], resolver)
+    served(resolver, recorder, vaulted("one", "a"))
     watcher.poll_once()
     kv = hvac.Client(url=vault.url, token=TOKEN).secrets.kv.v2
     if how == "delete":
@@ -480,7 +566,7 @@ def test_a_deleted_kv1_secret_is_absent(vault: VaultStandIn, vault_store: VaultS
     settings = ResolverSettings(cache_ttl=3600, vault_path_template="kv/gateways/{namespace}/")
     resolver = CredentialResolver(settings, {"vault": vault_store})
     watcher = RotationWatcher(resolver, recorder, recorder, interval=30)
-    assert not denied(resolver, raw)
+    assert not served(resolver, recorder, raw)[0].error
     watcher.poll_once()
     hvac.Client(url=vault.url, token=TOKEN).secrets.kv.v1.delete_secret(
         "gateways/default/a", mount_point="kv"
@@ -496,7 +582,7 @@ def test_a_failing_store_is_no_change(
     vault.put_v2("gateways/default/a", {"password": "pw-outage"})
     recorder = Recorder()
     resolver, watcher = watcher_for(vault_store, recorder)
-    load_policies([vaulted("one", "a")], resolver)
+    served(resolver, recorder, vaulted("one", "a"))
     watcher.poll_once()
     if fault == "stopped":
         vault.stop()
@@ -511,18 +597,30 @@ def test_a_failing_store_is_no_change(
     assert not denied(resolver, vaulted("one", "a"))
 
 
-def test_a_failed_version_check_names_the_store_the_secret_and_the_policies(
+def test_failed_version_checks_are_one_line_per_store_and_outcome_counting_and_naming_a_few(
     vault: VaultStandIn, vault_store: VaultStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    vault.put_v2("gateways/default/a", {"password": "pw-logged-check"})
-    resolver, watcher = watcher_for(vault_store, Recorder())
-    load_policies([vaulted("two", "a"), vaulted("one", "a")], resolver)
+    """Fifty policies on twenty secrets, Vault sealed: one line a poll, not fifty or twenty."""
+    recorder = Recorder()
+    resolver, watcher = watcher_for(vault_store, recorder)
+    raws = [vaulted(f"p{n:02}", f"s{n % 20:02}") for n in range(50)]
+    for n in range(20):
+        vault.put_v2(f"gateways/default/s{n:02}", {"password": f"pw-logged-{n}"})
+    served(resolver, recorder, *raws)
     vault.sealed = True
-    watcher.poll_once()
-    (line,) = events(caplog, "rotation.version_failed")
+    for _ in range(2):
+        watcher.poll_once()
+    lines = events(caplog, "rotation.version_failed")
+    assert len(lines) == 2  # one per poll
+    line = lines[0]
     assert line["store"] == "vault" and line["outcome"] == "unavailable"
-    assert line["secret"] == "secret/data/gateways/default/a"  # paths are logged, docs/security.md
-    assert line["policies"] == "default/one,default/two"
+    assert line["secrets"] == 20 and line["policies"] == 50
+    # paths are logged, docs/security.md; a few of them, and the count of the others
+    assert line["some_secrets"] == (
+        "secret/data/gateways/default/s00,secret/data/gateways/default/s01,"
+        "secret/data/gateways/default/s02,...(+17 more)"
+    )
+    assert line["some_policies"] == "default/p00,default/p01,default/p02,...(+47 more)"
 
 
 def test_a_policy_switched_to_a_plain_password_is_no_longer_polled_or_patched(
@@ -531,11 +629,11 @@ def test_a_policy_switched_to_a_plain_password_is_no_longer_polled_or_patched(
     vault.put_v2("gateways/default/a", {"password": "pw-switched-1"})
     recorder = Recorder(leader=False)
     resolver, watcher = watcher_for(vault_store, recorder)
-    load_policies([vaulted("one", "a")], resolver)
+    served(resolver, recorder, vaulted("one", "a"))
     watcher.poll_once()
     vault.put_v2("gateways/default/a", {"password": "pw-switched-2"})
     assert len(watcher.poll_once().changed) == 1  # pending: this replica does not lead
-    load_policies([policy("one", "one", "plain-switched-pw")], resolver)  # now plain text
+    served(resolver, recorder, policy("one", "one", "plain-switched-pw"))  # now plain text
     recorder.leader = True
     report = watcher.poll_once()
     assert report.requests == 0 and recorder.patches == []  # neither polled nor patched
@@ -555,6 +653,7 @@ def test_every_poll_takes_or_renews_the_lease_and_a_dead_leader_is_replaced() ->
         lease = "/apis/coordination.k8s.io/v1/namespaces/envoy-gateway-system/leases/rotation"
         renewals = kube.count("PUT", lease)
         assert a.poll_once().leader and kube.count("PUT", lease) == renewals + 1  # renewed
+        assert not b.poll_once().leader  # replica-b sees the renewal
         time.sleep(1.2)  # replica-a dies: no more polls, its Lease runs out
         assert b.poll_once().leader and not a.poll_once().leader
 
@@ -588,11 +687,12 @@ def test_version_checks_run_side_by_side_at_most_eight_at_a_time(
     """Nine secrets, a store that hangs: eight checks wait together, the ninth waits its turn."""
     monkeypatch.setenv("VAULT_TOKEN", TOKEN)
     store = VaultStore(VaultSettings(addr=vault.url, timeout=30))
-    resolver, watcher = watcher_for(store, Recorder())
+    recorder = Recorder()
+    resolver, watcher = watcher_for(store, recorder)
     secrets = [f"s{n}" for n in range(9)]
     for secret in secrets:
         vault.put_v2(f"gateways/default/{secret}", {"password": f"pw-{secret}-slow"})
-    load_policies([vaulted(f"p-{secret}", secret) for secret in secrets], resolver)
+    served(resolver, recorder, *[vaulted(f"p-{secret}", secret) for secret in secrets])
     vault.reset_counts()
     vault.delay = 30.0  # every answer waits (or until the stand-in stops)
     polling = threading.Thread(target=watcher.poll_once)
@@ -634,7 +734,7 @@ def test_references_to_one_aws_secret_cost_one_describe_secret_a_poll(
         aws_policy("by-arn", arn),
         aws_policy("previous", "gateways/default/eg", versionStage="AWSPREVIOUS"),
     ]
-    resolved = load_policies(raws, resolver).resolved
+    resolved = served(resolver, recorder, *raws)
     assert [r.error is None for r in resolved] == [True, True, True, False]  # no previous yet
     for _ in range(3):
         aws.clear_requests()
@@ -671,7 +771,7 @@ def test_an_aws_secret_deleted_or_without_its_stage_is_absent(
         aws_policy("deleted", "gateways/default/deleted"),
         aws_policy("forced", "gateways/default/forced"),
     ]
-    assert all(r.error is None for r in load_policies(raws, resolver).resolved)
+    assert all(r.error is None for r in served(resolver, recorder, *raws))
     watcher.poll_once()
 
     client.update_secret_version_stage(
@@ -722,7 +822,7 @@ def kv1_replica(
     settings = ResolverSettings(cache_ttl=3600, vault_path_template="kv/gateways/{namespace}/")
     resolver = CredentialResolver(settings, {"vault": store})
     elector = LeaseElector(kube.client(), "envoy-gateway-system", "rotation", identity, 3600)
-    return resolver, RotationWatcher(resolver, PolicyPatcher(kube.client()), elector, 30)
+    return resolver, RotationWatcher(resolver, PolicyClient(kube.client()), elector, 30)
 
 
 def test_a_kv1_revision_cannot_be_computed_from_the_value_alone(
@@ -731,6 +831,7 @@ def test_a_kv1_revision_cannot_be_computed_from_the_value_alone(
     vault.put_v1("gateways/default/a", {"password": "pw-kv1-oracle"})
     revisions = set()
     with KubeStandIn() as kube:
+        kube.put_policy(json.loads(kv1_policy("one")))
         for key in (b"k" * 32, b"q" * 32):
             with process_key(key):
                 resolver, watcher = kv1_replica(vault_store, kube, "replica")
@@ -770,3 +871,102 @@ def test_kv1_on_a_leader_change_costs_at_most_one_extra_patch(
             assert b.poll_once().patched == []
             assert b.poll_once().patched == []
         assert len([path for path, _ in kube.patches if path.endswith("/one")]) == 2
+
+
+# --- What is watched: only configured stores, at most the limit, lines bounded -------------
+
+
+def test_a_store_that_is_not_configured_is_not_polled(
+    vault: VaultStandIn, vault_store: VaultStore, aws: MotoServer
+) -> None:
+    """AWS has no region here: its references are not watched, and AWS is never asked."""
+    store = AwsSecretsManagerStore(AwsSettings(endpoint_url=aws.endpoint_url))
+    recorder = Recorder()
+    resolver = CredentialResolver(ResolverSettings(), {"vault": vault_store, "aws": store})
+    watcher = RotationWatcher(resolver, recorder, recorder, 30, stores={"vault"})
+    vault.put_v2("gateways/default/a", {"password": "pw-configured-only"})
+    recorder.hold(vaulted("one", "a"), aws_policy("two", "gateways/default/eg"))
+    aws.clear_requests()
+    report = watcher.poll_once()
+    assert report.watched == 1 and report.requests == 1
+    assert aws.count("secretsmanager", "DescribeSecret") == 0
+
+
+def test_at_most_the_limit_of_policies_is_watched_and_polled(
+    vault: VaultStandIn, vault_store: VaultStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder()
+    resolver = CredentialResolver(ResolverSettings(cache_ttl=3600), {"vault": vault_store})
+    watcher = RotationWatcher(resolver, recorder, recorder, 30, limit=3)
+    recorder.hold(*[vaulted(f"p{n}", f"s{n}") for n in range(10)])
+    vault.reset_counts()
+    report = watcher.poll_once()
+    assert (report.watched, report.unwatched, report.requests) == (3, 7, 3)
+    assert vault.count("/v1/secret/metadata/") == 3
+    watcher.poll_once()  # the same: no second line
+    recorder.hold(vaulted("p10", "s10"))
+    watcher.poll_once()  # one more left out: a line again
+    lines = events(caplog, "rotation.limit_reached")
+    assert [line["unwatched"] for line in lines] == [7, 8]
+    assert lines[0]["some_unwatched"] == "default/p3,default/p4,default/p5,...(+4 more)"
+
+
+def test_a_poll_that_patches_many_policies_logs_one_line(
+    vault: VaultStandIn, vault_store: VaultStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    vault.put_v2("gateways/default/s", {"password": "pw-many-1"})
+    recorder = Recorder()
+    resolver, watcher = watcher_for(vault_store, recorder)
+    served(resolver, recorder, *[vaulted(f"p{n:02}", "s") for n in range(40)])
+    watcher.poll_once()
+    vault.put_v2("gateways/default/s", {"password": "pw-many-2"})
+    assert len(watcher.poll_once().patched) == 40
+    (line,) = events(caplog, "rotation.patched")
+    assert line["policies"] == 40
+    assert line["some_policies"] == "default/p00,default/p01,default/p02,...(+37 more)"
+
+
+def test_a_stopped_watcher_ends_a_poll_that_waits_on_a_store_and_releases_in_time(
+    vault: VaultStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll hangs on a store that does not answer; `stop` with a deadline returns by it,
+    and the Lease is given up all the same."""
+    monkeypatch.setenv("VAULT_TOKEN", TOKEN)
+    store = VaultStore(VaultSettings(addr=vault.url, timeout=30))
+    recorder = Recorder()
+    resolver, watcher = watcher_for(store, recorder)
+    vault.put_v2("gateways/default/a", {"password": "pw-stop-hang"})
+    served(resolver, recorder, vaulted("one", "a"))
+    watcher.poll_once()  # leads from here on
+    watcher.interval = 0.05
+    vault.delay = 30.0  # every answer waits
+    watcher.start()
+    time.sleep(0.3)  # a poll is waiting on Vault now
+    started = time.monotonic()
+    watcher.stop(deadline=started + 1.0)
+    assert time.monotonic() - started < 1.5
+    assert recorder.leader is False  # released
+    vault.delay = 0.0
+
+
+def test_a_list_that_fails_halfway_keeps_the_last_one(
+    vault: VaultStandIn, vault_store: VaultStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API server fails on the second page: the poll works from the previous list."""
+    vault.put_v2("gateways/default/a", {"password": "pw-list-fails"})
+    recorder = Recorder()
+    resolver, watcher = watcher_for(vault_store, recorder)
+    served(resolver, recorder, vaulted("one", "a"), vaulted("two", "a"))
+    assert watcher.poll_once().watched == 2
+
+    first_page = recorder.listed()[:1]
+
+    def first_page_then_503() -> Iterator[dict[str, Any]]:
+        yield from first_page
+        raise KubeStandInError({"code": 503, "reason": "ServiceUnavailable"})
+
+    recorder.listed = first_page_then_503  # type: ignore[method-assign]
+    report = watcher.poll_once()
+    assert report.watched == 2 and report.requests == 1
+    (line,) = events(caplog, "rotation.list_failed")
+    assert line["error"] == "KubeStandInError"

@@ -11,7 +11,6 @@ does; the stand-in serves no watch, so it lists every 0.1 s).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -93,24 +92,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         vault.add_token(TOKEN)
         vault.put_v2(SECRET, {"password": BEFORE})
         kube.put_policy(seed_policy_from_vault(f"secret/data/{SECRET}", namespace=NAMESPACE))
-        previous = os.environ.get("KUBECONFIG")
-        os.environ["KUBECONFIG"] = str(kube.kubeconfig(workdir / "kubeconfig"))
-        try:
-            server_args = [
-                "--vault-addr", vault.url, "--vault-token-file", str(token_file),
-                "--secret-cache-ttl", f"{TTL:g}s", "--rotation-poll-interval", f"{POLL:g}s",
-                "--rotation-lease-namespace", "envoy-gateway-system",
-            ]  # fmt: skip
-            with local_gateway(workdir, *server_args) as local:
-                loop = GatewayLoop(kube, local)
-                loop.start()
-                yield Stack(vault, kube, loop)
-                loop.stop()
-        finally:
-            if previous is None:
-                os.environ.pop("KUBECONFIG", None)
-            else:
-                os.environ["KUBECONFIG"] = previous
+        kubeconfig = {"KUBECONFIG": str(kube.kubeconfig(workdir / "kubeconfig"))}
+        server_args = [
+            "--vault-addr", vault.url, "--vault-token-file", str(token_file),
+            "--secret-cache-ttl", f"{TTL:g}s", "--rotation-poll-interval", f"{POLL:g}s",
+            "--rotation-lease-namespace", "envoy-gateway-system",
+            "--rotation-watcher", "on",  # outside a pod: asked for
+        ]  # fmt: skip
+        with local_gateway(workdir, *server_args, env=kubeconfig) as local:
+            loop = GatewayLoop(kube, local)
+            loop.start()
+            yield Stack(vault, kube, loop)
+            loop.stop()
 
 
 def until(condition: Any) -> float:
@@ -140,7 +133,13 @@ def test_a_rotated_password_is_enforced_by_envoy_without_anyone_editing_a_policy
     assert policy["spec"]["passwordFrom"]["vault"]["path"] == f"secret/data/{SECRET}"
     assert stack.loop.translations == translations + 1  # one re-translation, from one patch
     patches = [body for path, body in stack.kube.patches if "listenercontextexamples" in path]
-    assert patches == [{"spec": {"credentialsRevision": policy["spec"]["credentialsRevision"]}}]
+    # Against the version listed: a policy changed since then is not patched.
+    assert patches == [
+        {
+            "metadata": {"resourceVersion": patches[0]["metadata"]["resourceVersion"]},
+            "spec": {"credentialsRevision": policy["spec"]["credentialsRevision"]},
+        }
+    ]
 
 
 def test_with_nothing_rotated_the_watcher_patches_nothing(stack: Stack) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 from google.protobuf import json_format
 
+from server.demo.files import new_directory, write_new
 from server.envoy_json import register_envoy_types
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -176,8 +177,12 @@ class EnvoyProcess:
         concurrency: int = 2,
         log_level: str = "warn",
         timeout: float = 15.0,
+        private: bool = False,
     ) -> None:
-        self.workdir = Path(workdir).resolve()
+        """`private`: create `workdir` (it must not exist) owner-only, and every file in it
+        new and owner-only (server/demo/files.py), for a work directory others can write to."""
+        self.private = private
+        self.workdir = Path(workdir).absolute() if private else Path(workdir).resolve()
         self.cluster = cluster
         self.cluster_port = cluster_port
         self.concurrency = concurrency
@@ -257,9 +262,16 @@ class EnvoyProcess:
         if self._process is not None:
             return self
         binary = find_envoy()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.bootstrap_path.write_text(yaml.safe_dump(self.bootstrap(), sort_keys=False))
-        self._admin_address_path.unlink(missing_ok=True)
+        bootstrap = yaml.safe_dump(self.bootstrap(), sort_keys=False)
+        if self.private:
+            new_directory(self.workdir)
+            write_new(self.bootstrap_path, bootstrap)
+            for envoy_writes in (self.log_path, self._admin_address_path):
+                write_new(envoy_writes, "")  # Envoy writes into them, keeping the mode
+        else:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.bootstrap_path.write_text(bootstrap)
+            self._admin_address_path.unlink(missing_ok=True)
         self._write_lds([])
         command = [
             str(binary),
@@ -404,7 +416,10 @@ class EnvoyProcess:
         self._version += 1
         text = yaml.safe_dump(discovery_response(listeners, self._version), sort_keys=False)
         temporary = self.workdir / f".{LDS_FILE}.{self._version}.tmp"
-        temporary.write_text(text)
+        if self.private:
+            write_new(temporary, text)
+        else:
+            temporary.write_text(text)
         os.replace(temporary, self.lds_path)  # a rename is what Envoy's file watcher sees
 
     def _lds_stats(self) -> dict[str, int]:

@@ -9,10 +9,11 @@ Gateway does on each translation, and returns the listener Envoy should get.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -22,22 +23,32 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.api import extension_pb2, extension_pb2_grpc
 from server.demo.envoy import die_with_parent, free_port
+from server.demo.files import open_log
 
 
 class ServerProcess:
     """A gRPC server as its own process on loopback; a context manager that waits for SERVING.
 
-    `command` builds the command line for the port it is given.
+    `command` builds the command line for the port it is given. `env`: the process's
+    environment (default: this one's). `new_log`: the log file must not exist yet.
     """
 
     def __init__(
-        self, log_path: Path, command: Callable[[int], list[str]], *, timeout: float = 20.0
+        self,
+        log_path: Path,
+        command: Callable[[int], list[str]],
+        *,
+        timeout: float = 20.0,
+        env: Mapping[str, str] | None = None,
+        new_log: bool = False,
     ) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = log_path
         self.command = command(self.port)
         self._timeout = timeout
+        self._env = dict(env) if env is not None else None
+        self._new_log = new_log
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,13 +62,17 @@ class ServerProcess:
         `with` calls `__exit__` only after `__enter__` returned, so a failure (or a stop
         signal) while waiting must stop the process here, or it would outlive its owner.
         """
-        with self.log_path.open("ab") as log:
+        log = open_log(self.log_path, new=self._new_log)
+        try:
             self._process = subprocess.Popen(
                 self.command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=self._env,
                 preexec_fn=die_with_parent(),  # noqa: PLW1509 (one C call; see there)
             )
+        finally:
+            os.close(log)
         try:
             self._wait_until_serving()
         except BaseException:
@@ -116,11 +131,39 @@ def serve_command(port: int, *extra_args: str) -> list[str]:
     ]  # fmt: skip
 
 
-class ExtensionServerProcess(ServerProcess):
-    """`extension-server serve` as a cluster would run it next to Envoy Gateway."""
+# What a local server must not inherit from the user's shell: where their cluster, their
+# Vault and their AWS account are, and this server's own settings.
+PRIVATE_VARIABLES = ("KUBECONFIG", "KUBERNETES_", "VAULT_", "AWS_", "EXTENSION_SERVER_")
 
-    def __init__(self, log_path: Path, *extra_args: str, timeout: float = 20.0) -> None:
-        super().__init__(log_path, lambda port: serve_command(port, *extra_args), timeout=timeout)
+
+def local_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without PRIVATE_VARIABLES, plus `extra`."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_VARIABLES)}
+    return {**kept, **(extra or {})}
+
+
+class ExtensionServerProcess(ServerProcess):
+    """`extension-server serve` as a cluster would run it next to Envoy Gateway.
+
+    It sees none of the user's cluster, Vault, AWS or extension-server settings unless
+    `env` brings them: only `extra_args` configure it.
+    """
+
+    def __init__(
+        self,
+        log_path: Path,
+        *extra_args: str,
+        timeout: float = 20.0,
+        env: Mapping[str, str] | None = None,
+        new_log: bool = False,
+    ) -> None:
+        super().__init__(
+            log_path,
+            lambda port: serve_command(port, *extra_args),
+            timeout=timeout,
+            env=local_environment(env),
+            new_log=new_log,
+        )
 
 
 class GatewayStandIn:

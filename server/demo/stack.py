@@ -8,7 +8,7 @@ go to the hook over gRPC, and its answer goes to Envoy through the file Envoy wa
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,14 +48,25 @@ class LocalGateway:
 
 
 @contextlib.contextmanager
-def local_gateway(workdir: Path, *server_args: str) -> Iterator[LocalGateway]:
-    """Start every piece (the server with `server_args`); stop all of them on the way out."""
+def local_gateway(
+    workdir: Path, *server_args: str, env: Mapping[str, str] | None = None
+) -> Iterator[LocalGateway]:
+    """Start every piece (the server with `server_args`, and of the user's environment
+    only what `env` gives it); stop all of them on the way out.
+
+    Its files are created new and owner-only in `workdir` (server/demo/files.py):
+    `extension-server.log`, and Envoy's in a new directory `envoy`.
+    """
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(
-            ExtensionServerProcess(workdir / "extension-server.log", *server_args)
+            ExtensionServerProcess(
+                workdir / "extension-server.log", *server_args, env=env, new_log=True
+            )
         )
         backend = stack.enter_context(EchoBackend())
-        envoy = stack.enter_context(EnvoyProcess(workdir / "envoy", "backend", backend.port))
+        envoy = stack.enter_context(
+            EnvoyProcess(workdir / "envoy", "backend", backend.port, private=True)
+        )
         gateway = GatewayStandIn(server.address)
         stack.callback(gateway.close)
         port = free_port()

@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from server.demo.envoy import HttpResponse, http_get
+from server.demo.files import DIRECTORY_MODE, WorkdirError
 from server.demo.stack import HOST, LISTENER_NAME, PATH, local_gateway
 from server.manifests import load_yaml_documents
 
@@ -47,6 +48,7 @@ WHAT_IT_SHOWS = (
     "401 without credentials, 200 with user:p@ssw0rd and the backend seeing "
     "X-Example-Ext: user, 401 with a wrong password"
 )
+EXIT_UNUSABLE_WORKDIR = 2  # as a usage error: the demo could not start
 # The signals that stop a program run from a terminal, by Ctrl-C, `kill` or a closed terminal.
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
@@ -144,6 +146,9 @@ def run_demo(workdir: Path | None = None, say: Callable[[str], None] = say_now) 
         say("")
         say(f"Stopped by {stopped}: every process the demo started has been stopped.")
         return 128 + stopped.signum
+    except WorkdirError as error:
+        print(f"error: --workdir: {error}", file=sys.stderr, flush=True)
+        return EXIT_UNUSABLE_WORKDIR
 
 
 def _run(workdir: Path | None, say: Callable[[str], None]) -> int:
@@ -152,6 +157,8 @@ def _run(workdir: Path | None, say: Callable[[str], None]) -> int:
         demo = Demo(directory, say)
         try:
             _story(demo)
+        except WorkdirError:
+            raise
         except Exception as error:  # the demo reports, cleans up and exits 1
             say(f"FAIL: {error.__class__.__name__}: {error}")
             return 1
@@ -169,7 +176,9 @@ def _story(demo: Demo) -> None:
     say(f"This demo adds basic authentication to a listener through the hook: {WHAT_IT_SHOWS}.")
     say("")
     say("== Starting the extension server, an echo backend and Envoy")
-    with local_gateway(demo.workdir) as local:
+    # Nothing of the user's environment: no kubeconfig, Vault or AWS settings, no
+    # EXTENSION_SERVER_* variables. The policy's password is in the policy.
+    with local_gateway(demo.workdir, "--rotation-watcher", "off") as local:
         say(f"extension server: gRPC on {local.server.address} (log: {local.server.log_path})")
         say(f"echo backend:     http://127.0.0.1:{local.backend.port}")
         say(f"envoy:            pid {local.envoy.pid}, admin {local.envoy.admin_url}")
@@ -209,8 +218,9 @@ def _story(demo: Demo) -> None:
 
 @contextlib.contextmanager
 def _workdir(requested: Path | None) -> Iterator[Path]:
+    """`requested` (created owner-only if missing, kept after), or a temporary directory."""
     if requested is not None:
-        requested.mkdir(parents=True, exist_ok=True)
+        requested.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
         yield requested
         return
     directory = Path(tempfile.mkdtemp(prefix="extension-server-demo-"))

@@ -231,6 +231,8 @@ The server's settings, as EXTENSION_SERVER_<NAME> variables (server/settings.py)
 # rotation.pollInterval while a store is configured, else 0 (no watcher: no RBAC, no token).
 - name: EXTENSION_SERVER_ROTATION_POLL_INTERVAL
   value: {{ ternary (toString .Values.rotation.pollInterval) "0" (eq (include "extension-server.rotationEnabled" .) "true") | quote }}
+- name: EXTENSION_SERVER_ROTATION_MAX_POLICIES
+  value: {{ .Values.rotation.maxPolicies | quote }}
 - name: EXTENSION_SERVER_ROTATION_LEASE_NAMESPACE
   value: {{ .Release.Namespace | quote }}
 - name: EXTENSION_SERVER_ROTATION_LEASE_NAME
