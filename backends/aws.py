@@ -21,31 +21,30 @@ from botocore.config import Config
 from botocore.credentials import CredentialProvider, DeferredRefreshableCredentials
 from botocore.session import get_session
 
-from backends.stores import (
-    ERROR,
-    FORBIDDEN,
-    INVALID,
-    NOT_CONFIGURED,
-    NOT_FOUND,
-    TIMEOUT,
-    UNAVAILABLE,
-    StoredSecret,
-    StoreError,
-)
+from backends.stores import StoredSecret, StoreError, StoreOutcome
 from compiler.model import AwsSecretRef, StoreRef
 
 CURRENT = "AWSCURRENT"
 MAX_ALIASES = 10_000  # secret ids whose ARN is remembered
 
 _OUTCOMES = {
-    "ResourceNotFoundException": (NOT_FOUND, "has no secret {id} (or not that version)"),
-    "AccessDeniedException": (FORBIDDEN, "denied the server access to {id}"),
-    "DecryptionFailure": (FORBIDDEN, "could not decrypt {id} with its KMS key"),
-    "InvalidRequestException": (NOT_FOUND, "refused to read {id} (deleted or scheduled for it?)"),
-    "ThrottlingException": (UNAVAILABLE, "is throttling the server"),
+    "ResourceNotFoundException": (
+        StoreOutcome.NOT_FOUND,
+        "has no secret {id} (or not that version)",
+    ),
+    "AccessDeniedException": (StoreOutcome.FORBIDDEN, "denied the server access to {id}"),
+    "DecryptionFailure": (StoreOutcome.FORBIDDEN, "could not decrypt {id} with its KMS key"),
+    "InvalidRequestException": (
+        StoreOutcome.NOT_FOUND,
+        "refused to read {id} (deleted or scheduled for it?)",
+    ),
+    "ThrottlingException": (StoreOutcome.UNAVAILABLE, "is throttling the server"),
     # From STS, when --aws-role-arn is set: the role's trust policy does not admit the server.
-    "AccessDenied": (FORBIDDEN, "could not be reached as the configured role (STS AccessDenied)"),
-    "InternalServiceError": (UNAVAILABLE, "failed internally"),
+    "AccessDenied": (
+        StoreOutcome.FORBIDDEN,
+        "could not be reached as the configured role (STS AccessDenied)",
+    ),
+    "InternalServiceError": (StoreOutcome.UNAVAILABLE, "failed internally"),
 }
 
 
@@ -85,7 +84,9 @@ class AwsSecretsManagerStore:
                 )
                 if not session.region_name:
                     raise StoreError(
-                        self.name, NOT_CONFIGURED, "no AWS region is configured (--aws-region)"
+                        self.name,
+                        StoreOutcome.NOT_CONFIGURED,
+                        "no AWS region is configured (--aws-region)",
                     )
                 self._client = session.client(
                     "secretsmanager", endpoint_url=self.settings.endpoint_url, config=config
@@ -105,7 +106,9 @@ class AwsSecretsManagerStore:
         response = self._call("get_secret_value", ref, **request)
         if "SecretString" not in response:
             raise StoreError(
-                self.name, INVALID, f"{ref.secret_id} is a binary secret; store text or JSON"
+                self.name,
+                StoreOutcome.INVALID,
+                f"{ref.secret_id} is a binary secret; store text or JSON",
             )
         return StoredSecret(str(response["SecretString"]), str(response.get("VersionId", "")))
 
@@ -152,14 +155,18 @@ class AwsSecretsManagerStore:
         assert isinstance(ref, AwsSecretRef)
         if answer.get("DeletedDate"):
             raise StoreError(
-                self.name, NOT_FOUND, f"Secrets Manager has {ref.secret_id} scheduled for deletion"
+                self.name,
+                StoreOutcome.NOT_FOUND,
+                f"Secrets Manager has {ref.secret_id} scheduled for deletion",
             )
         stage = ref.version_stage or CURRENT
         stages = answer.get("VersionIdsToStages") or {}
         found = next((vid for vid, names in sorted(stages.items()) if stage in names), None)
         if found is None:
             raise StoreError(
-                self.name, NOT_FOUND, f"no version of {ref.secret_id} holds the stage {stage}"
+                self.name,
+                StoreOutcome.NOT_FOUND,
+                f"no version of {ref.secret_id} holds the stage {stage}",
             )
         return str(found)
 
@@ -169,27 +176,35 @@ class AwsSecretsManagerStore:
             return getattr(client, operation)(**request)
         except botocore.exceptions.ClientError as error:
             code = str(error.response.get("Error", {}).get("Code", ""))
-            outcome, text = _OUTCOMES.get(code, (ERROR, "answered " + code + " for {id}"))
+            outcome, text = _OUTCOMES.get(
+                code, (StoreOutcome.ERROR, "answered " + code + " for {id}")
+            )
             raise StoreError(
                 self.name, outcome, "Secrets Manager " + text.format(id=ref.secret_id)
             ) from None
         except (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError):
             raise StoreError(
                 self.name,
-                TIMEOUT,
+                StoreOutcome.TIMEOUT,
                 f"Secrets Manager did not answer within {self.settings.timeout:g}s",
             ) from None
         except botocore.exceptions.EndpointConnectionError:
-            raise StoreError(self.name, UNAVAILABLE, "Secrets Manager cannot be reached") from None
+            raise StoreError(
+                self.name, StoreOutcome.UNAVAILABLE, "Secrets Manager cannot be reached"
+            ) from None
         except botocore.exceptions.NoCredentialsError:
             # An outage of the credential chain (instance metadata, the IRSA token file),
             # not a refusal: the last good value may serve while it lasts.
             raise StoreError(
-                self.name, UNAVAILABLE, "the server has no AWS credentials (default chain)"
+                self.name,
+                StoreOutcome.UNAVAILABLE,
+                "the server has no AWS credentials (default chain)",
             ) from None
         except botocore.exceptions.BotoCoreError as error:
             raise StoreError(
-                self.name, ERROR, f"Secrets Manager request failed ({type(error).__name__})"
+                self.name,
+                StoreOutcome.ERROR,
+                f"Secrets Manager request failed ({type(error).__name__})",
             ) from None
 
 

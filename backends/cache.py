@@ -28,10 +28,12 @@ from typing import Any
 from cachetools import TTLCache
 
 from backends import metrics
-from backends.stores import FORBIDDEN, INVALID, NOT_FOUND, OK, StoreError
+from backends.stores import StoreError, StoreOutcome
 
 ERROR_TTL = 5.0  # how long a failed request is remembered
-DEFINITE = frozenset({NOT_FOUND, FORBIDDEN, INVALID})  # answers, not outages: no stale serve
+DEFINITE = frozenset(
+    {StoreOutcome.NOT_FOUND, StoreOutcome.FORBIDDEN, StoreOutcome.INVALID}
+)  # answers, not outages: no stale serve
 FETCHES_PER_STORE = 16  # requests one store may have in flight at once
 
 
@@ -130,7 +132,9 @@ class SecretCache:
             failure = lookup.future.exception(timeout=max(timeout, 0.0))
         except TimeoutError:
             failure = StoreError(
-                store, "timeout", f"{store} did not answer before the deadline (--backend-timeout)"
+                store,
+                StoreOutcome.TIMEOUT,
+                f"{store} did not answer before the deadline (--backend-timeout)",
             )
         if failure is None:
             return lookup.future.result()
@@ -209,7 +213,7 @@ class SecretCache:
             future.set_exception(failure)
             raise
         else:
-            metrics.BACKEND_REQUESTS.labels(store, OK).inc()
+            metrics.BACKEND_REQUESTS.labels(store, StoreOutcome.OK).inc()
             with self._lock:
                 self._values[key] = _Entry(value, self._clock())
                 self._errors.pop(key, None)
@@ -240,7 +244,9 @@ def _as_store_error(store: str, error: Exception) -> StoreError:
     if isinstance(error, StoreError):
         return error
     return StoreError(
-        store, INVALID, f"the {store} store's answer could not be read ({type(error).__name__})"
+        store,
+        StoreOutcome.INVALID,
+        f"the {store} store's answer could not be read ({type(error).__name__})",
     )
 
 

@@ -21,15 +21,7 @@ from cachetools import LRUCache
 
 from backends import metrics
 from backends.cache import Lookup, SecretCache
-from backends.stores import (
-    FORBIDDEN,
-    INVALID,
-    NOT_CONFIGURED,
-    NOT_FOUND,
-    SecretStore,
-    StoredSecret,
-    StoreError,
-)
+from backends.stores import SecretStore, StoredSecret, StoreError, StoreOutcome
 from backends.tenancy import (
     DEFAULT_AWS_TEMPLATE,
     DEFAULT_VAULT_TEMPLATE,
@@ -69,10 +61,10 @@ REVISIONS_KEPT = 100_000  # policies whose last spec.credentialsRevision is reme
 MEMO_CREDENTIALS = 1_000_000  # credentials kept resolved across calls (about 200 MB at most)
 
 _FIXES = {
-    NOT_FOUND: "create the secret or correct the reference",
-    FORBIDDEN: "grant the server read access to it (docs/backends.md)",
-    NOT_CONFIGURED: "configure that store on the server (docs/backends.md)",
-    INVALID: "store the value in a form docs/backends.md describes",
+    StoreOutcome.NOT_FOUND: "create the secret or correct the reference",
+    StoreOutcome.FORBIDDEN: "grant the server read access to it (docs/backends.md)",
+    StoreOutcome.NOT_CONFIGURED: "configure that store on the server (docs/backends.md)",
+    StoreOutcome.INVALID: "store the value in a form docs/backends.md describes",
 }
 _RETRY_FIX = "its users are denied until the store answers again; check the store"
 
@@ -226,10 +218,14 @@ class CredentialResolver:
             else:
                 credentials = password_credential(document, spec.store, spec.username, source)
         except StoredValueError as error:
-            raise self._unresolved(policy, spec.store, field, str(error), INVALID) from None
+            raise self._unresolved(
+                policy, spec.store, field, str(error), StoreOutcome.INVALID
+            ) from None
         except Exception as error:  # a value of a shape no rule foresaw: this secret only
             problem = f"the stored value could not be read ({type(error).__name__})"
-            raise self._unresolved(policy, spec.store, field, problem, INVALID) from None
+            raise self._unresolved(
+                policy, spec.store, field, problem, StoreOutcome.INVALID
+            ) from None
         limit = self.settings.max_users_per_policy
         if len(credentials) > limit:
             raise TooLargeError(
@@ -297,13 +293,13 @@ class CredentialResolver:
                 ref,
                 field,
                 f"no {ref.store} store is configured on the server",
-                NOT_CONFIGURED,
+                StoreOutcome.NOT_CONFIGURED,
             )
         return store
 
     @staticmethod
     def _unresolved(
-        policy: Policy, ref: StoreRef, field: str, problem: str, outcome: str
+        policy: Policy, ref: StoreRef, field: str, problem: str, outcome: StoreOutcome
     ) -> UnresolvedCredentialError:
         metrics.UNRESOLVED_DENIALS.labels(ref.store).inc()
         return UnresolvedCredentialError(

@@ -7,25 +7,30 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from compiler.model import StoreRef
 
-# Metric labels and log values for what a backend request came to. Never a path or a value.
-OK = "ok"
-NOT_FOUND = "not_found"
-FORBIDDEN = "forbidden"
-UNAVAILABLE = "unavailable"
-TIMEOUT = "timeout"
-INVALID = "invalid"
-NOT_CONFIGURED = "not_configured"
-ERROR = "error"
+
+class StoreOutcome(StrEnum):
+    """What a backend request came to: the metric label and log value (never a path or a
+    value)."""
+
+    OK = "ok"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    UNAVAILABLE = "unavailable"
+    TIMEOUT = "timeout"
+    INVALID = "invalid"
+    NOT_CONFIGURED = "not_configured"
+    ERROR = "error"
 
 
 class StoreError(Exception):
     """A store did not give a secret. The message says why and never quotes a secret."""
 
-    def __init__(self, store: str, outcome: str, message: str) -> None:
+    def __init__(self, store: str, outcome: StoreOutcome, message: str) -> None:
         super().__init__(message)
         self.store = store
         self.outcome = outcome

@@ -25,17 +25,7 @@ import hvac.exceptions
 import requests
 import structlog
 
-from backends.stores import (
-    ERROR,
-    FORBIDDEN,
-    INVALID,
-    NOT_FOUND,
-    TIMEOUT,
-    UNAVAILABLE,
-    StoredSecret,
-    StoreError,
-    content_digest,
-)
+from backends.stores import StoredSecret, StoreError, StoreOutcome, content_digest
 from compiler.model import KvEngine, StoreRef, VaultRef
 
 
@@ -144,13 +134,17 @@ class VaultStore:
             return self.fetch(ref).version
         mount, marker, rest = ref.path.partition("/data/")
         if not marker:
-            raise StoreError(self.name, INVALID, f"{ref.path} is not a KV v2 data path")
+            raise StoreError(
+                self.name, StoreOutcome.INVALID, f"{ref.path} is not a KV v2 data path"
+            )
         metadata = _mapping(self._get(f"{mount}/metadata/{rest}", None).get("data"))
         current = str(metadata.get("current_version") or "")
         state = _mapping(_mapping(metadata.get("versions")).get(current))
         if not current or current == "0" or state.get("destroyed") or _deleted(state):
             raise StoreError(
-                self.name, NOT_FOUND, f"Vault has no live version of {ref.path} (deleted?)"
+                self.name,
+                StoreOutcome.NOT_FOUND,
+                f"Vault has no live version of {ref.path} (deleted?)",
             )
         return current
 
@@ -158,7 +152,7 @@ class VaultStore:
         try:
             return self._request(path, params)
         except StoreError as error:
-            if error.outcome != FORBIDDEN or not self._can_log_in_again:
+            if error.outcome != StoreOutcome.FORBIDDEN or not self._can_log_in_again:
                 raise
         # A token revoked or expired early: log in (or re-read the token file) once more.
         with self._lock:
@@ -174,26 +168,38 @@ class VaultStore:
             self._ensure_token()
             response = self._client.adapter.get(f"/v1/{path}", params=params)
         except hvac.exceptions.InvalidPath:
-            raise StoreError(self.name, NOT_FOUND, f"Vault has no secret at {path}") from None
+            raise StoreError(
+                self.name, StoreOutcome.NOT_FOUND, f"Vault has no secret at {path}"
+            ) from None
         except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
             raise StoreError(
-                self.name, FORBIDDEN, f"Vault denied the server read access to {path}"
+                self.name, StoreOutcome.FORBIDDEN, f"Vault denied the server read access to {path}"
             ) from None
         except (hvac.exceptions.VaultDown, hvac.exceptions.VaultNotInitialized):
-            raise StoreError(self.name, UNAVAILABLE, "Vault is sealed or not initialised") from None
+            raise StoreError(
+                self.name, StoreOutcome.UNAVAILABLE, "Vault is sealed or not initialised"
+            ) from None
         except hvac.exceptions.RateLimitExceeded:
-            raise StoreError(self.name, UNAVAILABLE, "Vault is rate limiting the server") from None
+            raise StoreError(
+                self.name, StoreOutcome.UNAVAILABLE, "Vault is rate limiting the server"
+            ) from None
         except requests.Timeout:
             raise StoreError(
-                self.name, TIMEOUT, f"Vault did not answer within {self.settings.timeout:g}s"
+                self.name,
+                StoreOutcome.TIMEOUT,
+                f"Vault did not answer within {self.settings.timeout:g}s",
             ) from None
         except requests.ConnectionError:
-            raise StoreError(self.name, UNAVAILABLE, "Vault cannot be reached") from None
+            raise StoreError(
+                self.name, StoreOutcome.UNAVAILABLE, "Vault cannot be reached"
+            ) from None
         except hvac.exceptions.VaultError as error:
             status = type(error).__name__
-            raise StoreError(self.name, ERROR, f"Vault answered an error ({status})") from None
+            raise StoreError(
+                self.name, StoreOutcome.ERROR, f"Vault answered an error ({status})"
+            ) from None
         if not isinstance(response, Mapping):
-            raise StoreError(self.name, INVALID, f"Vault answered no JSON for {path}")
+            raise StoreError(self.name, StoreOutcome.INVALID, f"Vault answered no JSON for {path}")
         return response
 
     def _ensure_token(self) -> None:
@@ -298,7 +304,7 @@ def _kv_data(response: Any, ref: VaultRef) -> Mapping[str, Any]:
         data = data.get("data") if isinstance(data, Mapping) else None
     if not isinstance(data, Mapping):
         hint = " (is it a KV v1 secret? set engine: kv-v1)" if ref.engine is KvEngine.V2 else ""
-        raise StoreError("vault", INVALID, f"{ref.path} holds no key/value data{hint}")
+        raise StoreError("vault", StoreOutcome.INVALID, f"{ref.path} holds no key/value data{hint}")
     return data
 
 
@@ -330,4 +336,6 @@ def _read(path: str) -> str:
     try:
         return Path(path).read_text().strip()
     except OSError as error:
-        raise StoreError("vault", ERROR, f"cannot read {path}: {error.strerror}") from None
+        raise StoreError(
+            "vault", StoreOutcome.ERROR, f"cannot read {path}: {error.strerror}"
+        ) from None

@@ -17,7 +17,7 @@ from bench.context import Context
 from bench.fixtures import store_policy
 from bench.results import Row, Section, median, ms, ratio, size, us
 from compiler.model import StoreRef
-from compiler.pipeline import compile_listener, load_policies
+from compiler.pipeline import ListenerCompiler
 from tests.builders import http_listener
 
 TITLE = "2. Compile scaling (in process)"
@@ -94,7 +94,7 @@ class Cold:
     hashing: float
     output: int
     table: int
-    again: Callable[[], Any]  # the same call on the last cold run's resolver: a warm call
+    again: Callable[[], Any]  # the same call on the last cold run's compiler: a warm call
 
 
 def measure_cold(count: int, listener: Any, raw: list[bytes], quick: bool) -> Cold:
@@ -106,12 +106,12 @@ def measure_cold(count: int, listener: Any, raw: list[bytes], quick: bool) -> Co
     result: Any = None
     again: Callable[[], Any] | None = None
     for _ in range(runs):
-        again = None  # only the last run's resolver outlives its run (a smaller heap to walk)
+        again = None  # only the last run's compiler outlives its run (a smaller heap to walk)
         gc.collect()
-        resolver = CredentialResolver(ResolverSettings(), {"vault": store})
+        compiler = ListenerCompiler(CredentialResolver(ResolverSettings(), {"vault": store}))
 
-        def call(resolver: CredentialResolver = resolver) -> Any:
-            return compile_listener(listener, load_policies(raw, resolver))
+        def call(compiler: ListenerCompiler = compiler) -> Any:
+            return compiler.compile(listener, compiler.resolve(compiler.parse(raw)), None)
 
         seconds, result = timed(call)
         colds.append(seconds)
@@ -181,7 +181,7 @@ def run(context: Context) -> Section:
         f"One `usersFrom` policy on `{PATH}`, served from memory by a store object that returns "
         '`StoredSecret(users, "1")`; listener: `tests.builders.http_listener()` (one default '
         "chain). Cold: a fresh CredentialResolver for each run, so nothing is cached; warm: the "
-        "same call again on the last cold run's resolver, the sizes taking turns "
+        "same call again on the last cold run's ListenerCompiler, the sizes taking turns "
         f"({WARM_ROUNDS} turns of {WARM_CALLS_PER_TURN} calls each, after a garbage "
         "collection; median). Linear growth is judged on the cold time per user as a "
         "multiple of hashlib's time per user in the same run, since at 100,000 users even "

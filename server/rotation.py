@@ -40,8 +40,8 @@ from prometheus_client import Gauge
 
 from backends import CredentialResolver, metrics
 from backends.registry import SecretRegistry, Templates, WatchedPolicy, watched_policy
-from backends.stores import NOT_FOUND, OK, SecretStore, StoreError
-from compiler.model import PolicyRef, StoreRef, VaultRef
+from backends.stores import SecretStore, StoreError, StoreOutcome
+from compiler.model import PolicyRef, StoreRef
 
 JITTER = 0.1  # each wait is the interval +- 10 %
 CHECKS_AT_ONCE = 8  # version requests in flight at once: a poll costs about one timeout
@@ -338,7 +338,7 @@ class RotationWatcher:
         except StoreError as error:
             metrics.BACKEND_REQUESTS.labels(store.name, error.outcome).inc()
             return _Asked({document: error for document, _ in uses})
-        metrics.BACKEND_REQUESTS.labels(store.name, OK).inc()
+        metrics.BACKEND_REQUESTS.labels(store.name, StoreOutcome.OK).inc()
         if not isinstance(store, SharedVersions):
             return _Asked({uses[0][0]: version})
         versions = {document: _version_in(store, answer, ref) for document, ref in uses}
@@ -356,14 +356,14 @@ class RotationWatcher:
         failed: dict[tuple[str, str], list[Hashable]] = {}
         for document, outcome in results.items():
             if (
-                isinstance(outcome, StoreError) and outcome.outcome != NOT_FOUND
-            ):  # NOT_FOUND: absent
+                isinstance(outcome, StoreError) and outcome.outcome != StoreOutcome.NOT_FOUND
+            ):  # StoreOutcome.NOT_FOUND: absent
                 failed.setdefault((documents[document].store, outcome.outcome), []).append(document)
         for (store, outcome), failing in sorted(failed.items(), key=lambda item: item[0]):
             policies = self.registry.policies_using(failing)
             log.warning(
                 "rotation.version_failed", store=store, outcome=outcome,
-                secrets=len(failing), some_secrets=_few(_name(documents[d]) for d in failing),
+                secrets=len(failing), some_secrets=_few(documents[d].name for d in failing),
                 policies=len(policies), some_policies=_few(policies),
             )  # fmt: skip
 
@@ -378,7 +378,7 @@ class RotationWatcher:
         again.
         """
         if isinstance(outcome, StoreError):
-            if outcome.outcome != NOT_FOUND:
+            if outcome.outcome != StoreOutcome.NOT_FOUND:
                 self._versions.setdefault(document, UNANSWERED)
                 return False
             outcome = ABSENT
@@ -396,12 +396,12 @@ class RotationWatcher:
         (and forgets a failure it remembered), before Envoy Gateway translates again."""
         failed: dict[tuple[str, str], list[StoreRef]] = {}
         for ref, error in zip(refs, self._all(self._refetch, refs), strict=True):
-            if error is not None and error.outcome != NOT_FOUND:
+            if error is not None and error.outcome != StoreOutcome.NOT_FOUND:
                 failed.setdefault((ref.store, error.outcome), []).append(ref)
         for (store, outcome), refs_failed in sorted(failed.items()):
             log.warning(
                 "rotation.refresh_failed", store=store, outcome=outcome,
-                secrets=len(refs_failed), some_secrets=_few(_name(ref) for ref in refs_failed),
+                secrets=len(refs_failed), some_secrets=_few(ref.name for ref in refs_failed),
             )  # fmt: skip
 
     def _refetch(self, ref: StoreRef) -> StoreError | None:
@@ -478,11 +478,6 @@ def _version_in(
         return store.version_in(answer, ref)
     except StoreError as error:
         return error
-
-
-def _name(ref: StoreRef) -> str:
-    """The secret as the policy names it: a Vault path or an AWS secret ID."""
-    return ref.path if isinstance(ref, VaultRef) else ref.secret_id
 
 
 def _few(items: Iterable[object]) -> str:

@@ -28,7 +28,7 @@ from prometheus_client import REGISTRY
 
 from backends import CredentialResolver, ResolverSettings
 from backends.aws import AwsSecretsManagerStore, AwsSettings
-from backends.stores import FORBIDDEN, TIMEOUT, UNAVAILABLE, StoreError
+from backends.stores import StoreError, StoreOutcome
 from compiler.errors import TenancyError, UnresolvedCredentialError, UnsupportedHashError
 from compiler.htpasswd import parse_like_envoy
 from compiler.model import AwsSecretRef
@@ -366,7 +366,7 @@ def test_secrets_manager_down_denies_the_users_with_outcome_unavailable(
     assert "cannot be reached" in error.problem
     with pytest.raises(StoreError) as raised:
         aws_store.fetch(AwsSecretRef("gateways/team-a/alice"))
-    assert raised.value.outcome == UNAVAILABLE
+    assert raised.value.outcome == StoreOutcome.UNAVAILABLE
 
 
 def test_no_credentials_in_the_default_chain_is_an_outage_the_last_value_rides_out(
@@ -383,7 +383,7 @@ def test_no_credentials_in_the_default_chain_is_an_outage_the_last_value_rides_o
     without = store(aws.endpoint_url)
     with pytest.raises(StoreError) as raised:
         without.fetch(AwsSecretRef("gateways/team-a/alice"))
-    assert raised.value.outcome == UNAVAILABLE
+    assert raised.value.outcome == StoreOutcome.UNAVAILABLE
     assert "no AWS credentials" in str(raised.value)
 
     credentials.stores["aws"] = without  # the chain breaks under the running server
@@ -408,7 +408,7 @@ def test_secrets_manager_that_never_answers_times_out_and_denies(aws: MotoServer
         assert isinstance(only_error(result), UnresolvedCredentialError)
         with pytest.raises(StoreError) as raised:
             aws_store.fetch(AwsSecretRef("gateways/team-a/alice"))
-        assert raised.value.outcome == TIMEOUT
+        assert raised.value.outcome == StoreOutcome.TIMEOUT
 
 
 def test_the_last_good_password_serves_while_the_store_is_down_until_max_stale(
@@ -618,7 +618,7 @@ def test_a_role_the_server_may_not_assume_denies_the_users_as_forbidden(
     assert aws.count("secretsmanager") == 0
     with pytest.raises(StoreError) as raised:
         aws_store.fetch(AwsSecretRef("gateways/team-a/alice"))
-    assert raised.value.outcome == FORBIDDEN
+    assert raised.value.outcome == StoreOutcome.FORBIDDEN
 
 
 def test_the_region_may_come_from_aws_region_as_the_help_says(

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 
 from backends import CredentialResolver, ResolverSettings
 from backends.cache import ERROR_TTL, SecretCache
-from backends.stores import FORBIDDEN, NOT_FOUND, UNAVAILABLE, StoredSecret, StoreError
+from backends.stores import StoredSecret, StoreError, StoreOutcome
 from backends.tenancy import check_template, tenancy_problem
 from backends.values import StoredValueError, password_credential, user_credentials
 from compiler.errors import (
@@ -340,7 +340,9 @@ class Fetches:
             self.count += 1
         time.sleep(self.delay)
         if self.failing:
-            raise StoreError("vault", UNAVAILABLE, "Vault is sealed or not initialised")
+            raise StoreError(
+                "vault", StoreOutcome.UNAVAILABLE, "Vault is sealed or not initialised"
+            )
         return self.value
 
 
@@ -401,7 +403,7 @@ def test_a_revoked_secret_is_not_served_to_callers_that_find_a_refresh_in_flight
 
     def gone() -> str:
         time.sleep(0.3)
-        raise StoreError("vault", NOT_FOUND, "no secret at that path")
+        raise StoreError("vault", StoreOutcome.NOT_FOUND, "no secret at that path")
 
     with pytest.raises(StoreError):
         cache.get("k", "vault", gone)
@@ -420,7 +422,7 @@ def test_a_revoked_secret_is_not_served_to_callers_that_find_a_refresh_in_flight
     with pytest.raises(StoreError):
         cache.get("k", "vault", gone)
     asking.join()
-    assert outcomes == [NOT_FOUND]
+    assert outcomes == [StoreOutcome.NOT_FOUND]
 
 
 def test_after_a_newer_version_was_seen_callers_wait_for_it() -> None:
@@ -475,7 +477,7 @@ def test_the_cache_timeline_fresh_refreshed_stale_then_denied() -> None:
     assert get() == "v2"  # the store is back: served again
 
 
-@pytest.mark.parametrize("outcome", [NOT_FOUND, FORBIDDEN])
+@pytest.mark.parametrize("outcome", [StoreOutcome.NOT_FOUND, StoreOutcome.FORBIDDEN])
 def test_a_deleted_secret_or_revoked_access_denies_at_once_without_a_stale_serve(
     outcome: str,
 ) -> None:
