@@ -12,10 +12,11 @@ which lets each line through once per interval (server/report.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from compiler.memo import BoundedMemo
-from compiler.model import ValueKey
+from compiler.model import PLAIN, ValueKey
 from compiler.pipeline import ParsedPolicies, PolicySet
 from server.report import NO_REJECTIONS, LogEvent, Rejections
 
@@ -33,6 +34,12 @@ class Answer:
     events: tuple[LogEvent, ...]
     summary: tuple[tuple[str, Any], ...]  # the fields of the hook.listener line
     rejections: Rejections = NO_REJECTIONS
+
+    @cached_property
+    def settled(self) -> bool:
+        """Whether the request's bytes alone decide the answer: every policy's credentials
+        are its own spec.password (no store version to ask about)."""
+        return all(key.source == PLAIN for key in self.keys)
 
     def still_holds(self, policies: PolicySet) -> bool:
         return policies.keys == self.keys

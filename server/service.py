@@ -94,10 +94,11 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         started = time.perf_counter()
         try:
             kept, policies = self._answers.find(request), None
-            if kept is not None:
+            if kept is not None and not kept.settled:
                 policies = self._compiler.resolve(kept.parsed)
                 if not kept.still_holds(policies):
                     kept = None
+            reused = kept is not None
             if kept is None:
                 kept = self._compile_in_time(request, policies, started, context)
             self._report(kept)
@@ -115,8 +116,12 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             return kept.response  # no listener: nothing to measure or report
         elapsed = time.perf_counter() - started
         LISTENER_LATENCY.observe(elapsed)
-        if logs.enabled(logging.INFO):  # the line is built only when someone reads it
-            log.info("hook.listener", **dict(kept.summary), ms=round(elapsed * 1000, 2))
+        # An answer compiled anew is news (info); the same answer again, at every
+        # translation, is not (debug). The line is built only when someone reads it.
+        level = logging.DEBUG if reused else logging.INFO
+        if logs.enabled(level):
+            summary = dict(kept.summary, reused=reused, ms=round(elapsed * 1000, 2))
+            log.log(level, "hook.listener", **summary)
         return kept.response
 
     def _report(self, answer: Answer) -> None:

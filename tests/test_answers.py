@@ -52,7 +52,8 @@ def test_a_repeated_request_gets_the_same_bytes_and_its_rejections_are_logged_on
     served: object,
 ) -> None:
     port = free_port()
-    server = served(["--host", "127.0.0.1", "--port", str(port)], port=port)  # type: ignore[operator]
+    args = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "debug"]
+    server = served(args, port=port)  # type: ignore[operator]
     request = call(policy(), policy("broken", "a:b", "pw"))
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         hook = api_grpc.EnvoyGatewayExtensionStub(channel).PostHTTPListenerModify
@@ -62,8 +63,11 @@ def test_a_repeated_request_gets_the_same_bytes_and_its_rejections_are_logged_on
     lines = server.log_lines
     broken = [line for line in lines if "default/broken" in line and "event=policy." in line]
     assert len(broken) == 1 and "event=policy.entries_rejected" in broken[0], broken
-    assert sum("event=hook.listener" in line for line in lines) == 3
-    assert all("rejected_entries=1" in line for line in lines if "event=hook.listener" in line)
+    calls = [line for line in lines if "event=hook.listener" in line]
+    assert len(calls) == 3 and all("rejected_entries=1" in line for line in calls)
+    # compiled once (info), then answered from memory (debug: not news)
+    assert ["level=info" in line and "reused=false" in line for line in calls] == [1, 0, 0]
+    assert all("level=debug" in line and " reused " in line for line in calls[1:])  # a flag
 
 
 @dataclass

@@ -676,7 +676,7 @@ def test_a_policy_that_applies_to_nothing_is_logged_once_not_at_every_call(serve
     assert "{SHA}" not in server.output
 
 
-LOGGED = re.compile(r"\blog\.\w+\(\s*\"([a-z_]+\.[a-z_]+)\"")
+LOGGED = re.compile(r"\blog\.\w+\(\s*(?:\w+,\s*)?\"([a-z_]+\.[a-z_]+)\"")
 ANSWER_EVENT = re.compile(r"LogEvent\(\s*\"\w+\",\s*\"([a-z_]+\.[a-z_]+)\"")
 DOCUMENTED = re.compile(r"^\| `([a-z_]+\.[a-z_]+)` \|", re.MULTILINE)
 
