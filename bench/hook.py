@@ -17,8 +17,8 @@ from bench.processes import BenchServer
 from bench.results import Row, Section, ms, percentile, ratio
 
 TITLE = "1. Hook latency and throughput (gRPC, loopback, warm)"
-P99_TARGET = 0.002  # seconds, one caller
-THROUGHPUT_TARGET = 0.80  # of the baseline's calls per second, 8 callers
+P99_TARGET = 1.2  # x the baseline's p99, one caller
+THROUGHPUT_TARGET = 0.95  # x the baseline's calls per second, 8 callers
 
 
 def merged(phases: list[Concurrent]) -> Concurrent:
@@ -101,8 +101,8 @@ def run(context: Context) -> Section:
                 ms(mine),
                 ms(theirs),
                 ratio(mine, theirs),
-                "< 2 ms" if target else "-",
-                mine < P99_TARGET if target else None,
+                f"<= {P99_TARGET:g}x baseline" if target else "-",
+                mine <= P99_TARGET * theirs if target else None,
             )
         )
     for label, count in (("one", 1), ("eight", 8)):
@@ -115,7 +115,7 @@ def run(context: Context) -> Section:
                 f"{mine:,.0f}",
                 f"{theirs:,.0f}",
                 ratio(mine, theirs),
-                ">= 0.80x baseline" if target else "-",
+                f">= {THROUGHPUT_TARGET:g}x baseline" if target else "-",
                 mine >= THROUGHPUT_TARGET * theirs if target else None,
             )
         )
