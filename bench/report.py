@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.context import Context
 from bench.fixtures import ROOT
+from bench.hook import P99_TARGET
 from bench.results import Row, Section, percentile
 
 MARKER = "<!-- Everything below is written by `python -m bench` (make bench); edit above it. -->"
@@ -200,7 +201,12 @@ def plot(context: Context, path: Path) -> bool:
             linestyle="--",
             label=f"{names.get(label, label).split(':')[0]}: p99",
         )
-    left.axvline(2.0, color="tab:red", linestyle=":", label="target: ours, p99 < 2 ms")
+    baseline = samples.one_caller.get("baseline")
+    if baseline:
+        limit = P99_TARGET * percentile(baseline, 0.99) * 1000
+        left.axvline(
+            limit, color="tab:red", linestyle=":", label=f"target: ours, p99 <= {P99_TARGET:g}x"
+        )
     left.set(title="Hook latency, 1 caller", xlabel="ms per call", ylabel="calls")
     left.legend(**below)
     for label, values in samples.eight_callers.items():
