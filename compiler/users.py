@@ -20,7 +20,6 @@ from compiler.errors import (
     describe,
     internal_error,
 )
-from compiler.gcpause import paused_gc
 from compiler.htpasswd import (
     SHA_SCHEME,
     EnvoyWouldReject,
@@ -77,11 +76,6 @@ class UserTable:
 
 def compile_users(resolved: Sequence[Resolved]) -> UserTable:
     """Validate, hash and de-duplicate every credential, in precedence order."""
-    with paused_gc(sum(len(item.credentials) for item in resolved)):
-        return _compile_users(resolved)
-
-
-def _compile_users(resolved: Sequence[Resolved]) -> UserTable:
     hashes: dict[str, str] = {}  # user name -> {SHA} hash
     owners: dict[str, PolicyRef] = {}  # user name -> the policy that defined it
     errors: list[PolicyError] = []
