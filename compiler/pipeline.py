@@ -25,7 +25,7 @@ from compiler.model import (
     ValueKey,
 )
 from compiler.parse import IgnoredResource, ParsedResource, parse_resources
-from compiler.scope import applies_to_chain
+from compiler.scope import applies_to_chain, of_another_namespace
 from compiler.users import Resolved, UserTable, choose_header, compile_users
 
 
@@ -90,6 +90,9 @@ class ListenerResult:
     # yet protecting nothing here (their targetRefs match no chain). A finding to report,
     # not an error: the call and the listener are unaffected.
     applies_to_nothing: tuple[PolicyRef, ...] = ()
+    # Policies of another namespace on a shared plain-HTTP default chain named after this
+    # namespace's Gateway (merged Gateways): not applied there. Also a finding, not an error.
+    other_namespace: tuple[PolicyRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ def compile_listener(
         users,
         compiled.report,
         compiled.applies_to_nothing,
+        compiled.other_namespace,
     )
 
 
@@ -224,6 +228,7 @@ class _Compiled:
     report: ApplyReport
     tables: tuple[ChainTable, ...]
     applies_to_nothing: tuple[PolicyRef, ...]
+    other_namespace: tuple[PolicyRef, ...]
 
 
 def _compile(
@@ -233,6 +238,7 @@ def _compile(
     tables: dict[tuple[int, ...], tuple[TableKey, ChainTable]] = {}
     plan: dict[tuple[str | None, bool], TableKey | None] = {}
     governing: set[int] = set()
+    foreign: set[int] = set()
     for chain in chains_with_managers(listener):
         chosen = tuple(
             index
@@ -240,6 +246,11 @@ def _compile(
             if applies_to_chain(item.policy, *chain)
         )
         governing.update(chosen)
+        foreign.update(
+            index
+            for index, item in enumerate(policies.resolved)
+            if item.error is None and of_another_namespace(item.policy, *chain)
+        )
         if not chosen and passthrough:
             plan[chain] = None
             continue
@@ -253,8 +264,9 @@ def _compile(
         [part for key, _ in tables.values() for part in key[0]],
         lambda: apply(listener, lambda name, default: _auth(auths, plan[(name, default)])),
     )
-    unused = _applying_to_nothing(policies.resolved, governing) if plan else ()
-    return _Compiled(result, report, tuple(table for _, table in tables.values()), unused)
+    unused = _applying_to_nothing(policies.resolved, governing | foreign) if plan else ()
+    skipped = tuple(sorted({policies.resolved[index].policy.ref for index in foreign}))
+    return _Compiled(result, report, tuple(table for _, table in tables.values()), unused, skipped)
 
 
 def _auth(auths: dict[TableKey, ChainAuth], key: TableKey | None) -> ChainAuth | None:

@@ -278,6 +278,12 @@ def _protecting_nothing(listener: str, result: ListenerResult) -> list[str]:
         "<namespace>/<gateway>/<section>); check its targetRefs (name, sectionName) and "
         "its namespace"
         for ref in result.applies_to_nothing
+    ] + [
+        f"policy {ref} is not applied on listener {listener}: its plain-HTTP filter chain is "
+        "named after another namespace's Gateway (Gateways merged on one port), and a "
+        "listener-level filter cannot tell that Gateway's routes from its own; its users are "
+        "not admitted there (docs/policies.md: merged Gateways)"
+        for ref in result.other_namespace
     ]
 
 

@@ -143,6 +143,19 @@ def answer_events(listener: str, result: ListenerResult) -> tuple[LogEvent, ...]
                 ("policy.applies_to_nothing", listener, result.applies_to_nothing),
             )
         )
+    if result.other_namespace:
+        events.append(
+            LogEvent(
+                "warning",
+                "policy.other_namespace_skipped",
+                (
+                    ("listener", listener),
+                    ("policies", summarize(result.other_namespace)),
+                    ("policy_count", len(result.other_namespace)),
+                ),
+                ("policy.other_namespace_skipped", listener, result.other_namespace),
+            )
+        )
     return tuple(events)
 
 

@@ -686,6 +686,8 @@ case(
     "same-age-claims-are-settled-by-namespace-then-name",
     policy("zed", "admin", "admin-zed-pw", namespace="team-a"),
     policy("abe", "admin", "admin-abe-pw", namespace="team-b"),
+    # a chain no Gateway's name is on: every namespace's policy applies there
+    listener=http_listener(name="shared-by-every-namespace"),
     admitted={"admin": "admin-zed-pw"},
     rejected=(Rejected("team-b/abe", "spec.username", "ConflictError"),),
 )

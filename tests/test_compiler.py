@@ -331,12 +331,30 @@ def test_same_age_conflict_is_settled_by_namespace_then_name() -> None:
     (error,) = result.errors
     assert error.policy.name == "b"
     result = hook(
-        http_listener(),
+        http_listener(name="shared-by-every-namespace"),  # no Gateway's name: all apply
         policy("a", "user", "y", namespace="team-b"),
         policy("z", "user", "x", namespace="team-a"),
     )
     (error,) = result.errors
     assert str(error.policy) == "team-b/a"
+
+
+def test_merged_gateways_another_namespaces_policy_is_not_applied_on_a_shared_chain() -> None:
+    """Merged Gateways share one plain-HTTP default chain, named after the first Gateway's
+    listener: a listener-level filter cannot tell the other Gateway's routes from this
+    one's, so another namespace's policy is left off that chain (never admitting more)."""
+    shared = http_listener(name="team-a/gateway-a/http")
+    own = [{"kind": "Gateway", "name": "gateway-a"}]
+    theirs = [{"kind": "Gateway", "name": "gateway-b"}]
+    result = hook(
+        shared,
+        policy("a", "alice", "alice-pw", namespace="team-a", targets=own),
+        policy("b", "bob", "bob-pw", namespace="team-b", targets=theirs),
+    )
+    assert list(users_of(result)) == ["alice"]
+    assert [str(ref) for ref in result.other_namespace] == ["team-b/b"]
+    assert result.applies_to_nothing == ()  # reported once, as what it is
+    assert result.errors == ()
 
 
 def test_policy_without_creation_time_ranks_after_one_with_it() -> None:
