@@ -97,7 +97,10 @@ def resolver(
 
 
 def hook(credentials: CredentialResolver, *policies: bytes) -> ListenerResult:
-    return compile_listener(http_listener(), load_policies(policies, credentials))
+    # a chain named after no Gateway: every namespace's policy applies there
+    return compile_listener(
+        http_listener(name="any-namespace"), load_policies(policies, credentials)
+    )
 
 
 def admitted(result: ListenerResult) -> dict[str, str]:
@@ -533,7 +536,10 @@ def test_a_hundred_concurrent_hook_calls_on_one_cold_secret_make_one_request(
     try:
         with ThreadPoolExecutor(100) as pool:
             listeners = list(
-                pool.map(lambda _: gateway.translate(http_listener(), [alice]), range(100))
+                pool.map(
+                    lambda _: gateway.translate(http_listener(name="team-a/eg/http"), [alice]),
+                    range(100),
+                )
             )
     finally:
         gateway.close()

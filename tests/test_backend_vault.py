@@ -86,7 +86,8 @@ def gateway(
 
 def hook(resolver: CredentialResolver, *resources: bytes) -> ListenerResult:
     """One hook call for a plain HTTP listener."""
-    return compile_listener(http_listener(), load_policies(resources, resolver))
+    # a chain named after no Gateway: every namespace's policy applies there
+    return compile_listener(http_listener(name="any-namespace"), load_policies(resources, resolver))
 
 
 def admitted(result: ListenerResult) -> dict[str, str]:

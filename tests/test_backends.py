@@ -270,7 +270,10 @@ class RecordingStore:
 def hook(resolver: CredentialResolver, *resources: bytes) -> tuple[dict[str, str], list[Any]]:
     from compiler.htpasswd import parse_like_envoy  # noqa: PLC0415
 
-    result = compile_listener(http_listener(), load_policies(resources, resolver))
+    # a chain named after no Gateway: every namespace's policy applies there
+    result = compile_listener(
+        http_listener(name="any-namespace"), load_policies(resources, resolver)
+    )
     return parse_like_envoy(our_filter(managers(result.listener)[0]).users.inline_string), list(
         result.errors
     )

@@ -87,7 +87,8 @@ def parse_line(line: str, fmt: str) -> dict[str, Any]:
 def send_every_kind_of_mistake(target: str) -> None:
     with grpc.insecure_channel(target) as channel:
         hooks = api_grpc.EnvoyGatewayExtensionStub(channel)
-        for listener_name, policies in (("default/eg/http", POLICIES), ("default/eg/open", [])):
+        # Chains named after no Gateway: the policies of both namespaces apply there.
+        for listener_name, policies in (("shared-http", POLICIES), ("shared-open", [])):
             resources = [api.ExtensionResource(unstructured_bytes=p) for p in policies]
             answer = hooks.PostHTTPListenerModify(
                 api.PostHTTPListenerModifyRequest(
@@ -135,8 +136,8 @@ def test_debug_logs_are_structured_name_policies_and_never_hold_a_secret(
 
     events = [parse_line(line, fmt) for line in server.log_lines]
     hooks = {e["listener"]: e for e in events if e["event"] == "hook.listener"}
-    assert hooks.keys() == {"default/eg/http", "default/eg/open"}
-    assert "default/listeneruser" in hooks["default/eg/http"]["policies"]
+    assert hooks.keys() == {"shared-http", "shared-open"}
+    assert "default/listeneruser" in hooks["shared-http"]["policies"]
     rejected = {
         e["policy"] for e in events if e["event"] in ("policy.rejected", "policy.entries_rejected")
     }
