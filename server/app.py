@@ -24,8 +24,11 @@ from backends.aws import AwsSecretsManagerStore, AwsSettings
 from backends.stores import SecretStore
 from backends.vault import VaultSettings, VaultStore
 from compiler.model import CompileOptions
+from server.audit import AuditSettings, build_trail
 from server.drain import Drain
+from server.events import EventSettings, KubernetesUnreachable, build_recorder
 from server.logs import get_logger
+from server.outcomes import Observer, Observers
 from server.report import REPEAT_INTERVAL
 from server.rotation import RotationWatcher
 from server.service import SERVICE_NAME, CallLimits, ExtensionService, add_to_server
@@ -66,6 +69,10 @@ class ServerSettings:
     # How long before a policy's rejection (or another finding about a call) is logged
     # again; 0: at every call.
     log_repeat_interval: float = REPEAT_INTERVAL
+    # Kubernetes Events on the policies, and the audit trail (both off unless asked here;
+    # the CLI's defaults are auto and stdout).
+    events: EventSettings = field(default_factory=EventSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
 
 def build_resolver(settings: ServerSettings) -> CredentialResolver:
@@ -107,6 +114,31 @@ def build_watcher(settings: ServerSettings, resolver: CredentialResolver) -> Rot
     )
 
 
+def build_observers(settings: ServerSettings) -> Observers:
+    """What the hook tells about each outcome: Kubernetes Events on the policies and the
+    audit trail, each when on. Raises StartupError naming the setting that cannot work."""
+    found: list[Observer] = []
+    try:
+        trail = build_trail(settings.audit)
+    except OSError as error:
+        raise StartupError(
+            "--audit-log",
+            f"cannot open {settings.audit.destination} for appending "
+            f"({error.strerror or type(error).__name__}); choose a writable file, stdout or off",
+        ) from None
+    if trail is not None:
+        found.append(trail)
+    try:
+        recorder = build_recorder(settings.events)
+    except KubernetesUnreachable as error:
+        if trail is not None:
+            trail.close(0.0)
+        raise StartupError("--kubernetes-events", str(error)) from None
+    if recorder is not None:
+        found.append(recorder)
+    return Observers(found)
+
+
 class ExtensionServer:
     """The running server; `stop` lets in-flight calls finish first."""
 
@@ -114,6 +146,8 @@ class ExtensionServer:
         self.settings = settings
         self.resolver = build_resolver(settings)
         self.watcher = build_watcher(settings, self.resolver)
+        # For the hook: it hands each fresh outcome to these (server/outcomes.py).
+        self.observers = build_observers(settings)
         self._drain = Drain()
         limits = settings.limits
         self._grpc = grpc.server(
@@ -193,6 +227,7 @@ class ExtensionServer:
 
     def _release(self) -> None:
         """Give back what a start that failed half-way had bound."""
+        self.observers.close(0.0)
         self._grpc.stop(None)
         if self._health_grpc is not None:
             self._health_grpc.stop(None)
@@ -246,6 +281,7 @@ class ExtensionServer:
         )
         if self.watcher is not None:
             self.watcher.start()
+        self.observers.start()
 
     def stop(self) -> None:
         """Report NOT_SERVING, refuse new calls, let in-flight ones finish, then close.
@@ -268,6 +304,8 @@ class ExtensionServer:
             self._metrics.shutdown()
             self._metrics.server_close()
         self._service.close()
+        # Events and audit lines still queued, within what is left of the grace.
+        self.observers.close(max(0.0, deadline - time.monotonic()))
         self.resolver.close()
         log.info("server.stopped")
 

@@ -22,7 +22,7 @@ from backends.resolver import DEFAULT_MAX_USERS_PER_POLICY
 from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE, check_template
 from backends.vault import AUTH_METHODS, SERVICE_ACCOUNT_TOKEN, VaultSettings
 from compiler.model import CompileOptions, UnprotectedMode
-from server import logs, preflight
+from server import audit, events, logs, preflight
 from server.app import RotationSettings, ServerSettings
 from server.preflight import SettingError
 from server.service import CallLimits
@@ -200,6 +200,18 @@ SERVE_OPTIONS: list[Callable[[F], F]] = [
             help="Namespace of the watcher's Lease (default: the pod's own)."),
     setting("rotation-lease-name", default="extension-server-rotation",
             help="Name of the Lease that lets one replica patch policies at a time."),
+    setting("kubernetes-events", type=click.Choice(events.MODES), default="auto",
+            help="Kubernetes Events on each policy (rejections, users applied or removed, "
+                 "rotations): auto writes them when Kubernetes can be reached (in a pod, or "
+                 "KUBECONFIG set); on also where auto would not, and a start without a "
+                 "Kubernetes configuration fails; off."),
+    setting("kubernetes-events-interval", type=Duration(), default="5m",
+            help="How often an Event that keeps happening is written again (its count); "
+                 "its first occurrence is written at once."),
+    setting("audit-log", default=audit.STDOUT,
+            help="The audit trail, one JSON line per change of who is admitted where: "
+                 "stdout, off, or a file (appended to, created owner-only, reopened when "
+                 "rotated)."),
     setting("aws-region", help="AWS region (default: boto3's, e.g. AWS_REGION)."),
     setting("aws-endpoint-url", help="Secrets Manager endpoint (default: boto3's)."),
     setting("aws-role-arn", help="Role to assume for Secrets Manager."),
@@ -270,6 +282,7 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
     )
     unix_socket = options["unix_socket"] or None
     preflight.check_unix_socket(unix_socket)
+    check_observers(options["kubernetes_events_interval"], options["audit_log"])
     preflight.check_ports(
         [
             ("--port", None if unix_socket else options["port"]),
@@ -304,9 +317,34 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
         ),
         unix_socket=unix_socket,
         log_repeat_interval=options["log_repeat_interval"],
+        events=events.EventSettings(
+            mode=options["kubernetes_events"], interval=options["kubernetes_events_interval"]
+        ),
+        audit=audit.AuditSettings(destination=options["audit_log"]),
         limits=CallLimits(
             max_message_size=options["max_message_size"],
             max_concurrent_calls=options["max_concurrent_calls"] or None,
             call_timeout=options["call_timeout"],
         ),
     )
+
+
+def check_observers(interval: float, audit_log: str) -> None:
+    """The Event interval and the audit destination, before anything is opened."""
+    if interval < 1:
+        raise SettingError(
+            "--kubernetes-events-interval",
+            f"{interval:g}s is too short; at least 1s (the default 5m writes a repeating "
+            "Event once every five minutes)",
+        )
+    if audit_log in (audit.STDOUT, audit.OFF):
+        return
+    path = Path(audit_log)
+    if not audit_log.strip():
+        raise SettingError("--audit-log", "is empty; give stdout, off or a file path")
+    if path.is_dir():
+        raise SettingError("--audit-log", f"{audit_log} is a directory; name a file in it")
+    if not path.parent.is_dir():
+        raise SettingError(
+            "--audit-log", f"{path.parent} does not exist; create it or choose another file"
+        )

@@ -1,0 +1,507 @@
+"""Kubernetes Events on each policy, written by the real recorder through the real lightkube
+client to the Kubernetes API stand-in (tests/support/kube.py), which validates events.k8s.io/v1
+Events as the API server does.
+
+The story of a policy's owner: a rejected policy gets a Warning naming its failure family
+with the message `compile` prints; an accepted one gets a Normal Event when the users it
+admits on a Gateway change, and when a new version of its secret reaches it. Envoy Gateway
+asks again on every translation: the same outcome 100 times is one Event with a count,
+written at once and then at most once per interval. Whatever the API server does (hang,
+answer 500), `observe` returns at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from backends import CredentialResolver, ResolverSettings
+from compiler import errors
+from compiler.model import PolicyRef
+from compiler.pipeline import compile_listener, load_policies
+from server.changes import Place
+from server.events import (
+    NOTE_LIMIT,
+    UNRESOLVED_REASONS,
+    WARNING_REASONS,
+    EventFolder,
+    EventRecorder,
+    EventWriter,
+    rejection_event,
+    warning_reason,
+)
+from server.outcomes import (
+    Admission,
+    ListenerOutcome,
+    PolicyIdentity,
+    Rejection,
+    Source,
+)
+from tests.builders import http_listener, policy, router
+from tests.support.describe import describe, events_of
+from tests.support.kube import KubeStandIn
+from tests.support.secrets import leaks
+
+EVENTS = "/apis/events.k8s.io/v1/namespaces/"
+LISTENER = "default/eg/https"
+WEB = PolicyIdentity("team-a", "web", "2b0f6c1e-web")
+SHOP = PolicyIdentity("team-a", "shop", "9d41aa07-shop")
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[KubeStandIn]:
+    """The API stand-in; its Events end up in a *.log for the suite's secret scan."""
+    with KubeStandIn() as standin:
+        yield standin
+        written = standin.items("Event")
+    (tmp_path / "kube-events.log").write_text("".join(json.dumps(e) + "\n" for e in written))
+    assert leaks([("events", json.dumps(written))]) == []
+
+
+Recorders = Callable[..., EventRecorder]
+
+
+@pytest.fixture
+def recorders(kube: KubeStandIn) -> Iterator[Recorders]:
+    """Started recorders writing to the stand-in (as replica `instance`); closed after."""
+    made: list[EventRecorder] = []
+
+    def make(
+        interval: float = 60.0, instance: str = "replica-a", *, start: bool = True, **kw: Any
+    ) -> EventRecorder:
+        recorder = EventRecorder(
+            EventWriter(kube.client(), f"extension-server-{instance}"), interval, **kw
+        )
+        if start:
+            recorder.start()
+        made.append(recorder)
+        return recorder
+
+    yield make
+    kube.release()
+    for recorder in made:
+        recorder.close(5.0)
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
+    """A bound on a wait (never a measurement)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.01)
+
+
+def writes(kube: KubeStandIn) -> list[str]:
+    """The writes the API stand-in received (creates and patches of Events)."""
+    return [r.method for r in kube.requests if r.method in ("POST", "PATCH")]
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def logged(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
+    return [
+        record.msg
+        for record in caplog.records
+        if isinstance(record.msg, dict) and record.msg.get("event") == name
+    ]
+
+
+def outcome(
+    *admissions: Admission, rejections: tuple[Rejection, ...] = (), listener: str = LISTENER
+) -> ListenerOutcome:
+    return ListenerOutcome(listener, admissions, rejections)
+
+
+def admits(
+    who: PolicyIdentity,
+    *users: str,
+    source: Source | None = None,
+    listener: str = LISTENER,
+    section: str = "https",
+) -> Admission:
+    return Admission(listener, "default/eg", section, who, frozenset(users), source)
+
+
+def rejected(error: errors.PolicyError, uid: str = WEB.uid or "", **kw: Any) -> Rejection:
+    return Rejection.of(error, uid=uid, whole_policy=kw.pop("whole_policy", True), **kw)
+
+
+def only_event(kube: KubeStandIn, who: PolicyIdentity = WEB) -> dict[str, Any]:
+    (event,) = events_of(kube, who.namespace, who.name, who.uid)
+    return event
+
+
+# --- Warnings: one per failure family ------------------------------------------------------
+
+
+def every_family() -> list[type[errors.PolicyError]]:
+    found: list[type[errors.PolicyError]] = []
+    pending = [errors.PolicyError]
+    while pending:
+        cls = pending.pop()
+        found.extend(cls.__subclasses__())
+        pending.extend(cls.__subclasses__())
+    return sorted(set(found), key=lambda c: c.reason)
+
+
+def test_every_failure_family_has_its_own_warning_reason() -> None:
+    families = {cls.reason for cls in every_family()}
+    assert families - {"unresolved"} == set(WARNING_REASONS)
+    reasons = [
+        warning_reason(rejected(cls(PolicyRef("a", "b"), "f", "p", "x"))) for cls in every_family()
+    ]
+    assert len(reasons) == len(set(reasons)), reasons
+    assert all(reason[0].isupper() and reason.isalnum() for reason in reasons)
+    # unresolved: by what the store answered, never by the message's words
+    unresolved = errors.UnresolvedCredentialError(PolicyRef("a", "b"), "f", "p", "x")
+    by_outcome = {o: warning_reason(rejected(unresolved, outcome=o)) for o in UNRESOLVED_REASONS}
+    assert by_outcome["not_found"] == "SecretNotFound"
+    assert by_outcome["forbidden"] == "SecretAccessDenied"
+    assert by_outcome["unavailable"] == by_outcome["timeout"] == "StoreUnavailable"
+    assert warning_reason(rejected(unresolved)) == "CredentialsUnresolved"
+
+
+def errors_of(raws: list[bytes]) -> list[errors.PolicyError]:
+    """The compiler's own errors for these policies (no store configured)."""
+    resolver = CredentialResolver(ResolverSettings(), {})
+    return list(compile_listener(http_listener(router()), load_policies(raws, resolver)).errors)
+
+
+def compiled_errors() -> list[errors.PolicyError]:
+    """Real rejections: the compiler's own errors for broken policies (no store needed)."""
+    raws = [
+        policy("bad-user", "a:b", "pw-bad-user-1"),
+        policy("bad-password", "carol", "pw\x07bell"),
+        policy("bad-header", "dave", "pw-bad-header", header="Authorization"),
+        policy("first", "erin", "pw-first-1234"),
+        policy("second", "erin", "pw-second-123"),
+        policy("no-target", "frank", "pw-no-target-1", targetRefs=[]),
+        policy(
+            "tenant",
+            "gina",
+            None,
+            passwordFrom={"vault": {"path": "secret/data/gateways/other/x", "key": "pw"}},
+        ),
+        b'{"apiVersion": "example.extensions.io/v1alpha1", "kind": "ListenerContextExample",'
+        b' "metadata": {"name": "broken", "namespace": "default"}, "spec": "nope"}',
+    ]
+    return errors_of(raws)
+
+
+def test_one_warning_per_failure_family_with_the_message_compile_prints(
+    kube: KubeStandIn, recorders: Recorders
+) -> None:
+    real = compiled_errors()
+    assert {e.reason for e in real} >= {
+        "invalid_username", "invalid_password", "invalid_header", "conflict", "malformed",
+        "no_target", "tenancy",
+    }  # fmt: skip
+    made = [
+        cls(PolicyRef("team-a", "web"), "spec.x", "what is wrong", "what to do")
+        for cls in every_family()
+    ]
+    rejections = [rejected(e, uid=f"uid-{e.policy.name}") for e in real] + [
+        rejected(e) for e in made
+    ]
+    recorder = recorders()
+    for rejection in rejections:
+        recorder.observe(outcome(rejections=(rejection,)))
+    wait_for(lambda: len(kube.items("Event")) == len(rejections), "one Event per rejection")
+    for rejection in rejections:
+        who = rejection.policy
+        (event,) = [
+            e for e in events_of(kube, who.namespace, who.name, who.uid)
+            if e["note"] == rejection.message and e["reason"] == warning_reason(rejection)
+        ]  # fmt: skip
+        assert event["type"] == "Warning"
+        assert event["reason"] == warning_reason(rejection)
+        assert event["action"] == "Compile"
+        assert event["metadata"]["namespace"] == who.namespace
+        assert event["regarding"] == {
+            "apiVersion": "example.extensions.io/v1alpha1",
+            "kind": "ListenerContextExample",
+            "namespace": who.namespace,
+            "name": who.name,
+            "uid": who.uid,
+        }
+        assert event["reportingController"] == "extension-server"
+        assert event["reportingInstance"] == "extension-server-replica-a"
+        assert "series" not in event or event["series"] is None
+    reasons = {e["reason"] for e in kube.items("Event")}
+    assert {"InvalidUsername", "InvalidPassword", "Conflict", "MalformedPolicy"} <= reasons
+    assert len(reasons) == len(every_family())  # one reason per family, 'unresolved' once
+    assert "pw-bad-user-1" not in json.dumps(kube.items("Event"))
+
+
+# --- folding --------------------------------------------------------------------------------
+
+
+def test_a_hundred_identical_outcomes_are_one_event_written_twice(
+    kube: KubeStandIn, recorders: Recorders
+) -> None:
+    """Created at the first, counted in memory after, written again at the interval (here
+    at close, which writes what is pending): two writes for 100 calls."""
+    error = errors.InvalidUsernameError(PolicyRef("team-a", "web"), "spec.username", "bad", "fix")
+    same = outcome(admits(SHOP, "alice"), rejections=(rejected(error),))
+    recorder = recorders(interval=3600)
+    recorder.observe(same)
+    wait_for(lambda: len(writes(kube)) == 2, "the first Warning and UsersApplied")
+    for _ in range(99):
+        recorder.observe(same)
+    assert recorder.settled(10)
+    assert writes(kube) == ["POST", "POST"]  # nothing more within the interval
+    recorder.close(5.0)
+    print(
+        f"\n100 identical outcomes: {writes(kube).count('POST')} creates and "
+        f"{writes(kube).count('PATCH')} patch of the series ({len(writes(kube))} writes)"
+    )
+    assert sorted(writes(kube)) == ["PATCH", "POST", "POST"]
+    warning = only_event(kube)
+    assert warning["series"]["count"] == 100
+    assert warning["series"]["lastObservedTime"] >= warning["eventTime"]
+    applied = only_event(kube, SHOP)
+    assert applied["reason"] == "UsersApplied" and applied.get("series") is None  # once
+
+
+def test_repeats_are_written_at_most_once_per_interval(
+    kube: KubeStandIn, recorders: Recorders
+) -> None:
+    error = errors.TenancyError(PolicyRef("team-a", "web"), "vault.path", "outside", "fix")
+    same = outcome(rejections=(rejected(error),))
+    recorder = recorders(interval=0.3)
+    recorder.observe(same)
+    wait_for(lambda: writes(kube) == ["POST"], "the create")
+    for _ in range(10):
+        recorder.observe(same)
+    wait_for(lambda: writes(kube) == ["POST", "PATCH"], "the series patch after the interval")
+    assert only_event(kube)["series"]["count"] == 11
+    time.sleep(1.0)  # three intervals with no new occurrence
+    assert writes(kube) == ["POST", "PATCH"]  # nothing to add: nothing written
+    patch = kube.patches[-1][1]
+    assert set(patch) == {"metadata", "series"} and set(patch["metadata"]) == {"resourceVersion"}
+
+
+def test_other_replicas_and_restarts_add_to_the_same_event(
+    kube: KubeStandIn, recorders: Recorders
+) -> None:
+    """The name is the content's: a second replica's create finds it (409), reads it and
+    raises its count; a stale resourceVersion (409 Conflict) is read again."""
+    error = errors.ConflictError(PolicyRef("team-a", "web"), "spec.username", "taken", "rename")
+    same = outcome(rejections=(rejected(error),))
+    a, b = recorders(instance="a"), recorders(instance="b")
+    a.observe(same)
+    wait_for(lambda: writes(kube) == ["POST"], "replica a's create")
+    b.observe(same)
+    wait_for(lambda: writes(kube) == ["POST", "POST", "PATCH"], "replica b adding to it")
+    assert only_event(kube)["series"]["count"] == 2
+    a.observe(same)
+    a.close(5.0)  # a's resourceVersion is b's predecessor: conflict, read, patch
+    event = only_event(kube)
+    assert event["series"]["count"] == 3
+    assert event["reportingInstance"] == "extension-server-a"  # who reported it first
+    methods = [r.method for r in kube.requests]
+    assert methods.count("GET") == 2  # b after AlreadyExists, a after Conflict
+    restarted = recorders(instance="a2")  # a restart: a new process, the same Event
+    restarted.observe(same)
+    restarted.close(5.0)
+    assert only_event(kube)["series"]["count"] == 4
+
+
+def test_an_expired_event_is_created_again(kube: KubeStandIn, recorders: Recorders) -> None:
+    error = errors.TooLargeError(PolicyRef("team-a", "web"), "usersFrom", "too many", "split")
+    same = outcome(rejections=(rejected(error),))
+    recorder = recorders(interval=0.2)
+    recorder.observe(same)
+    wait_for(lambda: writes(kube) == ["POST"], "the create")
+    name = only_event(kube)["metadata"]["name"]
+    assert kube.delete("Event", "team-a", name)  # the API server's TTL ran out
+    recorder.observe(same)
+    wait_for(lambda: writes(kube) == ["POST", "PATCH", "POST"], "a new Event")
+    event = only_event(kube)
+    assert event["metadata"]["name"] == name and event.get("series") is None
+
+
+def test_long_notes_are_cut_to_the_apis_limit(kube: KubeStandIn, recorders: Recorders) -> None:
+    """events.k8s.io allows 1 KiB of note (the stand-in refuses more, as the API server)."""
+    long = errors.InvalidUsernameError(
+        PolicyRef("team-a", "web"), "spec.users", "é" * 2000, "fix it"
+    )
+    many = [f"user-{n:05d}" for n in range(5000)]
+    recorder = recorders()
+    recorder.observe(outcome(admits(SHOP, *many), rejections=(rejected(long),)))
+    wait_for(lambda: len(kube.items("Event")) == 2, "both Events")
+    warning, applied = only_event(kube), only_event(kube, SHOP)
+    assert len(warning["note"].encode()) <= NOTE_LIMIT and warning["note"].endswith("...")
+    assert len(applied["note"].encode()) <= NOTE_LIMIT
+    assert applied["note"].startswith("admits 5000 users on Gateway default/eg listener https: ")
+    assert applied["note"].endswith(" more)") and "user-00000, user-00001" in applied["note"]
+    assert metric("extension_server_kubernetes_event_writes_total", result="refused") == 0
+
+
+# --- the API server misbehaves: observe does not care -------------------------------------------
+
+
+def test_a_hung_api_server_never_holds_up_observe(kube: KubeStandIn, recorders: Recorders) -> None:
+    error = errors.InvalidPasswordError(PolicyRef("team-a", "web"), "spec.password", "bad", "fix")
+    same = outcome(rejections=(rejected(error),))
+    recorder = recorders(interval=3600)
+    kube.hang()
+    recorder.observe(same)
+    wait_for(lambda: kube.waiting == 1, "the create to reach the hung server")
+    for _ in range(1000):
+        recorder.observe(same)  # each returns while the server still holds the request
+    assert kube.waiting == 1 and kube.items("Event") == []
+    assert recorder.settled(10)  # folded meanwhile, by the other thread
+    kube.release()
+    recorder.close(5.0)
+    assert only_event(kube)["series"]["count"] == 1001
+
+
+@pytest.mark.parametrize("fault", ["failing", "unavailable"])
+def test_an_api_server_answering_500_or_503_never_fails_observe(
+    kube: KubeStandIn, recorders: Recorders, caplog: pytest.LogCaptureFixture, fault: str
+) -> None:
+    caplog.set_level(logging.WARNING)
+    error = errors.PlaintextForbiddenError(PolicyRef("team-a", "web"), "spec.password", "no", "x")
+    same = outcome(rejections=(rejected(error),))
+    failed = metric("extension_server_kubernetes_event_writes_total", result="failed")
+    setattr(kube, fault, True)
+    recorder = recorders(interval=0.2)
+    for _ in range(50):
+        recorder.observe(same)
+    wait_for(lambda: writes(kube).count("POST") >= 2, "a create and its retry")
+    assert kube.items("Event") == []
+    assert metric("extension_server_kubernetes_event_writes_total", result="failed") > failed
+    (line,) = logged(caplog, "events.write_failed")  # bounded: one line a minute
+    assert line["status"] == (500 if fault == "failing" else 503) and line["retried"] == "yes"
+    setattr(kube, fault, False)
+    wait_for(lambda: kube.items("Event"), "the Event once the server answers")
+    assert only_event(kube)["series"]["count"] == 50  # nothing lost
+
+
+def test_a_full_queue_drops_counts_and_says_so_once(
+    recorders: Recorders, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    before = metric("extension_server_observer_dropped_total", observer="events", why="queue_full")
+    recorder = recorders(start=False, queue_size=5)  # nothing drains it
+    for _ in range(12):
+        recorder.observe(outcome())
+    for _ in range(100):
+        recorder.rotated(WEB, Source("vault", "secret/data/x", "2"))
+    dropped = metric("extension_server_observer_dropped_total", observer="events", why="queue_full")
+    assert dropped - before == 107
+    (line,) = logged(caplog, "observer.dropped")  # the first drop; the rest wait a minute
+    assert line["observer"] == "events" and line["why"] == "queue_full=1"
+
+
+def test_the_events_held_are_bounded() -> None:
+    drops: list[tuple[str, int]] = []
+    folder = EventFolder(60, max_events=3, on_drop=lambda why, n: drops.append((why, n)))
+    for n in range(5):
+        error = errors.InvalidUsernameError(PolicyRef("team-a", f"p{n}"), "f", "bad", "fix")
+        folder.record(rejection_event(rejected(error)))
+    assert len(folder) == 3 and drops == [("cache_full", 1), ("cache_full", 1)]
+
+
+# --- Normal Events: users applied and removed, credentials rotated ---------------------------
+
+
+def test_users_applied_removed_and_rotated_on_the_policy(
+    kube: KubeStandIn, recorders: Recorders
+) -> None:
+    v3, v4 = (Source("vault", "secret/data/gateways/team-a/web", v) for v in ("3", "4"))
+    recorder = recorders()
+    steps = [
+        outcome(admits(WEB, "alice", "bob", source=v3)),  # the baseline
+        outcome(admits(WEB, "alice", "bob", source=v3)),  # the same: nothing new
+        outcome(admits(WEB, "alice", "bob", "carol", source=v3)),
+        outcome(admits(WEB, "alice", "carol", source=v3)),
+        outcome(admits(WEB, "alice", "carol", source=v4)),  # the new version compiled
+        outcome(admits(SHOP, "zed"), listener="default/other/http"),  # another listener only
+    ]
+    for step in steps[:4]:
+        recorder.observe(step)
+    recorder.rotated(WEB, v4)  # the watcher applied version 4
+    for step in steps[4:]:
+        recorder.observe(step)
+    gone = errors.UnresolvedCredentialError(PolicyRef("team-a", "web"), "vault.path", "gone", "x")
+    recorder.observe(outcome(rejections=(rejected(gone, outcome="not_found"),)))
+    assert recorder.settled(10)
+    recorder.close(5.0)
+    notes = [
+        (e["type"], e["reason"], e["note"], (e.get("series") or {}).get("count", 1))
+        for e in events_of(kube, "team-a", "web", WEB.uid)
+    ]
+    on = "Gateway default/eg listener https"
+    rotation = "now reads version 4 of vault secret secret/data/gateways/team-a/web"
+    assert notes[:4] == [
+        ("Normal", "UsersApplied", f"admits 2 users on {on}: alice, bob", 1),
+        ("Normal", "UsersApplied", f"admits 3 users on {on}; added 1: carol", 1),
+        ("Normal", "UsersRemoved", f"admits 2 users on {on}; removed 1: bob", 1),
+        # the watcher's call and the compiled answer: one Event
+        ("Normal", "CredentialsRotated", rotation, 2),
+    ]
+    # then the secret is gone: its users leave, and why (one outcome: either order)
+    assert sorted(notes[4:]) == [
+        (
+            "Normal",
+            "UsersRemoved",
+            f"admits no user on {on}; removed 2 (SecretNotFound): alice, carol",
+            1,
+        ),
+        ("Warning", "SecretNotFound", str(gone), 1),
+    ]
+    # default/other/http is another listener: this one not being sent removes nothing
+    assert len(notes) == 6
+
+
+def test_a_place_without_a_gateway_name_is_the_envoy_listener() -> None:
+    assert str(Place("", "", "default/eg/http")) == "Envoy listener default/eg/http"
+    assert str(Place("default/eg", "", "x")) == "Gateway default/eg"
+
+
+# --- what a policy's owner sees ------------------------------------------------------------------
+
+
+def test_kubectl_describe_of_a_rejected_and_an_accepted_policy(
+    kube: KubeStandIn, recorders: Recorders
+) -> None:
+    raw = policy("web", "a:b", "pw-describe-1", "team-a")
+    rejected_policy = kube.put_policy(json.loads(raw))
+    source = {"awsSecretsManager": {"secretId": "gateways/team-a/shop"}}
+    accepted_policy = kube.put_policy(
+        json.loads(policy("shop", "alice", None, "team-a", passwordFrom=source))
+    )
+    web = PolicyIdentity("team-a", "web", rejected_policy["metadata"]["uid"])
+    shop = PolicyIdentity("team-a", "shop", accepted_policy["metadata"]["uid"])
+    (error,) = errors_of([raw])
+    bad = Rejection.of(error, uid=web.uid, whole_policy=False)
+    v7 = Source("aws", "gateways/team-a/shop", "a1b2c3d4-0007")
+    recorder = recorders(interval=3600)
+    for n in range(100):
+        users = ("alice", "bob") if n < 50 else ("alice", "bob", "carol")
+        recorder.observe(outcome(admits(shop, *users, source=v7), rejections=(bad,)))
+    recorder.rotated(shop, Source("aws", "gateways/team-a/shop", "a1b2c3d4-0008"))
+    recorder.close(5.0)
+    for obj in (rejected_policy, accepted_policy):
+        text = describe(kube, obj)
+        print("\n$ kubectl describe listenercontextexample -n team-a " + obj["metadata"]["name"])
+        print(text)
+    rows = [line.split()[:2] for line in describe(kube, rejected_policy).splitlines()[7:]]
+    assert rows == [["Warning", "InvalidUsername"]]
+    assert "(x100 over" in describe(kube, rejected_policy)
+    accepted = describe(kube, accepted_policy)
+    rows = [line.split()[:2] for line in accepted.splitlines()[7:]]
+    assert rows == [["Normal", "UsersApplied"]] * 2 + [["Normal", "CredentialsRotated"]]
+    assert "added 1: carol" in accepted and "version a1b2c3d4-0008 of aws" in accepted
+    print(f"Event writes for these 100 calls: {len(writes(kube))} ({writes(kube)})")
