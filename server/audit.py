@@ -77,13 +77,15 @@ class StdoutSink:
 class AuditFile:
     """A file appended to, created owner-only, reopened when rotated away.
 
-    Raises OSError when it cannot be opened (the server does not start then).
+    Raises OSError when it cannot be opened (the server does not start then). It is opened
+    for that check and closed again: it is held open from the first line on.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._fd = self._open()
+        os.close(self._open())
+        self._fd = -1
 
     def write(self, text: str) -> None:
         data = text.encode()

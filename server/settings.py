@@ -8,6 +8,7 @@ names), the default. Settings never come from a policy.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -342,9 +343,9 @@ def check_observers(interval: float, audit_log: str) -> None:
     path = Path(audit_log)
     if not audit_log.strip():
         raise SettingError("--audit-log", "is empty; give stdout, off or a file path")
-    if path.is_dir():
+    if os.path.isdir(path):
         raise SettingError("--audit-log", f"{audit_log} is a directory; name a file in it")
-    if not path.parent.is_dir():
+    if not os.path.isdir(path.parent):
         raise SettingError(
             "--audit-log", f"{path.parent} does not exist; create it or choose another file"
         )

@@ -12,8 +12,11 @@ answer 500), `observe` returns at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,14 +29,20 @@ from backends import CredentialResolver, ResolverSettings
 from compiler import errors
 from compiler.model import PolicyRef
 from compiler.pipeline import compile_listener, load_policies
+from server.app import ExtensionServer, ServerSettings, StartupError
+from server.audit import AuditSettings
 from server.changes import Place
+from server.cli import main
 from server.events import (
     NOTE_LIMIT,
     UNRESOLVED_REASONS,
     WARNING_REASONS,
     EventFolder,
     EventRecorder,
+    EventSettings,
     EventWriter,
+    KubernetesUnreachable,
+    build_recorder,
     rejection_event,
     warning_reason,
 )
@@ -44,6 +53,7 @@ from server.outcomes import (
     Rejection,
     Source,
 )
+from server.settings import server_settings
 from tests.builders import http_listener, policy, router
 from tests.support.describe import describe, events_of
 from tests.support.kube import KubeStandIn
@@ -505,3 +515,92 @@ def test_kubectl_describe_of_a_rejected_and_an_accepted_policy(
     assert rows == [["Normal", "UsersApplied"]] * 2 + [["Normal", "CredentialsRotated"]]
     assert "added 1: carol" in accepted and "version a1b2c3d4-0008 of aws" in accepted
     print(f"Event writes for these 100 calls: {len(writes(kube))} ({writes(kube)})")
+
+
+# --- where Events are on, and the server that builds and closes them ----------------------
+
+
+@pytest.fixture
+def no_kubernetes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Outside a pod, no KUBECONFIG, and a HOME without ~/.kube/config."""
+    for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_the_cli_defaults_are_auto_every_five_minutes_and_stdout() -> None:
+    command = main.commands["serve"]
+    with command.make_context("serve", []) as context:
+        settings = server_settings(context.params)
+    assert settings.events == EventSettings(mode="auto", interval=300.0)
+    assert settings.audit == AuditSettings(destination="stdout")
+    assert ServerSettings().events.mode == "off" and ServerSettings().audit.destination == "off"
+
+
+def test_auto_writes_events_where_kubernetes_can_be_reached(
+    kube: KubeStandIn,
+    no_kubernetes: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert build_recorder(EventSettings(mode="auto")) is None  # a laptop without a cluster
+    assert build_recorder(EventSettings(mode="off")) is None
+    with pytest.raises(KubernetesUnreachable, match="no Kubernetes configuration"):
+        build_recorder(EventSettings(mode="on"))
+    # a pod whose ServiceAccount token is not mounted: said once, served without Events
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    caplog.set_level(logging.WARNING)
+    assert build_recorder(EventSettings(mode="auto")) is None
+    (line,) = logged(caplog, "events.disabled")
+    assert "no Kubernetes configuration" in line["reason"]
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    # KUBECONFIG set: on
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig(no_kubernetes / "kubeconfig")))
+    recorder = build_recorder(EventSettings(mode="auto", interval=42))
+    assert recorder is not None and recorder.folder.interval == 42
+    assert recorder.writer.instance.startswith("extension-server-")
+
+
+def test_the_server_builds_both_and_its_stop_does_not_wait_for_a_hung_api_server(
+    kube: KubeStandIn, no_kubernetes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig(no_kubernetes / "kubeconfig")))
+    audit_log = no_kubernetes / "audit.log"
+    settings = ServerSettings(
+        host="127.0.0.1",
+        port=0,
+        shutdown_grace=1.0,
+        events=EventSettings(mode="auto"),
+        audit=AuditSettings(destination=str(audit_log)),
+    )
+    server = ExtensionServer(settings)
+    assert [type(o).__name__ for o in server.observers.observers] == ["AuditTrail", "EventRecorder"]
+    server.start()
+    kube.hang()
+    error = errors.InvalidUsernameError(PolicyRef("team-a", "web"), "spec.username", "bad", "fix")
+    server.observers.observe(outcome(admits(WEB, "alice"), rejections=(rejected(error),)))
+    wait_for(lambda: kube.waiting == 1, "an Event write held by the API server")
+    server.stop()  # within the grace, the write still held
+    assert kube.waiting >= 1
+    assert json.loads(audit_log.read_text())["event"] == "access.snapshot"
+
+
+def test_a_server_whose_start_fails_closes_its_audit_file(no_kubernetes: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = ServerSettings(
+            host="127.0.0.1",
+            port=taken.getsockname()[1],
+            audit=AuditSettings(destination=str(no_kubernetes / "audit.log")),
+        )
+        with pytest.raises(StartupError, match="--port"):
+            ExtensionServer(settings)
+    assert (no_kubernetes / "audit.log").exists()
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            held.append(os.readlink(fd))
+    assert str(no_kubernetes / "audit.log") not in held
