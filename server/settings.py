@@ -71,6 +71,30 @@ class ByteSize(click.ParamType[int]):
         return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
 
 
+class OnOff(click.Choice[str]):
+    """A choice that also takes YAML's booleans (`on`, `off`, `yes`, `no` in a --config file
+    are true and false there): true is `on`, false `off`."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        return str(super().convert(value, param, ctx))
+
+
+class AuditDestination(click.ParamType[str]):
+    """`stdout`, `off`, or a file path; YAML's false (`off` in a --config file) is `off`,
+    and true `stdout`, not a file named "False" or "True"."""
+
+    name = "stdout|off|FILE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if isinstance(value, bool):
+            return audit.STDOUT if value else audit.OFF
+        if not isinstance(value, str):
+            self.fail(f"{value!r} is not stdout, off or a file path", param, ctx)
+        return value
+
+
 def setting(name: str, *also: str, **kwargs: Any) -> Callable[[F], F]:
     """A `--name` option that also reads EXTENSION_SERVER_NAME (and the variables `also`)."""
     envvar = [ENV_PREFIX + name.upper().replace("-", "_"), *also]
@@ -201,7 +225,7 @@ SERVE_OPTIONS: list[Callable[[F], F]] = [
             help="Namespace of the watcher's Lease (default: the pod's own)."),
     setting("rotation-lease-name", default="extension-server-rotation",
             help="Name of the Lease that lets one replica patch policies at a time."),
-    setting("kubernetes-events", type=click.Choice(events.MODES), default="auto",
+    setting("kubernetes-events", type=OnOff(events.MODES), default="auto",
             help="Kubernetes Events on each policy (rejections, users applied or removed, "
                  "rotations): auto writes them when Kubernetes can be reached (in a pod, or "
                  "KUBECONFIG set); on also where auto would not, and a start without a "
@@ -209,7 +233,7 @@ SERVE_OPTIONS: list[Callable[[F], F]] = [
     setting("kubernetes-events-interval", type=Duration(), default="5m",
             help="How often an Event that keeps happening is written again (its count); "
                  "its first occurrence is written at once."),
-    setting("audit-log", default=audit.STDOUT,
+    setting("audit-log", type=AuditDestination(), default=audit.STDOUT,
             help="The audit trail, one JSON line per change of who is admitted where: "
                  "stdout, off, or a file (appended to, created owner-only, reopened when "
                  "rotated)."),

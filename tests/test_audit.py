@@ -262,3 +262,20 @@ def test_an_audit_file_that_cannot_be_opened_stops_the_start(tmp_path: Path) -> 
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"error: --audit-log: cannot open {unopenable} for appending")
     assert "File name too long" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_off_in_a_config_file_is_off_not_a_file_named_false(tmp_path: Path) -> None:
+    """YAML reads `off` as false: the settings read it as `off`, as an operator means it."""
+    from server.cli import main  # noqa: PLC0415
+    from server.settings import server_settings  # noqa: PLC0415
+
+    config = tmp_path / "server.yaml"
+    config.write_text("audit-log: off\nkubernetes-events: off\n")
+    command = main.commands["serve"]
+    with command.make_context("serve", ["--config", str(config)]) as context:
+        settings = server_settings(context.params)
+    assert settings.audit.destination == "off" and settings.events.mode == "off"
+    config.write_text("audit-log: on\nkubernetes-events: on\n")
+    with command.make_context("serve", ["--config", str(config)]) as context:
+        settings = server_settings(context.params)
+    assert settings.audit.destination == "stdout" and settings.events.mode == "on"

@@ -705,6 +705,19 @@ def allowing(rules: list[tuple[Any, str | None]], request: Attributes) -> list[t
     ]
 
 
+def assert_each_allowed_and_each_grant_used(
+    rules: list[tuple[Any, str | None]], requests: list[Attributes]
+) -> None:
+    """Every request is allowed by a bound rule, and every verb a rule grants is used."""
+    used: set[tuple[int, str]] = set()
+    for request in requests:
+        allowed = allowing(rules, request)
+        assert allowed, f"the chart's RBAC refuses {request}"
+        used.update(allowed)
+    granted = {(i, verb) for i, (rule, _) in enumerate(rules) for verb in rule["verbs"]}
+    assert granted == used, f"granted but never used: {granted - used}"
+
+
 def test_rotation_rbac_allows_the_watchers_requests_and_nothing_unused(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
@@ -750,13 +763,7 @@ def test_rotation_rbac_allows_the_watchers_requests_and_nothing_unused(
         ("create", "leases"),
         ("update", "leases"),
     }
-    used: set[tuple[int, str]] = set()
-    for request in requests:
-        allowed = allowing(rules, request)
-        assert allowed, f"the chart's RBAC refuses {request}"
-        used.update(allowed)
-    granted = {(i, verb) for i, (rule, _) in enumerate(rules) for verb in rule["verbs"]}
-    assert granted == used, f"granted but never used: {granted - used}"
+    assert_each_allowed_and_each_grant_used(rules, requests)
     # And what it must not allow: another Lease, a Lease elsewhere, listing or deleting.
     for method, path in [
         ("GET", f"/apis/coordination.k8s.io/v1/namespaces/{lease_namespace}/leases/other"),

@@ -58,6 +58,7 @@ from tests.builders import http_listener, policy, router
 from tests.support.describe import describe, events_of
 from tests.support.kube import KubeStandIn
 from tests.support.secrets import leaks
+from tests.test_rotation import events as logged
 
 EVENTS = "/apis/events.k8s.io/v1/namespaces/"
 LISTENER = "default/eg/https"
@@ -115,14 +116,6 @@ def writes(kube: KubeStandIn) -> list[str]:
 
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def logged(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
-    return [
-        record.msg
-        for record in caplog.records
-        if isinstance(record.msg, dict) and record.msg.get("event") == name
-    ]
 
 
 def outcome(

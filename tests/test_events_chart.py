@@ -31,6 +31,7 @@ from tests.test_chart_render import (
     NAMESPACE,
     Attributes,
     allowing,
+    assert_each_allowed_and_each_grant_used,
     attributes,
     container,
     env_of,
@@ -161,13 +162,7 @@ def test_events_rbac_allows_each_request_the_recorder_makes_and_nothing_unused()
     assert sorted((e["metadata"]["namespace"], e["series"]["count"]) for e in written) == [
         ("team-a", 3), ("team-b", 2),
     ]  # fmt: skip
-    used: set[tuple[int, str]] = set()
-    for request in requests:
-        allowed = allowing(rules, request)
-        assert allowed, f"the chart's RBAC refuses {request}"
-        used.update(allowed)
-    granted = {(i, verb) for i, (rule, _) in enumerate(rules) for verb in rule["verbs"]}
-    assert granted == used, f"granted but never used: {granted - used}"
+    assert_each_allowed_and_each_grant_used(rules, requests)
     # and nothing else on Events: no list, watch, update, delete; no core/v1 Events
     for verb in ("list", "watch", "update", "delete", "deletecollection"):
         assert not allowing(rules, Attributes(verb, "events.k8s.io", "events", "team-a", "x"))

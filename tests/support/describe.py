@@ -16,22 +16,17 @@ from tests.support.kube import KubeStandIn
 
 
 def human_duration(seconds: float) -> str:
-    """apimachinery's duration.HumanDuration, for the ranges a test sees."""
-    whole = int(seconds)
-    if whole < 0:
-        return "0s"
+    """apimachinery's duration.HumanDuration, for the ranges a test sees (under two days)."""
+    whole = max(0, int(seconds))
+    minutes, hours = whole // 60, whole // 3600
     if whole < 120:
         return f"{whole}s"
-    minutes = whole // 60
     if minutes < 10:
-        rest = whole % 60
-        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+        return f"{minutes}m{whole % 60}s" if whole % 60 else f"{minutes}m"
     if minutes < 180:
         return f"{minutes}m"
-    hours = minutes // 60
     if hours < 8:
-        rest = minutes % 60
-        return f"{hours}h{rest}m" if rest else f"{hours}h"
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
     return f"{hours}h" if hours < 48 else f"{hours // 24}d"
 
 
