@@ -163,8 +163,9 @@ def rotation_event(policy: PolicyIdentity, source: Source) -> EventContent:
 
 def change_events(change: AccessChange) -> list[EventContent]:
     """The Normal Events of one change of access (none for a change of nothing)."""
-    if change.change == ROTATED or (change.change == CHANGED and not change.added
-                                    and not change.removed):  # fmt: skip
+    same_users = not change.added and not change.removed
+    if change.change == ROTATED or (change.change == CHANGED and same_users):
+        # a new version of the secret, or another secret: the users are the same
         return [rotation_event(change.policy, change.source)] if change.source else []
     found = []
     admits = _admits(len(change.users), str(change.place))
@@ -179,14 +180,15 @@ def change_events(change: AccessChange) -> list[EventContent]:
         text = f"{admits}; removed {len(change.removed)}{why}: "
         found.append((USERS_REMOVED, text, change.removed))
     return [
-        EventContent(change.policy, NORMAL, reason, ADMIT, head + named(names, _left(head)))
+        EventContent(change.policy, NORMAL, reason, ADMIT, _note(head, names))
         for reason, head, names in found
     ]
 
 
-def _left(head: str) -> int:
-    """What a note has left for names after `head`."""
-    return NOTE_LIMIT - len(head.encode())
+def _note(head: str, names: tuple[str, ...]) -> str:
+    """`head` and as many names as fit in a note."""
+    left = max(0, NOTE_LIMIT - len(head.encode()))
+    return fit(head + named(names, left), NOTE_LIMIT)
 
 
 def _admits(users: int, place: str) -> str:
@@ -296,9 +298,11 @@ class EventFolder:
                     entry.pending = 0
         return writes
 
-    def done(self, write: EventWrite, stored: Stored | None, *, retry: bool) -> None:
+    def done(
+        self, write: EventWrite, stored: Stored | None, *, retry_in: float | None = None
+    ) -> None:
         """After a write: `stored` on success; else the occurrences are kept for a retry
-        (`retry`) or given up."""
+        in `retry_in` seconds, or (None) given up."""
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(write.name)
@@ -308,10 +312,10 @@ class EventFolder:
             if stored is not None:
                 entry.resource_version, entry.server_count = stored.resource_version, stored.count
                 entry.next_try = now + self.interval
-            elif retry:
+            elif retry_in is not None:
                 entry.pending += write.count
                 entry.resource_version = None  # read it again first
-                entry.next_try = now + min(RETRY_DELAY, self.interval)
+                entry.next_try = now + retry_in
 
     def wait_time(self) -> float | None:
         """Seconds until the next write is due (0: now), None when nothing is pending."""
@@ -571,15 +575,23 @@ class EventRecorder(QueuedObserver):
             stored = self.writer.write(write)
         except WriteFailed as failure:
             EVENT_WRITES.labels("refused" if failure.permanent else "failed").inc()
-            self.folder.done(write, None, retry=not failure.permanent)
             if failure.permanent:
+                self.folder.done(write, None)
                 self.dropped("refused")
+            else:
+                # An outage is retried soon; missing RBAC (401, 403) once per interval, so
+                # that thousands of Events do not knock every 10 s until it is fixed.
+                interval = self.folder.interval
+                denied = failure.status in (401, 403)
+                self.folder.done(
+                    write, None, retry_in=interval if denied else min(RETRY_DELAY, interval)
+                )
             self._failures.add(failure)
         except Exception:  # a bug: never the writer thread's end
             log.exception("observer.failed", observer=self.name)
-            self.folder.done(write, None, retry=False)
+            self.folder.done(write, None)
         else:
-            self.folder.done(write, stored, retry=False)
+            self.folder.done(write, stored)
 
 
 # -- where the API server is ----------------------------------------------------------------

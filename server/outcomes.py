@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -144,7 +144,7 @@ class Observers:
         """Close every observer, side by side, within `timeout` seconds in all (None: each
         within its own bound)."""
         threads = [
-            threading.Thread(target=observer.close, name="observer-close", daemon=True)
+            threading.Thread(target=_closer(observer, timeout), name="observer-close", daemon=True)
             for observer in self.observers
         ]
         for thread in threads:
@@ -152,6 +152,13 @@ class Observers:
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+
+def _closer(observer: Observer, timeout: float | None) -> Callable[[], None]:
+    """`close`, with the bound when the observer takes one."""
+    if isinstance(observer, QueuedObserver):
+        return lambda: observer.close(timeout)
+    return observer.close
 
 
 class QueuedObserver:
@@ -189,6 +196,8 @@ class QueuedObserver:
         self._stopping.set()
         if self._thread.ident is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._queue.qsize():  # never started, or out of time: not handled
+            self.dropped("closing", self._queue.qsize())
         self.finish(deadline)
         self._drops.flush()
 

@@ -35,6 +35,7 @@ from server.changes import Place
 from server.cli import main
 from server.events import (
     NOTE_LIMIT,
+    RETRY_DELAY,
     UNRESOLVED_REASONS,
     WARNING_REASONS,
     EventFolder,
@@ -389,6 +390,27 @@ def test_an_api_server_answering_500_or_503_never_fails_observe(
     setattr(kube, fault, False)
     wait_for(lambda: kube.items("Event"), "the Event once the server answers")
     assert only_event(kube)["series"]["count"] == 50  # nothing lost
+
+
+@pytest.mark.parametrize("fault", ["denied", "outage"])
+def test_a_refused_token_is_retried_once_an_interval_an_outage_soon(
+    kube: KubeStandIn, fault: str
+) -> None:
+    """401/403 (no RBAC yet) wait the interval: thousands of Events do not knock every 10 s;
+    an outage (500) is tried again after 10 s."""
+    error = errors.TooLargeError(PolicyRef("team-a", "web"), "usersFrom", "too many", "split")
+    kube.failing = fault == "outage"
+    client = kube.client(token="not-the-token") if fault == "denied" else kube.client()
+    recorder = EventRecorder(EventWriter(client, "extension-server-a"), interval=3600)
+    recorder.start()
+    recorder.observe(outcome(rejections=(rejected(error),)))
+    wait_for(lambda: writes(kube) == ["POST"], "the refused create")
+    wait_for(lambda: recorder.folder.wait_time() is not None, "the retry to be planned")
+    wait = recorder.folder.wait_time()
+    retried_within = 3600.0 if fault == "denied" else RETRY_DELAY
+    assert wait is not None and retried_within - 5 < wait <= retried_within
+    recorder.close(0.0)
+    kube.failing = False
 
 
 def test_a_full_queue_drops_counts_and_says_so_once(
