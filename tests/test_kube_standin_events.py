@@ -29,9 +29,8 @@ def kube() -> Iterator[KubeStandIn]:
 
 
 @pytest.fixture
-def client(kube: KubeStandIn) -> Iterator[Client]:
-    with kube.client(namespace="team-a") as c:
-        yield c
+def client(kube: KubeStandIn) -> Client:
+    return kube.client(namespace="team-a")
 
 
 def event(**fields: Any) -> Any:
