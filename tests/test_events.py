@@ -58,7 +58,7 @@ from server.settings import server_settings
 from tests.builders import http_listener, policy, router
 from tests.support.describe import describe, events_of
 from tests.support.kube import KubeStandIn
-from tests.support.secrets import leaks
+from tests.support.secrets import leaks, remember
 from tests.test_rotation import events as logged
 
 EVENTS = "/apis/events.k8s.io/v1/namespaces/"
@@ -182,6 +182,7 @@ def errors_of(raws: list[bytes]) -> list[errors.PolicyError]:
 
 def compiled_errors() -> list[errors.PolicyError]:
     """Real rejections: the compiler's own errors for broken policies (no store needed)."""
+    remember("pw-malformed-1")  # the one password not given through tests.builders.policy
     raws = [
         policy("bad-user", "a:b", "pw-bad-user-1"),
         policy("bad-password", "carol", "pw\x07bell"),
@@ -196,7 +197,8 @@ def compiled_errors() -> list[errors.PolicyError]:
             passwordFrom={"vault": {"path": "secret/data/gateways/other/x", "key": "pw"}},
         ),
         b'{"apiVersion": "example.extensions.io/v1alpha1", "kind": "ListenerContextExample",'
-        b' "metadata": {"name": "broken", "namespace": "default"}, "spec": "nope"}',
+        b' "metadata": {"name": "broken", "namespace": "default"}, "spec": {"targetRefs":'
+        b' [{"kind": "Gateway", "name": "eg"}], "username": 5, "password": "pw-malformed-1"}}',
     ]
     return errors_of(raws)
 
