@@ -55,6 +55,7 @@ class WatchedPolicy:
     resource_version: str  # a patch is made against this very version of the object
     revision: str | None  # its spec.credentialsRevision when listed
     store: StoreRef
+    uid: str | None = None  # metadata.uid, to name the object in Kubernetes Events
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def watched_policy(
         return None
     if tenancy_problem(ref, policy.ref.namespace, templates.vault, templates.aws) is not None:
         return None
-    return WatchedPolicy(policy.ref, version, policy.credentials_revision, ref)
+    return WatchedPolicy(policy.ref, version, policy.credentials_revision, ref, policy.uid)
 
 
 NAMED_UNWATCHED = 3  # policies over the limit kept by name, for the log line

@@ -303,7 +303,7 @@ class CredentialResolver:
     ) -> UnresolvedCredentialError:
         metrics.UNRESOLVED_DENIALS.labels(ref.store).inc()
         return UnresolvedCredentialError(
-            policy.ref, field, problem, _FIXES.get(outcome, _RETRY_FIX)
+            policy.ref, field, problem, _FIXES.get(outcome, _RETRY_FIX), outcome.value
         )
 
 

@@ -86,8 +86,13 @@ class TenancyError(PolicyError):
     reason = "tenancy"
 
 
+@dataclass(eq=False)
 class UnresolvedCredentialError(PolicyError):
     """The store could not give the credential (down, denied, missing): its users are denied."""
+
+    # What the store answered (backends/stores.py StoreOutcome: not_found, forbidden,
+    # unavailable, ...), for Kubernetes Events; None when no store was asked.
+    outcome: str | None = None
 
     reason = "unresolved"
 

@@ -170,6 +170,9 @@ class Policy:
     # spec.credentialsRevision: written by the server's rotation watcher, read to know that
     # a stored secret has a newer version than the one in the cache.
     credentials_revision: str | None = None
+    # metadata.uid, to name the object in Kubernetes Events. Not part of the policy's value:
+    # a policy deleted and created again with the same spec compiles to the same table.
+    uid: str | None = field(default=None, compare=False)
     # Policies key the resolver's memo on every hook call: hash them once.
     _hash: int = field(init=False, repr=False, compare=False, hash=False, default=0)
 

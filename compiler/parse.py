@@ -104,6 +104,7 @@ _SPEC_FIELDS = frozenset(
 )
 _SOURCES = ("password", "passwordFrom", "usersFrom")
 MAX_REVISION_LENGTH = 128
+MAX_UID_LENGTH = 128
 _VAULT_FIELDS = frozenset({"path", "engine", "key", "version"})
 _AWS_FIELDS = frozenset({"secretId", "key", "versionStage", "versionId"})
 _TARGET_FIELDS = frozenset({"group", "kind", "name", "sectionName"})
@@ -239,7 +240,13 @@ def _parse_policy(obj: Mapping[str, Any], ref: PolicyRef) -> Policy:
         credentials=_parse_credentials(spec, ref),
         forward_username_header=_parse_header(spec.get("forwardUsernameHeader"), ref),
         credentials_revision=_parse_revision(spec.get("credentialsRevision"), ref),
+        uid=_uid(metadata.get("uid")),
     )
+
+
+def _uid(value: object) -> str | None:
+    """metadata.uid as the API server writes it (a UUID), or None: only Events use it."""
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_UID_LENGTH else None
 
 
 def _parse_revision(value: object, ref: PolicyRef) -> str | None:

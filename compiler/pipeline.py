@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -93,6 +93,16 @@ class ListenerResult:
     # Policies of another namespace on a shared plain-HTTP default chain named after this
     # namespace's Gateway (merged Gateways): not applied there. Also a finding, not an error.
     other_namespace: tuple[PolicyRef, ...] = ()
+    # Each filter chain with an HTTP connection manager, and its table (None: left as it
+    # was, in passthrough): who is admitted where, for Kubernetes Events and the audit trail.
+    chains: tuple[ChainResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    name: str | None
+    is_default: bool
+    table: ChainTable | None
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,7 @@ def compile_listener(
         compiled.report,
         compiled.applies_to_nothing,
         compiled.other_namespace,
+        compiled.chains,
     )
 
 
@@ -229,6 +240,7 @@ class _Compiled:
     tables: tuple[ChainTable, ...]
     applies_to_nothing: tuple[PolicyRef, ...]
     other_namespace: tuple[PolicyRef, ...]
+    chains: tuple[ChainResult, ...]
 
 
 def _compile(
@@ -266,7 +278,13 @@ def _compile(
     )
     unused = _applying_to_nothing(policies.resolved, governing | foreign) if plan else ()
     skipped = tuple(sorted({policies.resolved[index].policy.ref for index in foreign}))
-    return _Compiled(result, report, tuple(table for _, table in tables.values()), unused, skipped)
+    by_key = dict(tables.values())
+    chains = tuple(
+        ChainResult(name, default, None if key is None else by_key[key])
+        for (name, default), key in plan.items()
+    )
+    compiled = tuple(table for _, table in tables.values())
+    return _Compiled(result, report, compiled, unused, skipped, chains)
 
 
 def _auth(auths: dict[TableKey, ChainAuth], key: TableKey | None) -> ChainAuth | None:
@@ -304,6 +322,7 @@ class ChainTable:
     auth: ChainAuth
     errors: tuple[PolicyError, ...]
     users: int
+    owners: Mapping[str, PolicyRef]  # user name -> the policy it was admitted by
 
 
 def compile_chain(resolved: Sequence[Resolved], options: CompileOptions) -> ChainTable:
@@ -312,7 +331,9 @@ def compile_chain(resolved: Sequence[Resolved], options: CompileOptions) -> Chai
         [item.policy for item in resolved if item.error is None],
         options.default_forward_username_header,
     )
-    return ChainTable(ChainAuth(table.htpasswd, header), table.errors + header_errors, table.users)
+    return ChainTable(
+        ChainAuth(table.htpasswd, header), table.errors + header_errors, table.users, table.owners
+    )
 
 
 # A table is known by the value keys of the policies it was compiled from, and the options.

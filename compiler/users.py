@@ -72,6 +72,7 @@ class UserTable:
     htpasswd: str
     users: int
     errors: tuple[PolicyError, ...]
+    owners: Mapping[str, PolicyRef]  # user name -> the policy whose entry is in the table
 
 
 def compile_users(resolved: Sequence[Resolved]) -> UserTable:
@@ -91,7 +92,10 @@ def compile_users(resolved: Sequence[Resolved]) -> UserTable:
         hashes.update(added)
         owners.update(dict.fromkeys(added, item.policy.ref))
         errors.extend(rejected)
-    return UserTable(_render(hashes, owners, errors), len(hashes), tuple(errors))
+    text, dropped = _render(hashes, owners, errors)
+    if dropped:  # a policy left out whole, after the fact
+        owners = {name: ref for name, ref in owners.items() if ref not in dropped}
+    return UserTable(text, len(owners), tuple(errors), owners)
 
 
 def _entries(
@@ -120,17 +124,18 @@ def _entries(
 
 def _render(
     hashes: dict[str, str], owners: Mapping[str, PolicyRef], errors: list[PolicyError]
-) -> str:
-    """The table's text. Every entry was checked on the way in; should one still break a
-    rule of Envoy's (a bug), the policies that brought such entries are left out, not the
-    table: Envoy would reject the whole listener for one bad line."""
+) -> tuple[str, set[PolicyRef]]:
+    """The table's text, and the policies left out of it. Every entry was checked on the
+    way in; should one still break a rule of Envoy's (a bug), the policies that brought
+    such entries are left out, not the table: Envoy would reject the whole listener for
+    one bad line."""
     try:
-        return render(hashes)
+        return render(hashes), set()
     except EnvoyWouldReject as error:
         broken = {owners[name] for name, value in hashes.items() if not envoy_line_ok(name, value)}
         for ref in sorted(broken):
             errors.append(internal_error(ref, "users", error))
-        return render({n: v for n, v in hashes.items() if owners[n] not in broken})
+        return render({n: v for n, v in hashes.items() if owners[n] not in broken}), broken
 
 
 def _field(credentials: Credentials) -> str:

@@ -26,12 +26,15 @@ from backends.registry import DEFAULT_LIMIT
 from backends.stores import SecretStore
 from backends.vault import VaultSettings, VaultStore
 from compiler.model import CompileOptions
+from server.audit import AuditSettings, build_trail
 from server.drain import Drain
+from server.events import EventSettings, KubernetesUnreachable, build_recorder
 from server.health import SERVICE_NAME as HEALTH_SERVICE
 from server.health import HealthService
 from server.health import add_to_server as add_health_to_server
 from server.logs import get_logger
 from server.metrics_http import MetricsServer
+from server.outcomes import Observer, Observers
 from server.report import REPEAT_INTERVAL
 from server.rotation import RotationWatcher
 from server.service import SERVICE_NAME, CallLimits, ExtensionService, add_to_server
@@ -79,6 +82,10 @@ class ServerSettings:
     # How long before a policy's rejection (or another finding about a call) is logged
     # again; 0: at every call.
     log_repeat_interval: float = REPEAT_INTERVAL
+    # Kubernetes Events on the policies, and the audit trail (both off unless asked here;
+    # the CLI's defaults are auto and stdout).
+    events: EventSettings = field(default_factory=EventSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
 
 def build_resolver(settings: ServerSettings) -> CredentialResolver:
@@ -108,7 +115,9 @@ def configured_stores(settings: ServerSettings) -> frozenset[str]:
     return frozenset(name for name, on in (("vault", settings.vault), ("aws", aws)) if on)
 
 
-def build_watcher(settings: ServerSettings, resolver: CredentialResolver) -> RotationWatcher | None:
+def build_watcher(
+    settings: ServerSettings, resolver: CredentialResolver, observers: Observers | None = None
+) -> RotationWatcher | None:
     """The rotation watcher, when a store is configured, the watcher is wanted here (on,
     or auto in a pod), and Kubernetes can be reached."""
     rotation = settings.rotation
@@ -150,7 +159,33 @@ def build_watcher(settings: ServerSettings, resolver: CredentialResolver) -> Rot
         rotation.interval,
         stores=stores,
         limit=rotation.max_policies,
+        observers=observers,
     )
+
+
+def build_observers(settings: ServerSettings) -> Observers:
+    """What the hook tells about each outcome: Kubernetes Events on the policies and the
+    audit trail, each when on. Raises StartupError naming the setting that cannot work."""
+    found: list[Observer] = []
+    try:
+        trail = build_trail(settings.audit)
+    except OSError as error:
+        raise StartupError(
+            "--audit-log",
+            f"cannot open {settings.audit.destination} for appending "
+            f"({error.strerror or type(error).__name__}); choose a writable file, stdout or off",
+        ) from None
+    if trail is not None:
+        found.append(trail)
+    try:
+        recorder = build_recorder(settings.events)
+    except KubernetesUnreachable as error:
+        if trail is not None:
+            trail.close(0.0)
+        raise StartupError("--kubernetes-events", str(error)) from None
+    if recorder is not None:
+        found.append(recorder)
+    return Observers(found)
 
 
 class ExtensionServer:
@@ -159,7 +194,10 @@ class ExtensionServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.resolver = build_resolver(settings)
-        self.watcher = build_watcher(settings, self.resolver)
+        # For the hook: it hands each fresh outcome to these (server/outcomes.py), and for
+        # the rotation watcher, which tells them of each rotation it applies.
+        self.observers = build_observers(settings)
+        self.watcher = build_watcher(settings, self.resolver, self.observers)
         self._drain = Drain()
         limits = settings.limits
         self._grpc = grpc.server(
@@ -176,7 +214,12 @@ class ExtensionServer:
             maximum_concurrent_rpcs=limits.max_concurrent_calls,
         )
         self._service = ExtensionService(
-            self.resolver, settings.options, limits, settings.workers, settings.log_repeat_interval
+            self.resolver,
+            settings.options,
+            limits,
+            settings.workers,
+            settings.log_repeat_interval,
+            self.observers,
         )
         add_to_server(self._service, self._grpc)
         self._health = HealthService()
@@ -237,6 +280,7 @@ class ExtensionServer:
 
     def _release(self) -> None:
         """Give back what a start that failed half-way had bound."""
+        self.observers.close(0.0)
         self._grpc.stop(None)
         if self._health_grpc is not None:
             self._health_grpc.stop(None)
@@ -293,6 +337,7 @@ class ExtensionServer:
         )
         if self.watcher is not None:
             self.watcher.start()
+        self.observers.start()
 
     def stop(self) -> None:
         """Give the Lease up, report NOT_SERVING, refuse new calls, let in-flight ones
@@ -322,6 +367,8 @@ class ExtensionServer:
         if watcher is not None:
             watcher.join(_left(deadline))  # before the stores it polls are closed
         self._service.close()
+        # Events and audit lines still queued, within what is left of the grace.
+        self.observers.close(_left(deadline))
         closing = _begin(self.resolver.close)  # waits for fetches in flight
         closing.join(_left(deadline))
         log.info("server.stopped")

@@ -21,8 +21,11 @@ from cachetools import TTLCache
 from prometheus_client import Counter as PromCounter
 
 from compiler.errors import InternalPolicyError, PolicyError
-from compiler.model import PolicyRef
+from compiler.model import PasswordFrom, Policy, PolicyRef, UsersFrom
 from compiler.pipeline import ListenerResult, PolicySet
+from compiler.scope import ChainName
+from compiler.users import Resolved
+from server.outcomes import Admission, ListenerOutcome, PolicyIdentity, Rejection, Source
 
 ENTRIES_NAMED = 3  # a policy's rejected entries named in its line; the rest are counted
 POLICIES_NAMED = 20  # policies named in one line; the rest are counted
@@ -212,3 +215,56 @@ class RepeatFilter:
                 return False
             self._seen[key] = True
             return True
+
+
+def listener_outcome(listener: str, result: ListenerResult) -> ListenerOutcome:
+    """What one freshly compiled answer decided, for Kubernetes Events and the audit trail:
+    who each policy admits on each filter chain, and what was left out. User names, policy
+    names and store versions only."""
+    resolved = {item.policy.ref: item for item in result.policies.resolved}
+    admissions = []
+    for chain in result.chains:
+        if chain.table is None:
+            continue
+        place = ChainName.parse(chain.name)
+        gateway = f"{place.namespace}/{place.gateway}" if place else None
+        names: dict[PolicyRef, list[str]] = {}
+        for user, ref in chain.table.owners.items():
+            names.setdefault(ref, []).append(user)
+        admissions += [
+            Admission(
+                listener,
+                gateway,
+                place.section if place else None,
+                identity(resolved[ref].policy),
+                frozenset(users),
+                source_of(resolved[ref]),
+            )
+            for ref, users in sorted(names.items())
+        ]
+    whole = whole_policy_errors(result.policies)
+    seen = set(whole)
+    uids = {ref: item.policy.uid for ref, item in resolved.items()}
+    rejections = [
+        Rejection.of(
+            error,
+            uid=uids.get(error.policy),
+            whole_policy=error in seen or isinstance(error, InternalPolicyError),
+            outcome=getattr(error, "outcome", None),
+        )
+        for error in _unique([*whole, *result.errors])
+        if not error.policy.namespace.startswith("<")  # no object to tell: unreadable bytes
+    ]
+    return ListenerOutcome(listener, tuple(admissions), tuple(rejections))
+
+
+def identity(policy: Policy) -> PolicyIdentity:
+    return PolicyIdentity(policy.ref.namespace, policy.ref.name, policy.uid)
+
+
+def source_of(item: Resolved) -> Source | None:
+    """The stored secret (and version) a policy's users came from; None for spec.password."""
+    spec = item.policy.credentials
+    if not isinstance(spec, PasswordFrom | UsersFrom) or item.error is not None:
+        return None
+    return Source(spec.store.store, spec.store.name, item.source[-1])

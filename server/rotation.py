@@ -42,6 +42,7 @@ from backends import CredentialResolver, metrics
 from backends.registry import SecretRegistry, Templates, WatchedPolicy, watched_policy
 from backends.stores import SecretStore, StoreError, StoreOutcome
 from compiler.model import PolicyRef, StoreRef
+from server.outcomes import Observers, PolicyIdentity, Source
 
 JITTER = 0.1  # each wait is the interval +- 10 %
 CHECKS_AT_ONCE = 8  # version requests in flight at once: a poll costs about one timeout
@@ -135,6 +136,7 @@ class RotationWatcher:
         *,
         stores: Collection[str] | None = None,
         limit: int | None = None,
+        observers: Observers | None = None,
     ) -> None:
         """`stores`: the stores configured on this server (default: every store the
         resolver has); references to any other are not watched. `limit`: policies watched
@@ -147,6 +149,8 @@ class RotationWatcher:
         settings = resolver.settings
         self._templates = Templates(settings.vault_path_template, settings.aws_secret_template)
         self.registry = SecretRegistry() if limit is None else SecretRegistry(limit)
+        # Kubernetes Events and the audit trail hear of each rotation patched.
+        self._observers = observers or Observers()
         # Last version seen per document in use; ABSENT for a secret that is gone.
         self._versions: dict[Hashable, str] = {}
         # Policies whose revision must be written: kept until the leader has written it, so
@@ -460,6 +464,7 @@ class RotationWatcher:
             self._pending.discard(policy)
             if patched:
                 report.patched.append(policy)
+                self._tell_rotated(watched)
         if report.patched:
             log.info(
                 "rotation.patched", policies=len(report.patched), some_policies=_few(report.patched)
@@ -469,6 +474,15 @@ class RotationWatcher:
                 "rotation.patch_failed", policies=len(policies), some_policies=_few(policies),
                 **dict(problem),
             )  # fmt: skip
+
+    def _tell_rotated(self, watched: WatchedPolicy) -> None:
+        version = self._versions.get(watched.store.document)
+        if not self._observers or version is None:
+            return
+        self._observers.rotated(
+            PolicyIdentity(watched.ref.namespace, watched.ref.name, watched.uid),
+            Source(watched.store.store, watched.store.name, version),
+        )
 
 
 def _version_in(

@@ -17,13 +17,21 @@ from google.protobuf.message import DecodeError, Message
 from prometheus_client import Counter, Histogram
 
 from compiler.model import CompileOptions
-from compiler.pipeline import ListenerCompiler, PolicySet, Resolver
+from compiler.pipeline import ListenerCompiler, ListenerResult, PolicySet, Resolver
 from server import logs
 from server.answers import Answer, Answers
 from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.logs import get_logger
-from server.report import REPEAT_INTERVAL, RepeatFilter, answer_events, rejections, summarize
+from server.outcomes import Observers
+from server.report import (
+    REPEAT_INTERVAL,
+    RepeatFilter,
+    answer_events,
+    listener_outcome,
+    rejections,
+    summarize,
+)
 
 log = get_logger("server.service")
 HOOK_LATENCY = Histogram(
@@ -69,11 +77,14 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         limits: CallLimits | None = None,
         workers: int = 16,
         repeat_interval: float = REPEAT_INTERVAL,
+        observers: Observers | None = None,
     ) -> None:
         self._compiler = ListenerCompiler(resolve, options)
         self._limits = limits or CallLimits()
         self._answers = Answers()
         self._repeats = RepeatFilter(repeat_interval)
+        # Kubernetes Events and the audit trail hear of every answer compiled anew.
+        self._observers = observers or Observers()
         # New answers are compiled here, so that a call can give up at its deadline while
         # the compile goes on and is kept for the next call (which Envoy Gateway makes at
         # its next translation).
@@ -205,6 +216,8 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
                 grpc.StatusCode.INTERNAL, f"extension server failed on listener {name}"
             ) from None
         response = api.PostHTTPListenerModifyResponse(listener=result.listener)
+        if self._observers:
+            self._tell_observers(name, result)
         counted = rejections(result)
         return Answer(
             parsed,
@@ -223,6 +236,16 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             ),
             counted,
         )
+
+    def _tell_observers(self, listener: str, result: ListenerResult) -> None:
+        """Hand the outcome to Kubernetes Events and the audit trail (they queue it and
+        return at once); whatever goes wrong here is logged, never the call's."""
+        try:
+            outcome = listener_outcome(listener, result)
+        except Exception:
+            log.exception("observer.outcome_failed", listener=listener)
+            return
+        self._observers.observe(outcome)
 
     def PostRouteModify(
         self, request: api.PostRouteModifyRequest, context: grpc.ServicerContext

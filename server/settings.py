@@ -8,6 +8,7 @@ names), the default. Settings never come from a policy.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,7 +24,7 @@ from backends.resolver import DEFAULT_MAX_USERS_PER_POLICY
 from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE, check_template
 from backends.vault import AUTH_METHODS, SERVICE_ACCOUNT_TOKEN, VaultAuth, VaultSettings
 from compiler.model import CompileOptions, UnprotectedMode
-from server import logs, preflight
+from server import audit, events, logs, preflight
 from server.app import WATCHER_MODES, RotationSettings, ServerSettings
 from server.preflight import SettingError
 from server.service import CallLimits
@@ -69,6 +70,30 @@ class ByteSize(click.ParamType[int]):
         if not match:
             self.fail(f"{value!r} is not a size such as 4MiB, 512KiB, 4M or 4194304", param, ctx)
         return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
+
+
+class OnOff(click.Choice[str]):
+    """A choice that also takes YAML's booleans (`on`, `off`, `yes`, `no` in a --config file
+    are true and false there): true is `on`, false `off`."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        return str(super().convert(value, param, ctx))
+
+
+class AuditDestination(click.ParamType[str]):
+    """`stdout`, `off`, or a file path; YAML's false (`off` in a --config file) is `off`,
+    and true `stdout`, not a file named "False" or "True"."""
+
+    name = "stdout|off|FILE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if isinstance(value, bool):
+            return audit.STDOUT if value else audit.OFF
+        if not isinstance(value, str):
+            self.fail(f"{value!r} is not stdout, off or a file path", param, ctx)
+        return value
 
 
 def setting(name: str, *also: str, **kwargs: Any) -> Callable[[F], F]:
@@ -244,6 +269,18 @@ SERVE_OPTIONS: list[Callable[[F], F]] = [
     setting("rotation-max-policies", type=click.IntRange(1, 1_000_000), default=DEFAULT_LIMIT,
             help="Policies the rotation watcher watches at most (so at most as many store "
                  "requests per poll); the others wait for their next translation."),
+    setting("kubernetes-events", type=OnOff(events.MODES), default="auto",
+            help="Kubernetes Events on each policy (rejections, users applied or removed, "
+                 "rotations): auto writes them when Kubernetes can be reached (in a pod, or "
+                 "KUBECONFIG set); on also where auto would not, and a start without a "
+                 "Kubernetes configuration fails; off."),
+    setting("kubernetes-events-interval", type=Duration(), default="5m",
+            help="How often an Event that keeps happening is written again (its count); "
+                 "its first occurrence is written at once."),
+    setting("audit-log", type=AuditDestination(), default=audit.STDOUT,
+            help="The audit trail, one JSON line per change of who is admitted where: "
+                 "stdout, off, or a file (appended to, created owner-only, reopened when "
+                 "rotated)."),
     setting("aws-region", help="AWS region (default: boto3's, e.g. AWS_REGION)."),
     setting("aws-endpoint-url", help="Secrets Manager endpoint (default: boto3's)."),
     setting("aws-role-arn", help="Role to assume for Secrets Manager."),
@@ -314,6 +351,7 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
     )
     unix_socket = options["unix_socket"] or None
     preflight.check_unix_socket(unix_socket)
+    check_observers(options["kubernetes_events_interval"], options["audit_log"])
     preflight.check_ports(
         [
             ("--port", None if unix_socket else options["port"]),
@@ -350,9 +388,34 @@ def server_settings(options: Mapping[str, Any]) -> ServerSettings:
         ),
         unix_socket=unix_socket,
         log_repeat_interval=options["log_repeat_interval"],
+        events=events.EventSettings(
+            mode=options["kubernetes_events"], interval=options["kubernetes_events_interval"]
+        ),
+        audit=audit.AuditSettings(destination=options["audit_log"]),
         limits=CallLimits(
             max_message_size=options["max_message_size"],
             max_concurrent_calls=options["max_concurrent_calls"] or None,
             call_timeout=options["call_timeout"],
         ),
     )
+
+
+def check_observers(interval: float, audit_log: str) -> None:
+    """The Event interval and the audit destination, before anything is opened."""
+    if interval < 1:
+        raise SettingError(
+            "--kubernetes-events-interval",
+            f"{interval:g}s is too short; at least 1s (the default 5m writes a repeating "
+            "Event once every five minutes)",
+        )
+    if audit_log in (audit.STDOUT, audit.OFF):
+        return
+    path = Path(audit_log)
+    if not audit_log.strip():
+        raise SettingError("--audit-log", "is empty; give stdout, off or a file path")
+    if os.path.isdir(path):
+        raise SettingError("--audit-log", f"{audit_log} is a directory; name a file in it")
+    if not os.path.isdir(path.parent):
+        raise SettingError(
+            "--audit-log", f"{path.parent} does not exist; create it or choose another file"
+        )

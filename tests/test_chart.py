@@ -235,6 +235,10 @@ def test_deployment_args_and_env(chart: helm.Chart, mode: str) -> None:
         "EXTENSION_SERVER_ROTATION_MAX_POLICIES": "2000",
         "EXTENSION_SERVER_ROTATION_LEASE_NAMESPACE": NAMESPACE,
         "EXTENSION_SERVER_ROTATION_LEASE_NAME": "extension-server-rotation",
+        # Events on (auto: on in the pod), and the audit trail on standard output.
+        "EXTENSION_SERVER_KUBERNETES_EVENTS": "auto",
+        "EXTENSION_SERVER_KUBERNETES_EVENTS_INTERVAL": "5m",
+        "EXTENSION_SERVER_AUDIT_LOG": "stdout",
     }
     assert c["ports"] == [
         {"name": "grpc", "containerPort": 5005, "protocol": "TCP"},
@@ -287,8 +291,8 @@ def test_service_account_is_used(chart: helm.Chart) -> None:
 
 def test_rbac_grants_envoy_gateway_by_default(chart: helm.Chart) -> None:
     objs = objects(chart)
-    role = one(objs, "ClusterRole")
-    assert role["metadata"]["name"] == "listener-context-example-viewer"
+    (role,) = [o for o in objs if o["metadata"]["name"] == "listener-context-example-viewer"]
+    assert role["kind"] == "ClusterRole"
     # Envoy Gateway watches the policies, reads one (get) and replaces its status with
     # Status().Update: update on the status subresource, nothing more.
     assert role["rules"] == [
@@ -303,7 +307,7 @@ def test_rbac_grants_envoy_gateway_by_default(chart: helm.Chart) -> None:
             "verbs": ["update"],
         },
     ]
-    binding = one(objs, "ClusterRoleBinding")
+    binding = envoy_gateway_binding(objs)
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
@@ -315,13 +319,22 @@ def test_rbac_grants_envoy_gateway_by_default(chart: helm.Chart) -> None:
 
 
 def test_rbac_follows_envoy_gateway_namespace(chart: helm.Chart) -> None:
-    binding = one(objects(chart, {"envoyGateway": {"namespace": "eg"}}), "ClusterRoleBinding")
+    binding = envoy_gateway_binding(objects(chart, {"envoyGateway": {"namespace": "eg"}}))
     assert binding["subjects"][0]["namespace"] == "eg"
 
 
+def envoy_gateway_binding(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The binding of Envoy Gateway's grant (the server's own, for Events, is another)."""
+    (binding,) = [o for o in objs if o["metadata"]["name"] == "envoy-gateway-listener-context"]
+    assert binding["kind"] == "ClusterRoleBinding"
+    return binding
+
+
 def test_rbac_switch_off(chart: helm.Chart) -> None:
-    kinds = {o["kind"] for o in objects(chart, {"rbac": {"grantEnvoyGateway": False}})}
-    assert kinds == {"Deployment", "Service", "ServiceAccount", "NetworkPolicy"}
+    objs = objects(chart, {"rbac": {"grantEnvoyGateway": False}})
+    assert {o["kind"] for o in objs if not o["metadata"]["name"].endswith("-events")} == {
+        "Deployment", "Service", "ServiceAccount", "NetworkPolicy"
+    }  # fmt: skip
 
 
 # --- NOTES.txt -----------------------------------------------------------------------------

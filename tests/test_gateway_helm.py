@@ -228,7 +228,7 @@ def test_network_policy_defaults_select_envoy_gateway_as_gateway_helm_installs_i
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": namespace}
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert peer["podSelector"]["matchLabels"].items() <= pod_labels.items()
-    (subject,) = one(ours, "ClusterRoleBinding")["subjects"]
+    (subject,) = one(ours, "ClusterRoleBinding", "envoy-gateway-listener-context")["subjects"]
     assert subject == {
         "kind": "ServiceAccount",
         "name": deployment["spec"]["template"]["spec"]["serviceAccountName"],

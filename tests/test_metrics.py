@@ -95,6 +95,12 @@ REASONS = {
     if isinstance(cls, type) and issubclass(cls, errors.PolicyError)
 }
 CODES = {code.name for code in grpc.StatusCode}
+# The Events' and audit trail's fixed words: observer, why dropped, write result, change.
+OBSERVER_WORDS = {
+    "events", "audit", "queue_full", "cache_full", "refused", "write_failed", "disk_full",
+    "closing", "created", "updated", "failed", "snapshot", "granted", "revoked", "changed",
+    "rotated",
+}  # fmt: skip
 
 
 def test_no_label_holds_a_path_a_name_or_a_value(
@@ -115,4 +121,6 @@ def test_no_label_holds_a_path_a_name_or_a_value(
         "not_configured",
         "error",
         "PostHTTPListenerModify",
-    } | REASONS | CODES | {value for value in values if re.fullmatch(r"[0-9.e+]+|\+Inf", value)}
+    } | REASONS | CODES | OBSERVER_WORDS | {
+        value for value in values if re.fullmatch(r"[0-9.e+]+|\+Inf", value)
+    }

@@ -10,8 +10,9 @@ api-concepts, the API conventions, and the apiserver sources where the docs are 
 the generic registry store, the custom resource strategy, the Lease strategy):
 
 - Resources: `ListenerContextExample` (`example.extensions.io/v1alpha1`, plural
-  `listenercontextexamples`, namespaced), served like a CRD without subresources, and `Lease`
-  (`coordination.k8s.io/v1`, namespaced), a built-in type. Paths are
+  `listenercontextexamples`, namespaced), served like a CRD without subresources, `Lease`
+  (`coordination.k8s.io/v1`, namespaced) and `Event` (`events.k8s.io/v1`, namespaced),
+  built-in types. Paths are
   `/apis/<group>/<version>/namespaces/<ns>/<plural>[/<name>]`, plus the cluster-wide list
   `/apis/<group>/<version>/<plural>`.
 - Verbs: get; list (`labelSelector` with `=`, `==`, `!=`, `in`, `notin`, `key`, `!key`;
@@ -32,9 +33,16 @@ the generic registry store, the custom resource strategy, the Lease strategy):
   a missing Lease creates it (`AllowCreateOnUpdate`), of a missing custom resource is 404.
   Delete honours `preconditions` (uid, resourceVersion) in its DeleteOptions body.
 - Patches: `application/merge-patch+json` with RFC 7386 semantics (null deletes, objects merge,
-  anything else, lists included, replaces). For the Lease, a built-in type,
-  `application/strategic-merge-patch+json` is accepted too and applied the same way (a Lease
-  has no merge-keyed lists outside `metadata`). Any other patch type is 415.
+  anything else, lists included, replaces). For the Lease and the Event, built-in types,
+  `application/strategic-merge-patch+json` is accepted too and applied the same way (neither
+  has merge-keyed lists outside `metadata`). Any other patch type is 415.
+- Events (events.k8s.io/v1) are validated as the API server validates them
+  (pkg/apis/core/validation/events.go, ValidateEventCreate and ValidateEventUpdate): on
+  create, `eventTime`, `reportingController` (a qualified name), `reportingInstance`,
+  `action` and `reason` are required, the last three at most 128 bytes, `note` at most 1024,
+  `type` Normal or Warning, the deprecated core/v1 fields unset, and a `series` has a count
+  of at least 2 and a `lastObservedTime`; on update the same, and every field but `series`
+  (and metadata) is immutable. Each problem is a cause of a 422 Invalid.
 - Errors are Status objects (`kind: Status`, `apiVersion: v1`, `status: Failure`, `message`,
   `reason`, `details` with name/group/kind, `code`) with `Content-Type: application/json`:
   400 BadRequest, 401 Unauthorized, 404 NotFound, 405 MethodNotAllowed, 409 AlreadyExists or
@@ -48,8 +56,9 @@ or scale subresources, finalizers (delete is immediate) or `managedFields`; no d
 endpoints; objects are stored as sent (no defaulting, no schema validation unless a `validator`
 is given for ListenerContextExamples, whose messages become 422 causes); list items are sorted
 by namespace and name. Responses are HTTP/1.0 (one request a connection), so `stop()` really
-refuses the next one. Faults: `unavailable` answers 503 to everything, `delay` waits before
-answering.
+refuses the next one. Faults: `unavailable` answers 503 to everything, `failing` answers 500
+InternalError to everything, `delay` waits before answering, and `hang()` holds every request
+unanswered until `release()` (`waiting` says how many are held).
 """
 
 from __future__ import annotations
@@ -133,7 +142,27 @@ POLICY = ResourceKind(
     "example.extensions.io", "v1alpha1", "ListenerContextExample", "listenercontextexamples", True
 )
 LEASE = ResourceKind("coordination.k8s.io", "v1", "Lease", "leases", False)
-KINDS = (POLICY, LEASE)
+EVENT = ResourceKind("events.k8s.io", "v1", "Event", "events", False)
+KINDS = (POLICY, LEASE, EVENT)
+
+# events.k8s.io/v1 validation (pkg/apis/core/validation/events.go)
+EVENT_TYPES = ("Normal", "Warning")
+EVENT_LIMITS = {"reportingInstance": 128, "action": 128, "reason": 128, "note": 1024}
+EVENT_IMMUTABLE = (
+    "regarding", "related", "reason", "note", "type", "eventTime", "action",
+    "reportingController", "reportingInstance", "deprecatedSource",
+    "deprecatedFirstTimestamp", "deprecatedLastTimestamp", "deprecatedCount",
+)  # fmt: skip
+# The internal names the API server's messages use for events.k8s.io/v1's fields.
+EVENT_FIELD_NAMES = {
+    "regarding": "involvedObject",
+    "note": "message",
+    "deprecatedSource": "source",
+    "deprecatedFirstTimestamp": "firstTimestamp",
+    "deprecatedLastTimestamp": "lastTimestamp",
+    "deprecatedCount": "count",
+}
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 
 Validator = Callable[[dict[str, Any]], Sequence[str]]
 
@@ -225,6 +254,9 @@ def _invalid(
 
 _UNAUTHORIZED = _failure(401, "Unauthorized", "Unauthorized")
 _UNAVAILABLE = _failure(503, "ServiceUnavailable", UNAVAILABLE)
+_INTERNAL = _failure(
+    500, "InternalError", "Internal error occurred: the stand-in was told to fail", {}
+)
 _NO_SUCH_PATH = _failure(404, "NotFound", NOT_FOUND_PATH, {})
 _NOT_ALLOWED = _failure(405, "MethodNotAllowed", METHOD_NOT_ALLOWED, {})
 
@@ -312,6 +344,73 @@ def parse_field_selector(text: str) -> list[_Requirement]:
     return requirements
 
 
+# -- events.k8s.io/v1 validation ---------------------------------------------------
+
+
+def event_problems(
+    obj: Mapping[str, Any], current: Mapping[str, Any] | None = None
+) -> list[tuple[str, str, str]]:
+    """(reason, field, message) of each rule an events.k8s.io/v1 Event breaks: on create
+    (`current` None) ValidateEventCreate's, on update ValidateEventUpdate's."""
+    problems: list[tuple[str, str, str]] = []
+
+    def required(field: str) -> None:
+        problems.append(("FieldValueRequired", field, "Required value"))
+
+    def invalid(field: str, message: str) -> None:
+        problems.append(("FieldValueInvalid", field, f'Invalid value: "": {message}'))
+
+    namespace = str((obj.get("metadata") or {}).get("namespace") or "")
+    regarding = obj.get("regarding") or {}
+    # legacy validation of an Event with an eventTime
+    if not regarding.get("namespace") and namespace not in ("default", "kube-system"):
+        invalid("involvedObject.namespace", "does not match event.namespace")
+    controller = str(obj.get("reportingController") or "")
+    if not controller:
+        required("reportingController")
+    elif not _qualified_name(controller):
+        invalid("reportingController", "must be a qualified name")
+    for field in ("reportingInstance", "action", "reason"):
+        if not obj.get(field):
+            required(field)
+    for field, limit in EVENT_LIMITS.items():
+        if len(str(obj.get(field) or "").encode()) > limit:
+            name = EVENT_FIELD_NAMES.get(field, field)
+            invalid(name, f"can have at most {limit} characters")
+    if current is None or obj.get("series") != current.get("series"):
+        series = obj.get("series")
+        if series is not None:
+            if not isinstance(series, dict) or int(series.get("count") or 0) < 2:
+                invalid("series.count", "should be at least 2")
+            if not isinstance(series, dict) or not series.get("lastObservedTime"):
+                required("series.lastObservedTime")
+    if current is None:
+        if not obj.get("eventTime"):
+            required("eventTime")
+        if obj.get("type") not in EVENT_TYPES:
+            invalid("type", f"has invalid value: {obj.get('type') or ''}")
+        for field in ("deprecatedFirstTimestamp", "deprecatedLastTimestamp", "deprecatedCount"):
+            if obj.get(field):
+                invalid(EVENT_FIELD_NAMES[field], "needs to be unset")
+        if obj.get("deprecatedSource"):
+            invalid("source", "needs to be unset")
+        return problems
+    for field in EVENT_IMMUTABLE:
+        if obj.get(field) != current.get(field):
+            name = EVENT_FIELD_NAMES.get(field, field)
+            problems.append(("FieldValueInvalid", name, "Invalid value: field is immutable"))
+    return problems
+
+
+def _qualified_name(value: str) -> bool:
+    """Kubernetes' IsQualifiedName: an optional DNS-subdomain prefix and `/`, then a name of
+    at most 63 characters."""
+    prefix, slash, name = value.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return False
+    return len(name) <= 63 and bool(_QUALIFIED_NAME.fullmatch(name))
+
+
 # -- HTTP ------------------------------------------------------------------------
 
 
@@ -382,7 +481,11 @@ class KubeStandIn(HttpStandIn):
         remember(self.token)
         self.validator = validator
         self.unavailable = False
+        self.failing = False
         self.delay = 0.0
+        self._open = threading.Event()
+        self._open.set()
+        self._waiting = 0
         self._lock = threading.RLock()
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._revision = 1
@@ -538,6 +641,19 @@ class KubeStandIn(HttpStandIn):
                 and request.path.startswith(path_prefix)
             )
 
+    def hang(self) -> None:
+        """Hold every request from now on unanswered, until `release()` (or `stop()`)."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    @property
+    def waiting(self) -> int:
+        """Requests held by `hang()` right now."""
+        with self._lock:
+            return self._waiting
+
     def reset_counts(self) -> None:
         with self._lock:
             self._log.clear()
@@ -573,11 +689,23 @@ class KubeStandIn(HttpStandIn):
         path = split.path
         with self._lock:
             self._log.append(KubeRequest(method, path, split.query, content_type))
+        if not self._open.is_set():
+            with self._lock:
+                self._waiting += 1
+            try:
+                while not self._open.wait(0.05):
+                    if stopping.is_set():
+                        return None
+            finally:
+                with self._lock:
+                    self._waiting -= 1
         delay = self.delay
         if delay > 0 and stopping.wait(delay):
             return None
         if self.unavailable:
             return _UNAVAILABLE
+        if self.failing:
+            return _INTERNAL
         if not self._authorized(authorization):
             return _UNAUTHORIZED
         query = parse_qs(split.query, keep_blank_values=True)
@@ -659,7 +787,13 @@ class KubeStandIn(HttpStandIn):
             return _bad_request("metadata must be an object")
         return None
 
-    def _validate(self, kind: ResourceKind, name: str, obj: dict[str, Any]) -> _Reply | None:
+    def _validate(
+        self,
+        kind: ResourceKind,
+        name: str,
+        obj: dict[str, Any],
+        current: dict[str, Any] | None = None,
+    ) -> _Reply | None:
         if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
             return _invalid(
                 kind,
@@ -681,6 +815,10 @@ class KubeStandIn(HttpStandIn):
                     field, _, message = error.partition(": ")
                     causes.append(("FieldValueInvalid", field, message or field))
                 return _invalid(kind, name, causes, by_kind=True)
+        if kind is EVENT:
+            problems = event_problems(obj, current)
+            if problems:
+                return _invalid(kind, name, problems, by_kind=True)
         return None
 
     def _store(self, kind: ResourceKind, obj: dict[str, Any]) -> None:
@@ -820,7 +958,7 @@ class KubeStandIn(HttpStandIn):
                 meta[server_set] = old[server_set]
             else:
                 meta.pop(server_set, None)
-        refused = self._validate(kind, name, obj)
+        refused = self._validate(kind, name, obj, current)
         if refused is not None:
             return refused
         if kind.custom and _without_metadata(obj) != _without_metadata(current):
@@ -955,6 +1093,7 @@ class KubeStandIn(HttpStandIn):
 
 
 __all__ = [
+    "EVENT",
     "KINDS",
     "LEASE",
     "MERGE_PATCH",
@@ -964,6 +1103,7 @@ __all__ = [
     "KubeStandIn",
     "KubeStandInError",
     "ResourceKind",
+    "event_problems",
     "merge_patch",
     "parse_field_selector",
     "parse_label_selector",

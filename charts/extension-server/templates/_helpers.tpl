@@ -185,8 +185,25 @@ aws.region the chart cannot tell: the region then comes from the pod's environme
 {{- end }}
 
 {{/*
-Where the API-server token is mounted when the watcher runs: the path lightkube (and every
-Kubernetes client) reads in a pod, the one automountServiceAccountToken would use.
+True (non-empty) when the server writes Kubernetes Events on the policies (events.enabled):
+the chart then passes auto (on in the pod), renders their RBAC (events-rbac.yaml) and mounts
+the API-server token.
+*/}}
+{{- define "extension-server.eventsEnabled" -}}
+{{- if .Values.events.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+True (non-empty) when the server talks to the Kubernetes API: the rotation watcher, or Events.
+*/}}
+{{- define "extension-server.kubeApiNeeded" -}}
+{{- if or (include "extension-server.rotationEnabled" .) (include "extension-server.eventsEnabled" .) }}true{{ end }}
+{{- end }}
+
+{{/*
+Where the API-server token is mounted when the watcher runs or Events are on: the path
+lightkube (and every Kubernetes client) reads in a pod, the one automountServiceAccountToken
+would use.
 */}}
 {{- define "extension-server.kubeApiDir" -}}
 /var/run/secrets/kubernetes.io/serviceaccount
@@ -237,6 +254,12 @@ The server's settings, as EXTENSION_SERVER_<NAME> variables (server/settings.py)
   value: {{ .Release.Namespace | quote }}
 - name: EXTENSION_SERVER_ROTATION_LEASE_NAME
   value: {{ .Values.rotation.leaseName | quote }}
+- name: EXTENSION_SERVER_KUBERNETES_EVENTS
+  value: {{ ternary "auto" "off" (eq (include "extension-server.eventsEnabled" .) "true") | quote }}
+- name: EXTENSION_SERVER_KUBERNETES_EVENTS_INTERVAL
+  value: {{ .Values.events.interval | quote }}
+- name: EXTENSION_SERVER_AUDIT_LOG
+  value: {{ .Values.audit.destination | quote }}
 {{- if include "extension-server.tlsOn" . }}
 - name: EXTENSION_SERVER_TLS_CERT_FILE
   value: {{ printf "%s/tls.crt" (include "extension-server.tlsDir" .) | quote }}
@@ -305,7 +328,7 @@ Volume mounts and volumes for the files above (all read-only).
 {{- define "extension-server.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
-{{- if include "extension-server.rotationEnabled" . }}
+{{- if include "extension-server.kubeApiNeeded" . }}
 - name: kube-api-access
   mountPath: {{ include "extension-server.kubeApiDir" . }}
   readOnly: true
@@ -348,9 +371,10 @@ Volume mounts and volumes for the files above (all read-only).
 - name: tmp
   emptyDir:
     sizeLimit: 16Mi
-{{- if include "extension-server.rotationEnabled" . }}
-# The rotation watcher's API-server credentials: what automountServiceAccountToken would
-# mount (token, cluster CA, namespace), here only while the watcher runs. 3607 s is what the
+{{- if include "extension-server.kubeApiNeeded" . }}
+# The API-server credentials of the rotation watcher and of Events: what
+# automountServiceAccountToken would mount (token, cluster CA, namespace), here only while
+# one of them runs. 3607 s is what the
 # kubelet asks for the automounted token; it renews it at 80 % of its lifetime and the
 # server reads the file on every request. (The Vault Kubernetes-auth token is another
 # volume, mounted elsewhere.)
