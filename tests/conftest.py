@@ -22,7 +22,8 @@ import pytest
 
 from server import logs
 from tests.support.commands import EXTENSION_SERVER
-from tests.support.secrets import leaks, log_files
+from tests.support.secrets import leaks, log_files, remember
+from tests.support.vault import ROOT_TOKEN, VaultStandIn
 
 
 def wait_until_serving(target: str, timeout: float = 15.0) -> None:
@@ -111,3 +112,16 @@ def served(tmp_path: Path) -> Iterator[Any]:
         if process.process.poll() is None:
             process.process.kill()
             process.process.wait()
+
+
+@pytest.fixture
+def vault() -> Iterator[VaultStandIn]:
+    """The Vault stand-in, holding no secret yet; ROOT_TOKEN is valid in it for every path.
+
+    A test that needs other tokens (narrow policies, a namespace, a TTL) adds them with
+    `vault.add_token`.
+    """
+    remember(ROOT_TOKEN)
+    with VaultStandIn() as standin:
+        standin.add_token(ROOT_TOKEN)
+        yield standin

@@ -22,7 +22,8 @@ import pytest
 from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.demo.envoy import free_port
-from tests.builders import http_listener, policy
+from tests.support.builders import http_listener, policy
+from tests.support.hook import listener_request
 
 SERVICE = "envoygateway.extension.EnvoyGatewayExtension"
 
@@ -88,14 +89,8 @@ def send_every_kind_of_mistake(target: str) -> None:
     with grpc.insecure_channel(target) as channel:
         hooks = api_grpc.EnvoyGatewayExtensionStub(channel)
         for listener_name, policies in (("default/eg/http", POLICIES), ("default/eg/open", [])):
-            resources = [api.ExtensionResource(unstructured_bytes=p) for p in policies]
             answer = hooks.PostHTTPListenerModify(
-                api.PostHTTPListenerModifyRequest(
-                    listener=http_listener(name=listener_name),
-                    post_listener_context=api.PostHTTPListenerExtensionContext(
-                        extension_resources=resources
-                    ),
-                ),
+                listener_request(*policies, listener=http_listener(name=listener_name)),
                 timeout=10,
             )
             assert answer.listener.name == listener_name

@@ -1,6 +1,6 @@
 """Properties of the compiler over generated policies and listeners (hypothesis).
 
-The examples in tests/test_compiler.py and the corpus in tests/hostile_cases.py show
+The examples in tests/test_compiler.py and the corpus in tests/support/hostile_cases.py show
 chosen inputs; here hypothesis makes up the inputs and three promises must hold for all:
 
 - every basic_auth table the compiler emits reads cleanly by Envoy's rules
@@ -13,7 +13,7 @@ chosen inputs; here hypothesis makes up the inputs and three promises must hold 
 Policies mix plain names and passwords with random printable and hostile strings,
 targetRefs with and without sectionName, users claimed by several policies, creation
 timestamps that tie, unreadable bytes and objects of other kinds. Listeners are built
-like tests/builders.py: plain HTTP, HTTPS with several chains, HTTP/3, TCP chains, none,
+like tests/support/builders.py: plain HTTP, HTTPS with several chains, HTTP/3, TCP chains, none,
 and a manager written as a TypedStruct.
 Namespace/name pairs are unique within a call, as Kubernetes guarantees.
 
@@ -40,8 +40,8 @@ from compiler.errors import ConflictError
 from compiler.htpasswd import parse_like_envoy
 from compiler.listener import FILTER_NAME, HCM_TYPE
 from compiler.model import CompileOptions, UnprotectedMode
-from compiler.pipeline import ListenerResult, compile_listener, load_policies
-from tests.builders import (
+from compiler.pipeline import compile_listener, load_policies
+from tests.support.builders import (
     as_http3,
     eg_security_filters,
     http_listener,
@@ -50,9 +50,10 @@ from tests.builders import (
     our_filter,
     tcp_proxy,
 )
-from tests.hostile_checks import check_protected
+from tests.support.compile import hook
+from tests.support.hostile_checks import check_protected
+from tests.support.hostile_names import HOSTILE_USERNAMES
 from tests.support.secrets import sha
-from tests.test_compiler import HOSTILE_USERNAMES
 
 EXAMPLES = settings(
     max_examples=200,
@@ -175,12 +176,6 @@ def listeners(draw: st.DrawFn) -> Any:
 MODES = st.sampled_from([UnprotectedMode.DENY, UnprotectedMode.PASSTHROUGH])
 
 
-def hook(listener: Any, resources: Sequence[bytes], mode: UnprotectedMode) -> ListenerResult:
-    """One hook call with a resolver of its own: nothing is reused from an earlier call."""
-    policies = load_policies(resources, CredentialResolver())
-    return compile_listener(listener, policies, CompileOptions(unprotected=mode))
-
-
 def serialized(listener: Any) -> bytes:
     return bytes(listener.SerializeToString(deterministic=True))
 
@@ -194,7 +189,7 @@ def test_every_emitted_table_reads_as_envoy_reads_it_and_holds_only_offered_user
     listener: Any, resources: list[bytes], mode: UnprotectedMode
 ) -> None:
     """Envoy rejects a whole listener for one bad htpasswd line; nobody may be let in unasked."""
-    result = hook(listener, resources, mode)
+    result = hook(*resources, listener=listener, mode=mode)
     allowed = offered(resources)
     if mode is UnprotectedMode.DENY:
         # Every manager, typed or TypedStruct, protected by rank; nothing else changed.
@@ -221,10 +216,10 @@ def test_the_same_input_in_any_order_gives_the_same_bytes(
 ) -> None:
     """Envoy Gateway sends the resources in no promised order; a flapping answer would
     make Envoy drain and rebuild the listener on every translation."""
-    first = serialized(hook(listener, resources, mode).listener)
-    assert serialized(hook(listener, resources, mode).listener) == first
+    first = serialized(hook(*resources, listener=listener, mode=mode).listener)
+    assert serialized(hook(*resources, listener=listener, mode=mode).listener) == first
     shuffled = data.draw(st.permutations(resources))
-    assert serialized(hook(listener, shuffled, mode).listener) == first
+    assert serialized(hook(*shuffled, listener=listener, mode=mode).listener) == first
 
 
 @EXAMPLES
@@ -250,7 +245,7 @@ def test_the_generators_reach_shared_tables_and_conflicts() -> None:
 
     def rich(example: tuple[Any, list[bytes]]) -> bool:
         listener, resources = example
-        result = hook(listener, resources, UnprotectedMode.DENY)
+        result = hook(*resources, listener=listener, mode=UnprotectedMode.DENY)
         conflicts = [e for e in result.errors if isinstance(e, ConflictError)]
         return result.users >= 2 and bool(conflicts) and len(listener.filter_chains) >= 2
 
