@@ -21,7 +21,7 @@ from bench.scaling import NAMESPACE, PATH, MemoryStore
 from compiler.htpasswd import MAX_USERNAME_BYTES
 from compiler.pipeline import compile_listener, load_policies
 from server.api import extension_pb2 as api
-from tests.builders import http_listener, https_listener
+from tests.support.builders import http_listener, https_listener
 from tests.support.secrets import sha
 
 TITLE = "6. Users per answer within Envoy Gateway's default 4 MiB message (in process)"
@@ -112,7 +112,7 @@ def run(context: Context) -> Section:
     )
     section.notes.append(
         "One `usersFrom` policy whose users are ready `{SHA}` hashes, served from memory; "
-        "listeners `tests.builders.http_listener()` (one default chain) and "
+        "listeners `tests.support.builders.http_listener()` (one default chain) and "
         "`https_listener('a', 'b', 'c')` (three chains). An htpasswd line is the name plus "
         "35 bytes (`:{SHA}`, 28 characters of base64, a newline). The request Envoy "
         "Gateway sends is far smaller here: a `usersFrom` policy is a reference; with "

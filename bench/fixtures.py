@@ -14,7 +14,7 @@ import grpc
 
 from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
-from tests.builders import policy
+from tests.support.builders import policy
 from tests.support.validate import load_corpus_listeners
 
 ROOT = Path(__file__).resolve().parents[1]

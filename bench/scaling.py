@@ -18,7 +18,7 @@ from bench.fixtures import store_policy
 from bench.results import Row, Section, median, ms, ratio, size, us
 from compiler.model import StoreRef
 from compiler.pipeline import ListenerCompiler
-from tests.builders import http_listener
+from tests.support.builders import http_listener
 
 TITLE = "2. Compile scaling (in process)"
 SIZES = (10, 1_000, 10_000, 100_000)
@@ -179,9 +179,9 @@ def run(context: Context) -> Section:
     hash_slope = math.log(measured[-1].hashing / measured[1].hashing) / span
     section.notes.append(
         f"One `usersFrom` policy on `{PATH}`, served from memory by a store object that returns "
-        '`StoredSecret(users, "1")`; listener: `tests.builders.http_listener()` (one default '
-        "chain). Cold: a fresh CredentialResolver for each run, so nothing is cached; warm: the "
-        "same call again on the last cold run's ListenerCompiler, the sizes taking turns "
+        '`StoredSecret(users, "1")`; listener: `tests.support.builders.http_listener()` (one '
+        "default chain). Cold: a fresh CredentialResolver for each run, so nothing is cached; "
+        "warm: the same call again on the last cold run's ListenerCompiler, the sizes taking turns "
         f"({WARM_ROUNDS} turns of {WARM_CALLS_PER_TURN} calls each, after a garbage "
         "collection; median). Linear growth is judged on the cold time per user as a "
         "multiple of hashlib's time per user in the same run, since at 100,000 users even "

@@ -10,7 +10,7 @@ turns in rounds of 150 examples until the time is up:
   `compiler.pipeline.load_policies`, then compiled onto an HTTP and an HTTPS listener;
 - `policy-json`: valid policies of every shape with JSON-level mutations (fields removed,
   added or retyped, hostile strings and numbers, nesting thousands deep), the same way;
-- `listener-bytes`: corpus-like listeners (tests/builders.py, and the shared Envoy Gateway
+- `listener-bytes`: corpus-like listeners (tests/support/builders.py, and the shared Envoy Gateway
   corpus when it sits next to the checkout) with random bytes spliced into the serialized
   listener or into one connection manager's config, read back with `Listener.FromString`
   where it parses, through `compiler.pipeline.compile_listener`;
@@ -29,7 +29,7 @@ without exactly one filter of ours, or ours after a filter Envoy Gateway ranks a
 basic_auth; an undecodable manager changed; anything changed besides our filter; an
 answer that changes when the hook is applied to it again; an error that does not name its
 policy and field, is unbounded, or quotes a password (the answer's invariants live in
-tests/hostile_checks.py, shared with the hostile corpus). Each crash is shrunk by hypothesis
+tests/support/hostile_checks.py, shared with the hostile corpus). Each crash is shrunk by hypothesis
 and printed as a Python reproducer; the run then exits 1. At the end it prints the
 seconds run, the examples tried per target and the crashes found.
 """
@@ -66,7 +66,7 @@ from compiler.model import Policy, Secret
 from compiler.parse import IgnoredResource, parse_resources
 from compiler.pipeline import PolicySet, compile_listener, load_policies
 from reliability.stored import check_stored, stored_examples, stored_reproducer
-from tests.hostile_checks import (
+from tests.support.hostile_checks import (
     Crash,
     check_protected,
     manager_shape,
@@ -356,8 +356,9 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 def _builders() -> Any:
-    """tests/builders.py: the listeners the test suite builds (run from the project root)."""
-    from tests import builders  # noqa: PLC0415 (not an installed package)
+    """tests/support/builders.py: the listeners the test suite builds (run from the project
+    root)."""
+    from tests.support import builders  # noqa: PLC0415 (not an installed package)
 
     return builders
 

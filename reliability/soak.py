@@ -32,8 +32,8 @@ from reliability.phases import SCHEDULE, Stands, durations
 from reliability.report import PhaseResult, Run, mib, table, verdict_lines
 from reliability.scenario import OTHER_NS, Scenario, build, requests
 from server.demo.gateway import serve_command
-from tests.builders import http_listener, https_listener
 from tests.support.aws import DUMMY_KEY, REGION, MotoServer
+from tests.support.builders import http_listener, https_listener
 from tests.support.secrets import leaks, remember
 from tests.support.vault import VaultStandIn
 
@@ -198,14 +198,15 @@ def _listeners() -> tuple[dict[str, Any], str, tuple[str, str]]:
         )
         http = http_listener(name=f"{ns}/{gateway}/http")
         described = (
-            f"built by tests/builders.py ({missing}): HTTPS with 3 chains (twice), plain HTTP"
+            f"built by tests/support/builders.py ({missing}): HTTPS with 3 chains (twice), "
+            "plain HTTP"
         )
         return {"https": https, "http3": https, "http": http}, described, (ns, gateway)
     ns, gateway = corpus.namespace, corpus.gateway
     http = http_listener(name=f"{ns}/{gateway}/http")
     described = (
         f"`{corpus.https_id}` (HTTPS, 3 filter chains) and `{corpus.http3_id}` (HTTP/3) from "
-        f"{DEFAULT_CORPUS.relative_to(ROOT.parent)}, and `tests.builders.http_listener()` "
+        f"{DEFAULT_CORPUS.relative_to(ROOT.parent)}, and `tests.support.builders.http_listener()` "
         "(plain HTTP, one default chain, where every policy applies)"
     )
     return {"https": corpus.https, "http3": corpus.http3, "http": http}, described, (ns, gateway)

@@ -25,8 +25,8 @@ from backends.aws import AwsSecretsManagerStore, AwsSettings
 from backends.vault import VaultSettings, VaultStore
 from compiler.htpasswd import parse_like_envoy
 from compiler.pipeline import compile_listener, load_policies
-from tests.builders import managers, our_filter
-from tests.hostile_checks import require
+from tests.support.builders import managers, our_filter
+from tests.support.hostile_checks import require
 from tests.support.poison import AWS_STRINGS, VAULT_DOCUMENTS, VAULT_VALUES, policy_objects
 from tests.support.vault import encode_json
 

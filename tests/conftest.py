@@ -1,9 +1,155 @@
-"""Suite-wide fixtures: the no-secrets-in-logs check, and a real `extension-server serve`.
+"""Suite-wide fixtures, and the map of the suite: where each part of the product is tested.
 
-Every log the suite produces, from servers run in-process (sent to one file by
-`_logs_hold_no_secret`) and from subprocesses (their `*.log`, `*.stdout`, `*.stderr`
-files under pytest's temporary directory), is read at the end of the session: a test
-password, token or any `{SHA}` hash in any of them fails the run.
+Fixtures here: `vault` (the Vault stand-in with ROOT_TOKEN valid in it), `served` (a real
+`extension-server serve` process), and the no-secrets-in-logs check: every log the suite
+produces, from servers run in-process (sent to one file by `_logs_hold_no_secret`) and from
+subprocesses (their `*.log`, `*.stdout`, `*.stderr` files under pytest's temporary
+directory), is read at the end of the session, and a test password, token or any `{SHA}`
+hash in any of them fails the run.
+
+Where each part of the product is tested
+----------------------------------------
+A product module, and the test modules that hold its tests (what in them, where it is not
+all of it). tests/test_suite_layout.py fails when a module, a test module or a helper is
+missing here.
+
+compiler/errors.py         test_compiler.py (each family's policy, field and message),
+                           test_no_secrets_in_logs.py (no message quotes a password)
+compiler/filters.py        test_compiler.py ("Where the filter goes", custom filter order)
+compiler/htpasswd.py       test_compiler.py ("Envoy's htpasswd rules", libpass's bytes),
+                           test_envoy_accepts.py (the real Envoy reads every table)
+compiler/listener.py       test_compiler.py (managers, chains, upgrades, undecodable),
+                           test_fuzz_regressions.py (TypedStruct managers),
+                           test_hostile_input.py, test_conformance.py (Envoy Gateway's
+                           listeners, every Envoy)
+compiler/memo.py           test_compiler.py (reuse by value), test_backends.py (what a
+                           superseded key built is let go)
+compiler/model.py          values only; ValueKey in test_compiler.py and test_backends.py
+compiler/parse.py          test_compiler.py (malformed policies, by field), test_backends.py
+                           ("The policy API"), test_chart.py (the parser agrees with the
+                           CRD), test_fuzz_regressions.py (JSON nested too deep)
+compiler/pipeline.py       test_compiler.py, test_properties.py, test_limits.py (the policy
+                           that makes an answer too large is left out)
+compiler/schemes.py        test_backends.py ("What a stored value may be")
+compiler/scope.py          test_compiler.py ("Which policies apply where")
+compiler/users.py          test_compiler.py (conflicts, stored columns), test_backends.py
+                           (stored values), test_properties.py (the column fast path and
+                           the per-user checks agree)
+
+backends/aws.py            test_backend_aws.py
+backends/cache.py          test_backends.py ("The cache"), test_backend_vault.py and
+                           test_backend_aws.py (single flight, stale-if-error)
+backends/metrics.py        test_metrics.py, test_backend_aws.py
+backends/registry.py       test_rotation.py (what is watched), test_rotation_trust.py
+backends/resolver.py       test_backends.py, test_backend_vault.py, test_backend_aws.py,
+                           test_store_isolation.py (one deadline for all of a call's lookups)
+backends/stores.py         test_backends.py, test_backend_aws.py, test_rotation.py
+backends/tenancy.py        test_backends.py ("The tenancy guard"), test_chart.py (the docs'
+                           policies pass it)
+backends/values.py         test_backends.py ("What a stored value may be")
+backends/vault.py          test_backend_vault.py
+
+server/__main__.py         no logic: `python -m server` runs server/cli.py
+server/answers.py          test_answers.py
+server/audit.py            test_audit.py (the replay of add, remove, rotate, revoke; files
+                           rotated), test_hook_tells_owners.py
+server/changes.py          test_audit.py, test_events.py (what changed per policy and place)
+server/events.py           test_events.py (every failure family, folding, a hung API
+                           server), test_events_chart.py (the RBAC allows each request),
+                           test_hook_tells_owners.py (through the hook)
+server/outcomes.py         test_events.py, test_audit.py (queues, drops, close)
+server/api/                test_api_stubs.py (the stubs match the proto and Envoy Gateway's)
+server/app.py              test_server.py, test_tls.py, test_limits.py
+server/cli.py              test_cli.py (compile, --version), test_settings.py,
+                           test_startup_errors.py
+server/drain.py            test_server.py (SIGTERM lets calls finish), test_shutdown.py
+server/envoy_json.py       test_cli.py, test_examples.py
+server/health.py           test_server.py (health, the health port), test_shutdown.py (Watch)
+server/kube.py             test_rotation.py (the Lease and the patch),
+                           test_rotation_end_to_end.py, test_local_runs.py, test_shutdown.py
+server/logs.py             test_no_secrets_in_logs.py, test_backend_aws.py ("logs")
+server/manifests.py        test_cli.py, test_examples.py
+server/metrics_http.py     test_metrics_endpoint.py, test_metrics.py
+server/preflight.py        test_startup_errors.py, test_settings.py
+server/report.py           test_answers.py (logged once), test_server.py, test_hostile_input.py,
+                           test_hook_tells_owners.py (what an answer tells the observers)
+server/rotation.py         test_rotation.py, test_rotation_trust.py,
+                           test_rotation_end_to_end.py, test_local_runs.py
+server/service.py          test_server.py, test_limits.py, test_hook_never_fails.py,
+                           test_answers.py
+server/settings.py         test_settings.py, test_config_file.py, test_startup_errors.py
+server/tls.py              test_tls.py, test_server.py (the health port beside TLS)
+server/version.py          test_cli.py ("Which version runs")
+
+server/demo/echo.py        test_harness.py
+server/demo/envoy.py       test_harness.py, test_demo.py
+server/demo/files.py       test_demo_isolation.py
+server/demo/gateway.py     test_end_to_end.py, test_conformance.py, test_rotation_trust.py
+server/demo/listeners.py   test_harness.py
+server/demo/stack.py       test_end_to_end.py, test_end_to_end_stores.py,
+                           test_rotation_end_to_end.py
+server/demo/story.py       test_demo.py, test_end_to_end.py
+
+charts/extension-server/   test_chart.py (metadata, CRD, values schema), test_chart_render.py
+                           (manifests, lint, the Deployment starts the server),
+                           test_chart_hostile_values.py, test_chart_alerts.py,
+                           test_gateway_helm.py (Envoy Gateway's own chart enables the hook)
+Dockerfile                 test_image.py (and .dockerignore, requirements.lock)
+Makefile                   test_make.py
+scripts/generate_api.py    test_api_stubs.py
+bench/                     test_bench_report.py (the page's arithmetic; `make bench` runs it)
+reliability/               `make fuzz` and `make soak` run it, not `make test`; what the fuzz
+                           run found stays fixed in test_fuzz_regressions.py
+README.md                  test_make.py, test_chart.py (its policy passes the CRD)
+docs/backends.md           test_chart.py (every policy of the docs passes the CRD, the
+                           parser and the tenancy guard)
+docs/chart.md              test_chart_render.py (its helm commands)
+docs/compatibility.md      test_envoy_matrix.py
+docs/design.md             prose; its claims are the tests above
+docs/examples/             test_examples.py, test_gateway_helm.py
+docs/guide.md              test_chart_render.py, test_gateway_helm.py, test_chart.py
+docs/operations.md         test_chart_alerts.py, test_grpcurl_doc.py, test_server.py (every
+                           event the server logs)
+docs/performance.md        test_bench_report.py
+docs/policies.md           prose
+docs/reliability.md        prose; `make fuzz` and `make soak` write it
+docs/rotation.md           test_chart.py (its policies)
+docs/security.md           prose
+
+The suite and its stand-ins: test_harness.py (Envoy and the echo backend),
+test_vault_standin.py, test_kube_standin.py, test_kube_standin_events.py (its Events API),
+test_secret_scan.py (the log check above finds
+what it should), test_suite_layout.py (this map). End to end, several modules at once:
+test_end_to_end.py, test_end_to_end_stores.py, test_rotation_end_to_end.py,
+test_hook_never_fails.py, test_envoy_matrix.py, test_properties.py.
+
+Helpers under tests/support/ (a test module never imports another test module)
+---------------------------------------------------------------------------
+support/aws.py             AWS Secrets Manager, STS and IAM: moto in HTTP server mode
+support/builders.py        what Envoy Gateway sends: policies (JSON), listeners (protobuf),
+                           and readers of our filter in them
+support/certs.py           real X.509 certificates: a CA and its leaves
+support/charts.py          Helm renders as objects, values merged as Helm merges them
+support/commands.py        the installed `extension-server` command
+support/describe.py        `kubectl describe`-style lines from a policy's Events
+support/compile.py         one hook call in this process (`hook`), and what each HTTP
+                           connection manager admits, read as Envoy reads it (`tables`,
+                           `users_of`, `admitted`, `htpasswd`)
+support/corpus.py          Envoy Gateway's listeners in ../shared/ (skip, or fail in CI)
+support/envoys.py          every Envoy a supported Envoy Gateway runs (`every_envoy`)
+support/hook.py            one server in this process called over gRPC (`HookServer`,
+                           `Answered`, `listener_request`)
+support/hostile_cases.py   the hostile-input corpus: hook calls and what must come back
+support/hostile_checks.py  what a protected answer is (`check_protected`)
+support/hostile_names.py   user names Envoy or RFC 7617 cannot take
+support/kube.py            the Kubernetes API server (stand-in, for lightkube)
+support/logged.py          the structured lines pytest's caplog holds (`events`)
+support/poison.py          what one team can write where the server reads (strategies)
+support/secrets.py         every secret handed to the product, for the log check
+support/standin.py         what the HTTP stand-ins share
+support/stores.py          the server's stores over the stand-ins (`both_stores`)
+support/validate.py        `envoy --mode validate` over many listeners at once
+support/vault.py           HashiCorp Vault's HTTP API (stand-in, for hvac)
 """
 
 from __future__ import annotations
@@ -22,7 +168,8 @@ import pytest
 
 from server import logs
 from tests.support.commands import EXTENSION_SERVER
-from tests.support.secrets import leaks, log_files
+from tests.support.secrets import leaks, log_files, remember
+from tests.support.vault import ROOT_TOKEN, VaultStandIn
 
 
 def wait_until_serving(target: str, timeout: float = 15.0) -> None:
@@ -111,3 +258,16 @@ def served(tmp_path: Path) -> Iterator[Any]:
         if process.process.poll() is None:
             process.process.kill()
             process.process.wait()
+
+
+@pytest.fixture
+def vault() -> Iterator[VaultStandIn]:
+    """The Vault stand-in, holding no secret yet; ROOT_TOKEN is valid in it for every path.
+
+    A test that needs other tokens (narrow policies, a namespace, a TTL) adds them with
+    `vault.add_token`.
+    """
+    remember(ROOT_TOKEN)
+    with VaultStandIn() as standin:
+        standin.add_token(ROOT_TOKEN)
+        yield standin

@@ -18,34 +18,19 @@ import pytest
 
 from backends import ResolverSettings
 from backends.vault import VaultSettings
-from compiler.htpasswd import parse_like_envoy
 from compiler.model import VaultRef
-from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.app import ExtensionServer, ServerSettings
 from server.demo.envoy import free_port
-from tests.builders import http_listener, managers, our_filter, policy
+from tests.support.builders import policy
+from tests.support.compile import users_of
+from tests.support.hook import listener_request
 from tests.support.secrets import remember
-from tests.support.vault import VaultStandIn
+from tests.support.vault import ROOT_TOKEN, VaultStandIn
 
 SERVICE = "envoygateway.extension.EnvoyGatewayExtension"
-TOKEN = "hvs.answers-test-token"
 SECRET = "gateways/default/answers"
 BEFORE, AFTER = "answers-password-before", "answers-password-after"
-
-
-def call(*policies: bytes) -> api.PostHTTPListenerModifyRequest:
-    return api.PostHTTPListenerModifyRequest(
-        listener=http_listener(),
-        post_listener_context=api.PostHTTPListenerExtensionContext(
-            extension_resources=[api.ExtensionResource(unstructured_bytes=p) for p in policies]
-        ),
-    )
-
-
-def users(answer: api.PostHTTPListenerModifyResponse) -> dict[str, str]:
-    (hcm,) = managers(answer.listener)
-    return parse_like_envoy(our_filter(hcm).users.inline_string)
 
 
 def test_a_repeated_request_gets_the_same_bytes_and_its_rejections_are_logged_once(
@@ -54,7 +39,7 @@ def test_a_repeated_request_gets_the_same_bytes_and_its_rejections_are_logged_on
     port = free_port()
     args = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "debug"]
     server = served(args, port=port)  # type: ignore[operator]
-    request = call(policy(), policy("broken", "a:b", "pw"))
+    request = listener_request(policy(), policy("broken", "a:b", "pw"))
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         hook = api_grpc.EnvoyGatewayExtensionStub(channel).PostHTTPListenerModify
         answers = {hook(request, timeout=10).SerializeToString() for _ in range(3)}
@@ -78,38 +63,38 @@ class VaultServer:
 
 
 @pytest.fixture
-def vault_server(tmp_path: Path) -> Iterator[VaultServer]:
-    remember(TOKEN, BEFORE, AFTER)
+def vault_server(vault: VaultStandIn, tmp_path: Path) -> Iterator[VaultServer]:
+    remember(BEFORE, AFTER)
     token_file = tmp_path / "token"
-    token_file.write_text(TOKEN)
-    with VaultStandIn() as vault:
-        vault.add_token(TOKEN)
-        vault.put_v2(SECRET, {"password": BEFORE})
-        settings = ServerSettings(
-            host="127.0.0.1",
-            port=0,
-            shutdown_grace=1.0,
-            vault=VaultSettings(addr=vault.url, token_file=str(token_file)),
-            resolver=ResolverSettings(cache_ttl=300.0),  # only a refresh brings a change
-        )
-        server = ExtensionServer(settings)
-        server.start()
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield VaultServer(vault, server, api_grpc.EnvoyGatewayExtensionStub(channel))
-        server.stop()
+    token_file.write_text(ROOT_TOKEN)
+    vault.put_v2(SECRET, {"password": BEFORE})
+    settings = ServerSettings(
+        host="127.0.0.1",
+        port=0,
+        shutdown_grace=1.0,
+        vault=VaultSettings(addr=vault.url, token_file=str(token_file)),
+        resolver=ResolverSettings(cache_ttl=300.0),  # only a refresh brings a change
+    )
+    server = ExtensionServer(settings)
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield VaultServer(vault, server, api_grpc.EnvoyGatewayExtensionStub(channel))
+    server.stop()
 
 
 def test_a_secret_that_changed_behind_the_same_request_gets_a_new_answer(
     vault_server: VaultServer,
 ) -> None:
     ref = {"vault": {"path": f"secret/data/{SECRET}", "key": "password"}}
-    request = call(policy("stored", "sam", None, passwordFrom=ref))
-    first = users(vault_server.hooks.PostHTTPListenerModify(request, timeout=10))
+    request = listener_request(policy("stored", "sam", None, passwordFrom=ref))
+    first = users_of(vault_server.hooks.PostHTTPListenerModify(request, timeout=10))
 
     vault_server.vault.put_v2(SECRET, {"password": AFTER})
-    assert users(vault_server.hooks.PostHTTPListenerModify(request, timeout=10)) == first  # cached
+    assert (
+        users_of(vault_server.hooks.PostHTTPListenerModify(request, timeout=10)) == first
+    )  # cached
     vault_server.server.resolver.refresh(VaultRef(f"secret/data/{SECRET}", key="password"))
-    after = users(vault_server.hooks.PostHTTPListenerModify(request, timeout=10))
+    after = users_of(vault_server.hooks.PostHTTPListenerModify(request, timeout=10))
 
     assert list(after) == ["sam"] and after != first
 
@@ -123,6 +108,6 @@ def test_a_request_that_is_not_protobuf_is_refused_and_the_next_call_is_answered
         with pytest.raises(grpc.RpcError) as refused:
             raw(b"\xff\xff\xff not protobuf", timeout=10)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert list(users(vault_server.hooks.PostHTTPListenerModify(call(policy()), timeout=10))) == [
-        "user"
-    ]
+    assert list(
+        users_of(vault_server.hooks.PostHTTPListenerModify(listener_request(policy()), timeout=10))
+    ) == ["user"]

@@ -26,7 +26,7 @@ from compiler.pipeline import compile_listener, load_policies
 from server.audit import MAX_NAMES, AuditFile, AuditTrail, StdoutSink, audit_lines
 from server.changes import REVOKED, AccessChange, Place
 from server.outcomes import Admission, ListenerOutcome, PolicyIdentity, Rejection, Source
-from tests.builders import http_listener, policy, router
+from tests.support.builders import http_listener, policy, router
 from tests.support.commands import EXTENSION_SERVER
 from tests.support.secrets import leaks
 

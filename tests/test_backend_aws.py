@@ -9,8 +9,6 @@ counts are taken at the moto server: what reached "AWS", not what the client mea
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import json
 import logging
@@ -32,15 +30,16 @@ from backends.stores import StoreError, StoreOutcome
 from compiler.errors import TenancyError, UnresolvedCredentialError, UnsupportedHashError
 from compiler.htpasswd import parse_like_envoy
 from compiler.model import AwsSecretRef
-from compiler.pipeline import ListenerResult, compile_listener, load_policies
+from compiler.pipeline import ListenerResult, load_policies
 from server import logs
 from server.app import ExtensionServer, ServerSettings
 from server.demo.gateway import GatewayStandIn
 from server.logs import PAYLOAD_LOGGERS
 from server.service import CallLimits
-from tests.builders import http_listener, managers, our_filter, policy
 from tests.support.aws import ACCOUNT, REGION, MotoServer, dummy_aws_environment
-from tests.support.secrets import remember
+from tests.support.builders import http_listener, managers, our_filter, policy
+from tests.support.compile import hook, users_of
+from tests.support.secrets import remember, sha
 
 TEAM = "team-a"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/reader"
@@ -96,23 +95,6 @@ def resolver(
     return CredentialResolver(settings, {"aws": aws_store})
 
 
-def hook(credentials: CredentialResolver, *policies: bytes) -> ListenerResult:
-    # a chain named after no Gateway: every namespace's policy applies there
-    return compile_listener(
-        http_listener(name="any-namespace"), load_policies(policies, credentials)
-    )
-
-
-def admitted(result: ListenerResult) -> dict[str, str]:
-    """user -> hash, as Envoy reads our filter's htpasswd."""
-    (hcm,) = managers(result.listener)
-    return parse_like_envoy(our_filter(hcm).users.inline_string)
-
-
-def sha(password: str) -> str:
-    return "{SHA}" + base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
-
-
 def aws_ref(secret_id: str, **fields: str) -> dict[str, Any]:
     return {"awsSecretsManager": {"secretId": secret_id, **fields}}
 
@@ -148,9 +130,11 @@ def sample(name: str, **labels: str) -> float:
 def test_password_in_a_plain_secret_string_admits_the_user(aws: MotoServer) -> None:
     create_secret(aws, "gateways/team-a/alice", "s3cret!")
 
-    result = hook(resolver(store(aws.endpoint_url)), password_from("gateways/team-a/alice"))
+    result = hook(
+        password_from("gateways/team-a/alice"), resolver=resolver(store(aws.endpoint_url))
+    )
 
-    assert admitted(result) == {"alice": sha("s3cret!")}
+    assert users_of(result) == {"alice": sha("s3cret!")}
     assert result.errors == ()
 
 
@@ -159,19 +143,22 @@ def test_password_under_a_json_key_admits_the_user(aws: MotoServer) -> None:
     create_secret(aws, "gateways/team-a/db", json.dumps(document), "from-json")
 
     result = hook(
-        resolver(store(aws.endpoint_url)), password_from("gateways/team-a/db", key="password")
+        password_from("gateways/team-a/db", key="password"),
+        resolver=resolver(store(aws.endpoint_url)),
     )
 
-    assert admitted(result) == {"alice": sha("from-json")}
+    assert users_of(result) == {"alice": sha("from-json")}
 
 
 def test_a_stored_sha_hash_is_given_to_envoy_as_is(aws: MotoServer) -> None:
     """A team can keep even the password out of the gateway's reach."""
     create_secret(aws, "gateways/team-a/alice", sha("kept-away"))
 
-    result = hook(resolver(store(aws.endpoint_url)), password_from("gateways/team-a/alice"))
+    result = hook(
+        password_from("gateways/team-a/alice"), resolver=resolver(store(aws.endpoint_url))
+    )
 
-    assert admitted(result) == {"alice": sha("kept-away")}
+    assert users_of(result) == {"alice": sha("kept-away")}
 
 
 @pytest.mark.parametrize(
@@ -184,9 +171,11 @@ def test_a_stored_hash_envoy_cannot_verify_is_rejected_naming_the_user(
 ) -> None:
     create_secret(aws, "gateways/team-a/alice", stored)
 
-    result = hook(resolver(store(aws.endpoint_url)), password_from("gateways/team-a/alice"))
+    result = hook(
+        password_from("gateways/team-a/alice"), resolver=resolver(store(aws.endpoint_url))
+    )
 
-    assert admitted(result) == {}
+    assert users_of(result) == {}
     error = only_error(result)
     assert isinstance(error, UnsupportedHashError)
     assert "'alice'" in error.problem and scheme in error.problem
@@ -201,18 +190,18 @@ def test_users_from_a_json_object_admits_every_user(aws: MotoServer) -> None:
     users = {"alice": "alice-pw", "bob": sha("bob-pw")}
     create_secret(aws, "gateways/team-a/staff", json.dumps(users), "alice-pw")
 
-    result = hook(resolver(store(aws.endpoint_url)), users_from("gateways/team-a/staff"))
+    result = hook(users_from("gateways/team-a/staff"), resolver=resolver(store(aws.endpoint_url)))
 
-    assert admitted(result) == {"alice": sha("alice-pw"), "bob": sha("bob-pw")}
+    assert users_of(result) == {"alice": sha("alice-pw"), "bob": sha("bob-pw")}
 
 
 def test_users_from_htpasswd_text_admits_every_user(aws: MotoServer) -> None:
     text = f"# made with htpasswd -nbs\nalice:{sha('alice-pw')}\nbob:{sha('bob-pw')}\n"
     create_secret(aws, "gateways/team-a/staff", text)
 
-    result = hook(resolver(store(aws.endpoint_url)), users_from("gateways/team-a/staff"))
+    result = hook(users_from("gateways/team-a/staff"), resolver=resolver(store(aws.endpoint_url)))
 
-    assert admitted(result) == {"alice": sha("alice-pw"), "bob": sha("bob-pw")}
+    assert users_of(result) == {"alice": sha("alice-pw"), "bob": sha("bob-pw")}
 
 
 def test_users_from_htpasswd_text_under_a_json_key(aws: MotoServer) -> None:
@@ -220,10 +209,11 @@ def test_users_from_htpasswd_text_under_a_json_key(aws: MotoServer) -> None:
     create_secret(aws, "gateways/team-a/staff", json.dumps(document))
 
     result = hook(
-        resolver(store(aws.endpoint_url)), users_from("gateways/team-a/staff", key="htpasswd")
+        users_from("gateways/team-a/staff", key="htpasswd"),
+        resolver=resolver(store(aws.endpoint_url)),
     )
 
-    assert admitted(result) == {"alice": sha("alice-pw"), "carol": sha("carol-pw")}
+    assert users_of(result) == {"alice": sha("alice-pw"), "carol": sha("carol-pw")}
 
 
 # --- versions and rotation -----------------------------------------------------------------
@@ -236,11 +226,13 @@ def test_version_stage_awsprevious_reads_the_value_before_the_last_rotation(
     rotate(aws, "gateways/team-a/alice", "second-pw")
 
     credentials = resolver(store(aws.endpoint_url))
-    current = hook(credentials, password_from("gateways/team-a/alice"))
-    previous = hook(credentials, password_from("gateways/team-a/alice", versionStage="AWSPREVIOUS"))
+    current = hook(password_from("gateways/team-a/alice"), resolver=credentials)
+    previous = hook(
+        password_from("gateways/team-a/alice", versionStage="AWSPREVIOUS"), resolver=credentials
+    )
 
-    assert admitted(current) == {"alice": sha("second-pw")}
-    assert admitted(previous) == {"alice": sha("first-pw")}
+    assert users_of(current) == {"alice": sha("second-pw")}
+    assert users_of(previous) == {"alice": sha("first-pw")}
 
 
 def test_version_id_pins_one_version(aws: MotoServer) -> None:
@@ -249,10 +241,11 @@ def test_version_id_pins_one_version(aws: MotoServer) -> None:
     rotate(aws, "gateways/team-a/alice", "third-pw")
 
     result = hook(
-        resolver(store(aws.endpoint_url)), password_from("gateways/team-a/alice", versionId=first)
+        password_from("gateways/team-a/alice", versionId=first),
+        resolver=resolver(store(aws.endpoint_url)),
     )
 
-    assert admitted(result) == {"alice": sha("first-pw")}
+    assert users_of(result) == {"alice": sha("first-pw")}
 
 
 def test_a_rotated_password_applies_after_the_cache_ttl_without_a_restart(
@@ -261,14 +254,16 @@ def test_a_rotated_password_applies_after_the_cache_ttl_without_a_restart(
     create_secret(aws, "gateways/team-a/alice", "before-rotation")
     credentials = resolver(store(aws.endpoint_url), cache_ttl=1.0, max_stale=0.0)
     alice = password_from("gateways/team-a/alice")
-    assert admitted(hook(credentials, alice)) == {"alice": sha("before-rotation")}
+    assert users_of(hook(alice, resolver=credentials)) == {"alice": sha("before-rotation")}
 
     rotate(aws, "gateways/team-a/alice", "after-rotation")
 
-    assert admitted(hook(credentials, alice)) == {"alice": sha("before-rotation")}  # inside TTL
+    assert users_of(hook(alice, resolver=credentials)) == {
+        "alice": sha("before-rotation")
+    }  # inside TTL
     assert aws.count("secretsmanager", "GetSecretValue") == 1
     time.sleep(1.05)
-    assert admitted(hook(credentials, alice)) == {"alice": sha("after-rotation")}
+    assert users_of(hook(alice, resolver=credentials)) == {"alice": sha("after-rotation")}
     assert aws.count("secretsmanager", "GetSecretValue") == 2
 
 
@@ -281,13 +276,13 @@ def test_a_missing_secret_denies_its_users_and_leaves_other_policies_alone(
     create_secret(aws, "gateways/team-a/carol", "carol-pw")
 
     result = hook(
-        resolver(store(aws.endpoint_url)),
         password_from("gateways/team-a/no-such-secret", user="alice", name="alice"),
         password_from("gateways/team-a/carol", user="carol", name="carol"),
         policy("bob", username="bob", password="bob-pw", namespace=TEAM),
+        resolver=resolver(store(aws.endpoint_url)),
     )
 
-    assert admitted(result) == {"bob": sha("bob-pw"), "carol": sha("carol-pw")}
+    assert users_of(result) == {"bob": sha("bob-pw"), "carol": sha("carol-pw")}
     error = only_error(result)
     assert isinstance(error, UnresolvedCredentialError)
     assert str(error.policy) == "team-a/alice"
@@ -337,15 +332,15 @@ def test_a_server_identity_iam_does_not_allow_to_read_the_secret_denies_the_user
     allowed_store = store(aws.endpoint_url)
     alice = password_from("gateways/team-a/alice")
 
-    denied = hook(resolver(denied_store), alice)
-    allowed = hook(resolver(allowed_store), alice)
+    denied = hook(alice, resolver=resolver(denied_store))
+    allowed = hook(alice, resolver=resolver(allowed_store))
 
-    assert admitted(denied) == {}
+    assert users_of(denied) == {}
     error = only_error(denied)
     assert isinstance(error, UnresolvedCredentialError)
     assert error.field == "spec.passwordFrom.awsSecretsManager.secretId"
     assert "gateways/team-a/alice" in error.problem and "s3cret!" not in str(error)
-    assert admitted(allowed) == {"alice": sha("s3cret!")}  # the same secret, a reader: admitted
+    assert users_of(allowed) == {"alice": sha("s3cret!")}  # the same secret, a reader: admitted
     readers = [r.access_key for r in aws.requests("secretsmanager", "GetSecretValue")]
     assert readers == [may_not["AWS_ACCESS_KEY_ID"], may_read["AWS_ACCESS_KEY_ID"]]
 
@@ -360,10 +355,10 @@ def test_secrets_manager_down_denies_the_users_with_outcome_unavailable(
     alice = password_from("gateways/team-a/alice")
 
     started = time.monotonic()
-    result = hook(resolver(aws_store, timeout=1.0), alice)
+    result = hook(alice, resolver=resolver(aws_store, timeout=1.0))
     print(f"\nSecrets Manager down: the hook answered in {time.monotonic() - started:.3f}s")
 
-    assert admitted(result) == {}
+    assert users_of(result) == {}
     error = only_error(result)
     assert isinstance(error, UnresolvedCredentialError)
     assert "cannot be reached" in error.problem
@@ -379,7 +374,7 @@ def test_no_credentials_in_the_default_chain_is_an_outage_the_last_value_rides_o
     create_secret(aws, "gateways/team-a/alice", "s3cret!")
     alice = password_from("gateways/team-a/alice")
     credentials = resolver(store(aws.endpoint_url), cache_ttl=0.05, max_stale=60.0)
-    assert admitted(hook(credentials, alice)) == {"alice": sha("s3cret!")}
+    assert users_of(hook(alice, resolver=credentials)) == {"alice": sha("s3cret!")}
 
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
@@ -392,7 +387,7 @@ def test_no_credentials_in_the_default_chain_is_an_outage_the_last_value_rides_o
     credentials.stores["aws"] = without  # the chain breaks under the running server
     time.sleep(0.1)  # past the TTL
     stale = sample("extension_server_secret_stale_serves_total", store="aws")
-    assert admitted(hook(credentials, alice)) == {"alice": sha("s3cret!")}
+    assert users_of(hook(alice, resolver=credentials)) == {"alice": sha("s3cret!")}
     assert sample("extension_server_secret_stale_serves_total", store="aws") == stale + 1
 
 
@@ -404,10 +399,12 @@ def test_secrets_manager_that_never_answers_times_out_and_denies(aws: MotoServer
         aws_store = store(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
 
         started = time.monotonic()
-        result = hook(resolver(aws_store, timeout=0.5), password_from("gateways/team-a/alice"))
+        result = hook(
+            password_from("gateways/team-a/alice"), resolver=resolver(aws_store, timeout=0.5)
+        )
         print(f"\nSecrets Manager hung: the hook answered in {time.monotonic() - started:.3f}s")
 
-        assert admitted(result) == {}
+        assert users_of(result) == {}
         assert isinstance(only_error(result), UnresolvedCredentialError)
         with pytest.raises(StoreError) as raised:
             aws_store.fetch(AwsSecretRef("gateways/team-a/alice"))
@@ -422,21 +419,21 @@ def test_the_last_good_password_serves_while_the_store_is_down_until_max_stale(
         create_secret(flaky, "gateways/team-a/alice", "s3cret!")
         credentials = resolver(store(flaky.endpoint_url, timeout=1.0), cache_ttl=0.3, max_stale=0.5)
         alice = password_from("gateways/team-a/alice")
-        assert admitted(hook(credentials, alice)) == {"alice": sha("s3cret!")}
+        assert users_of(hook(alice, resolver=credentials)) == {"alice": sha("s3cret!")}
         stale_before = sample("extension_server_secret_stale_serves_total", store="aws")
 
         time.sleep(0.35)  # past the TTL
         flaky.stop()
-        still = hook(credentials, alice)
+        still = hook(alice, resolver=credentials)
 
-        assert admitted(still) == {"alice": sha("s3cret!")}
+        assert users_of(still) == {"alice": sha("s3cret!")}
         assert still.errors == ()
         assert sample("extension_server_secret_stale_serves_total", store="aws") == stale_before + 1
 
         time.sleep(0.5)  # past TTL + max-stale
-        late = hook(credentials, alice)
+        late = hook(alice, resolver=credentials)
 
-        assert admitted(late) == {}
+        assert users_of(late) == {}
         assert isinstance(only_error(late), UnresolvedCredentialError)
     finally:
         flaky.stop()
@@ -459,9 +456,9 @@ def test_a_secret_outside_the_namespace_path_is_rejected_before_any_request(
     }[reference]
     aws.clear_requests()
 
-    result = hook(resolver(store(aws.endpoint_url)), password_from(secret_id))
+    result = hook(password_from(secret_id), resolver=resolver(store(aws.endpoint_url)))
 
-    assert admitted(result) == {}
+    assert users_of(result) == {}
     error = only_error(result)
     assert isinstance(error, TenancyError)
     assert error.field == "spec.passwordFrom.awsSecretsManager.secretId"
@@ -472,9 +469,9 @@ def test_a_secret_outside_the_namespace_path_is_rejected_before_any_request(
 def test_an_arn_inside_the_namespace_path_is_read(aws: MotoServer) -> None:
     arn = create_secret(aws, "gateways/team-a/alice", "pw-one-1")["ARN"]
 
-    result = hook(resolver(store(aws.endpoint_url)), password_from(arn))
+    result = hook(password_from(arn), resolver=resolver(store(aws.endpoint_url)))
 
-    assert admitted(result) == {"alice": sha("pw-one-1")}
+    assert users_of(result) == {"alice": sha("pw-one-1")}
 
 
 # --- single flight -------------------------------------------------------------------------
@@ -585,12 +582,12 @@ def test_with_a_role_arn_the_server_assumes_the_role_then_reads_as_it(
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", aws.endpoint_url)  # STS on moto too
 
     result = hook(
-        resolver(store(aws.endpoint_url, role_arn=ROLE_ARN)),
         password_from("gateways/team-a/alice", user="alice", name="alice"),
         password_from("gateways/team-a/bob", user="bob", name="bob"),
+        resolver=resolver(store(aws.endpoint_url, role_arn=ROLE_ARN)),
     )
 
-    assert admitted(result) == {"alice": sha("alice-pw"), "bob": sha("bob-pw")}
+    assert users_of(result) == {"alice": sha("alice-pw"), "bob": sha("bob-pw")}
     print(f"\n--aws-role-arn: {[f'{r.service}:{r.action}' for r in aws.requests()]}")
     assert aws.count("sts", "AssumeRole") == 1  # once, for both reads
     reads = aws.requests("secretsmanager", "GetSecretValue")
@@ -614,9 +611,9 @@ def test_a_role_the_server_may_not_assume_denies_the_users_as_forbidden(
     aws.clear_requests()
     aws_store = store(aws.endpoint_url, role_arn=ROLE_ARN)
 
-    result = hook(resolver(aws_store), password_from("gateways/team-a/alice"))
+    result = hook(password_from("gateways/team-a/alice"), resolver=resolver(aws_store))
 
-    assert admitted(result) == {}
+    assert users_of(result) == {}
     error = only_error(result)
     assert isinstance(error, UnresolvedCredentialError)
     assert "grant the server read access" in error.fix
@@ -635,9 +632,9 @@ def test_the_region_may_come_from_aws_region_as_the_help_says(
     monkeypatch.setenv("AWS_REGION", REGION)
     aws_store = AwsSecretsManagerStore(AwsSettings(endpoint_url=aws.endpoint_url))
 
-    result = hook(resolver(aws_store), password_from("gateways/team-a/alice"))
+    result = hook(password_from("gateways/team-a/alice"), resolver=resolver(aws_store))
 
-    assert admitted(result) == {"alice": sha("alice-pw")}
+    assert users_of(result) == {"alice": sha("alice-pw")}
 
 
 # --- logs ----------------------------------------------------------------------------------
@@ -653,12 +650,14 @@ def test_debug_logging_does_not_write_a_fetched_password(aws: MotoServer) -> Non
         for name in PAYLOAD_LOGGERS:
             logging.getLogger(name).setLevel(logging.NOTSET)  # as a fresh server process has it
         logs.configure("debug", "logfmt", stream=written)  # extension-server --log-level debug
-        result = hook(resolver(store(aws.endpoint_url)), password_from("gateways/team-a/alice"))
+        result = hook(
+            password_from("gateways/team-a/alice"), resolver=resolver(store(aws.endpoint_url))
+        )
     finally:
         root.handlers = handlers  # the leak goes to `written` only, never to the suite's log
         root.setLevel(level)
         for name, old in quieted.items():
             logging.getLogger(name).setLevel(old)
 
-    assert admitted(result) == {"alice": sha("never-in-a-log")}
+    assert users_of(result) == {"alice": sha("never-in-a-log")}
     assert "never-in-a-log" not in written.getvalue()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,13 @@ from compiler.errors import (
     UnresolvedCredentialError,
     UnsupportedHashError,
 )
-from compiler.htpasswd import parse_like_envoy
-from compiler.pipeline import ListenerResult, compile_listener, load_policies
+from compiler.pipeline import ListenerResult
 from server.cli import main as cli_main
 from server.settings import server_settings
-from tests.builders import http_listener, managers, our_filter, policy
-from tests.support.vault import VaultStandIn
+from tests.support.builders import policy
+from tests.support.compile import hook, users_of
+from tests.support.vault import ROOT_TOKEN, VaultStandIn
 
-ROOT = "root-token"
 SECRET = "gateways/default/eg"  # as the stand-in's put_v2 names it (mount "secret")
 KV2_PATH = f"secret/data/{SECRET}"  # as a policy names it: Vault's HTTP API path
 BCRYPT = "$2y$05$bvIG6Nmid91Mu9RcmmWZfO5HJIMCT8riNW0hEp8f6/FuA2/mHZFpe"
@@ -56,13 +54,6 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
 
 
-@pytest.fixture
-def vault() -> Iterator[VaultStandIn]:
-    with VaultStandIn() as standin:
-        standin.add_token(ROOT)
-        yield standin
-
-
 def write(tmp_path: Path, name: str, text: str) -> str:
     path = tmp_path / name
     path.write_text(text + "\n")
@@ -73,7 +64,7 @@ def gateway(
     vault: VaultStandIn,
     tmp_path: Path,
     *,
-    token: str | None = ROOT,
+    token: str | None = ROOT_TOKEN,
     settings: ResolverSettings | None = None,
     **vault_settings: Any,
 ) -> CredentialResolver:
@@ -82,18 +73,6 @@ def gateway(
         vault_settings.setdefault("token_file", write(tmp_path, "vault-token", token))
     store = VaultStore(VaultSettings(addr=vault.url, **vault_settings))
     return CredentialResolver(settings or ResolverSettings(), {"vault": store})
-
-
-def hook(resolver: CredentialResolver, *resources: bytes) -> ListenerResult:
-    """One hook call for a plain HTTP listener."""
-    # a chain named after no Gateway: every namespace's policy applies there
-    return compile_listener(http_listener(name="any-namespace"), load_policies(resources, resolver))
-
-
-def admitted(result: ListenerResult) -> dict[str, str]:
-    """user -> {SHA} hash, as Envoy reads our filter's htpasswd."""
-    (hcm,) = managers(result.listener)
-    return parse_like_envoy(our_filter(hcm).users.inline_string)
 
 
 def password_from(
@@ -144,8 +123,8 @@ def stale_serves() -> float:
 
 def test_kv2_password_admits_the_user(vault: VaultStandIn, tmp_path: Path) -> None:
     vault.put_v2(SECRET, {"password": "alice-kv2-pass", "unrelated": "x"})
-    result = hook(gateway(vault, tmp_path), password_from(), PLAIN)
-    assert admitted(result) == {"alice": sha("alice-kv2-pass"), "bob": sha("bob-password")}
+    result = hook(password_from(), PLAIN, resolver=gateway(vault, tmp_path))
+    assert users_of(result) == {"alice": sha("alice-kv2-pass"), "bob": sha("bob-password")}
     assert result.errors == ()
 
 
@@ -153,11 +132,11 @@ def test_an_older_kv2_version_can_be_pinned(vault: VaultStandIn, tmp_path: Path)
     vault.put_v2(SECRET, {"password": "first-version"})
     vault.put_v2(SECRET, {"password": "second-version"})
     result = hook(
-        gateway(vault, tmp_path),
         password_from("pinned", "alice", version=1),
         password_from("latest", "carol"),
+        resolver=gateway(vault, tmp_path),
     )
-    assert admitted(result) == {"alice": sha("first-version"), "carol": sha("second-version")}
+    assert users_of(result) == {"alice": sha("first-version"), "carol": sha("second-version")}
     assert result.errors == ()
 
 
@@ -166,8 +145,8 @@ def test_kv1_secret_with_a_kv1_tenancy_template(vault: VaultStandIn, tmp_path: P
     resolver = gateway(
         vault, tmp_path, settings=ResolverSettings(vault_path_template="kv/gateways/{namespace}/")
     )
-    result = hook(resolver, password_from(path=f"kv/{SECRET}", engine="kv-v1"))
-    assert admitted(result) == {"alice": sha("alice-kv1-pass")}
+    result = hook(password_from(path=f"kv/{SECRET}", engine="kv-v1"), resolver=resolver)
+    assert users_of(result) == {"alice": sha("alice-kv1-pass")}
     assert result.errors == ()
 
 
@@ -178,31 +157,31 @@ def test_a_kv1_secret_read_as_kv2_is_denied_with_a_hint(
     resolver = gateway(
         vault, tmp_path, settings=ResolverSettings(vault_path_template="kv/gateways/{namespace}/")
     )
-    result = hook(resolver, password_from(path=f"kv/{SECRET}"), PLAIN)
+    result = hook(password_from(path=f"kv/{SECRET}"), PLAIN, resolver=resolver)
     assert "engine: kv-v1" in denied(result).problem
-    assert admitted(result) == {"bob": sha("bob-password")}
+    assert users_of(result) == {"bob": sha("bob-password")}
 
 
 def test_users_from_a_map_of_passwords_and_sha_hashes(vault: VaultStandIn, tmp_path: Path) -> None:
     vault.put_v2(SECRET, {"alice": "alice-map-pass", "dave": sha("dave-map-pass")})
-    result = hook(gateway(vault, tmp_path), users_from())
-    assert admitted(result) == {"alice": sha("alice-map-pass"), "dave": sha("dave-map-pass")}
+    result = hook(users_from(), resolver=gateway(vault, tmp_path))
+    assert users_of(result) == {"alice": sha("alice-map-pass"), "dave": sha("dave-map-pass")}
     assert result.errors == ()
 
 
 def test_users_from_a_key_holding_htpasswd_text(vault: VaultStandIn, tmp_path: Path) -> None:
     text = f"# the team\ncarol:{sha('carol-ht-pass')}\n\ndave:{sha('dave-ht-pass')}\n"
     vault.put_v2(SECRET, {"htpasswd": text, "owner": "platform-team"})
-    result = hook(gateway(vault, tmp_path), users_from(key="htpasswd"))
-    assert admitted(result) == {"carol": sha("carol-ht-pass"), "dave": sha("dave-ht-pass")}
+    result = hook(users_from(key="htpasswd"), resolver=gateway(vault, tmp_path))
+    assert users_of(result) == {"carol": sha("carol-ht-pass"), "dave": sha("dave-ht-pass")}
     assert result.errors == ()
 
 
 def test_a_stored_sha_hash_is_used_as_is(vault: VaultStandIn, tmp_path: Path) -> None:
     stored = sha("alice-hashed-pass")
     vault.put_v2(SECRET, {"password": stored})
-    result = hook(gateway(vault, tmp_path), password_from())
-    assert admitted(result) == {"alice": stored}  # not the hash of the hash
+    result = hook(password_from(), resolver=gateway(vault, tmp_path))
+    assert users_of(result) == {"alice": stored}  # not the hash of the hash
 
 
 def test_bcrypt_and_apr1_hashes_are_rejected_naming_the_user(
@@ -214,11 +193,11 @@ def test_bcrypt_and_apr1_hashes_are_rejected_naming_the_user(
     )
     vault.put_v2("gateways/default/erin", {"password": BCRYPT})
     result = hook(
-        gateway(vault, tmp_path),
         users_from(),
         password_from("erin", "erin", path="secret/data/gateways/default/erin"),
+        resolver=gateway(vault, tmp_path),
     )
-    assert admitted(result) == {"alice": sha("alice-ok-pass")}
+    assert users_of(result) == {"alice": sha("alice-ok-pass")}
     team = errors_of(result, "eg-team")
     assert {type(error) for error in team} == {UnsupportedHashError}
     assert sorted(e.problem for e in team) == [
@@ -245,15 +224,15 @@ def test_token_from_a_file_and_a_rotated_file_after_a_403(
         token_file=token_file,
         settings=ResolverSettings(cache_ttl=0.05, max_stale=0),
     )
-    assert admitted(hook(resolver, password_from())) == {"alice": sha("alice-file-pass")}
+    assert users_of(hook(password_from(), resolver=resolver)) == {"alice": sha("alice-file-pass")}
 
     # the token is rotated (by an agent writing the file) and the old one revoked
     vault.add_token("file-token-2", policies=["secret/data/gateways/"])
     write(tmp_path, "token", "file-token-2")
     vault.revoke_token("file-token-1")
     time.sleep(0.1)
-    result = hook(resolver, password_from())
-    assert admitted(result) == {"alice": sha("alice-file-pass")}
+    result = hook(password_from(), resolver=resolver)
+    assert users_of(result) == {"alice": sha("alice-file-pass")}
     assert result.errors == ()
 
 
@@ -263,8 +242,8 @@ def test_token_from_vault_token_variable(
     vault.add_token("env-token", policies=["secret/data/gateways/"])
     vault.put_v2(SECRET, {"password": "alice-env-pass"})
     monkeypatch.setenv("VAULT_TOKEN", "env-token")
-    result = hook(gateway(vault, tmp_path, token=None), password_from())
-    assert admitted(result) == {"alice": sha("alice-env-pass")}
+    result = hook(password_from(), resolver=gateway(vault, tmp_path, token=None))
+    assert users_of(result) == {"alice": sha("alice-env-pass")}
 
 
 def test_a_revoked_vault_token_variable_denies(
@@ -277,12 +256,12 @@ def test_a_revoked_vault_token_variable_denies(
     resolver = gateway(
         vault, tmp_path, token=None, settings=ResolverSettings(cache_ttl=0.05, max_stale=0)
     )
-    assert admitted(hook(resolver, password_from())) == {"alice": sha("alice-env-pass")}
+    assert users_of(hook(password_from(), resolver=resolver)) == {"alice": sha("alice-env-pass")}
     vault.revoke_token("env-token")
     time.sleep(0.1)
-    result = hook(resolver, password_from(), PLAIN)
+    result = hook(password_from(), PLAIN, resolver=resolver)
     denied(result)
-    assert admitted(result) == {"bob": sha("bob-password")}
+    assert users_of(result) == {"bob": sha("bob-password")}
 
 
 def test_kubernetes_login(vault: VaultStandIn, tmp_path: Path) -> None:
@@ -295,8 +274,8 @@ def test_kubernetes_login(vault: VaultStandIn, tmp_path: Path) -> None:
         role="eg-gateway",
         kubernetes_jwt_file=write(tmp_path, "sa-token", "sa-jwt-abc"),
     )
-    result = hook(resolver, password_from())
-    assert admitted(result) == {"alice": sha("alice-k8s-pass")}
+    result = hook(password_from(), resolver=resolver)
+    assert users_of(result) == {"alice": sha("alice-k8s-pass")}
     assert vault.count("auth/kubernetes/login") == 1
 
 
@@ -310,9 +289,9 @@ def test_kubernetes_login_with_a_foreign_jwt_denies(vault: VaultStandIn, tmp_pat
         role="eg-gateway",
         kubernetes_jwt_file=write(tmp_path, "sa-token", "someone-elses-jwt"),
     )
-    result = hook(resolver, password_from(), PLAIN)
+    result = hook(password_from(), PLAIN, resolver=resolver)
     denied(result)
-    assert admitted(result) == {"bob": sha("bob-password")}
+    assert users_of(result) == {"bob": sha("bob-password")}
     assert vault.count(f"/v1/{KV2_PATH}") == 0
 
 
@@ -326,8 +305,8 @@ def test_approle_login(vault: VaultStandIn, tmp_path: Path) -> None:
         approle_role_id="eg-role-id",
         approle_secret_id_file=write(tmp_path, "secret-id", "eg-secret-id"),
     )
-    result = hook(resolver, password_from())
-    assert admitted(result) == {"alice": sha("alice-approle-pass")}
+    result = hook(password_from(), resolver=resolver)
+    assert users_of(result) == {"alice": sha("alice-approle-pass")}
     assert vault.count("auth/approle/login") == 1
 
 
@@ -338,11 +317,11 @@ def test_a_namespace_reads_its_own_secrets_only(vault: VaultStandIn, tmp_path: P
     vault.put_v2("gateways/default/root-only", {"password": "root-only-pass"})
     resolver = gateway(vault, tmp_path, token="team-token", namespace="team-ns")
     result = hook(
-        resolver,
         password_from(),
         password_from("root-only", "carol", path="secret/data/gateways/default/root-only"),
+        resolver=resolver,
     )
-    assert admitted(result) == {"alice": sha("alice-team-pass")}
+    assert users_of(result) == {"alice": sha("alice-team-pass")}
     assert "no secret" in denied(result, "root-only").problem
     assert vault.count(namespace="") == 0
     assert vault.count(namespace="team-ns") > 0
@@ -355,7 +334,7 @@ def read_for(resolver: CredentialResolver, seconds: float) -> list[ListenerResul
     results = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        results.append(hook(resolver, password_from()))
+        results.append(hook(password_from(), resolver=resolver))
         time.sleep(0.1)
     return results
 
@@ -373,7 +352,7 @@ def test_a_token_is_renewed_before_it_expires(
     results = read_for(resolver, 2.1)
     assert len(results) >= 10
     assert [errors for result in results if (errors := result.errors)] == []
-    assert all(admitted(r) == {"alice": sha("alice-renew-pass")} for r in results)
+    assert all(users_of(r) == {"alice": sha("alice-renew-pass")} for r in results)
     assert vault.renewals("short-token") >= 1
     assert stale_serves() == stale_before  # no failure was hidden by the cache
 
@@ -389,7 +368,9 @@ def test_a_token_is_renewed_while_the_server_reads_nothing(
         vault, tmp_path, token="idle-token", settings=ResolverSettings(cache_ttl=3600)
     )
     try:
-        assert admitted(hook(resolver, password_from())) == {"alice": sha("alice-idle-pass")}
+        assert users_of(hook(password_from(), resolver=resolver)) == {
+            "alice": sha("alice-idle-pass")
+        }
         reads = vault.count("/v1/secret/data/")
         time.sleep(3 * ttl)
         assert vault.count("/v1/secret/data/") == reads  # nothing was read meanwhile
@@ -398,7 +379,9 @@ def test_a_token_is_renewed_while_the_server_reads_nothing(
         fresh = gateway(  # a new cache, the same token file: the token still works
             vault, tmp_path, token="idle-token", settings=ResolverSettings(cache_ttl=3600)
         )
-        assert admitted(hook(fresh, password_from())) == {"alice": sha("alice-idle-pass-2")}
+        assert users_of(hook(password_from(), resolver=fresh)) == {
+            "alice": sha("alice-idle-pass-2")
+        }
         fresh.close()
     finally:
         resolver.close()
@@ -413,13 +396,13 @@ def test_a_token_file_written_after_start_up_is_read_when_first_needed(
     store = VaultStore(VaultSettings(addr=vault.url, token_file=str(token_file)))
     resolver = CredentialResolver(ResolverSettings(cache_ttl=0.05, max_stale=0), {"vault": store})
 
-    before = hook(resolver, password_from())
-    assert admitted(before) == {}
+    before = hook(password_from(), resolver=resolver)
+    assert users_of(before) == {}
     assert "cannot read" in denied(before).problem
 
-    token_file.write_text(ROOT + "\n")
+    token_file.write_text(ROOT_TOKEN + "\n")
     time.sleep(0.1)  # past the remembered failure: min(5 s, the cache TTL)
-    assert admitted(hook(resolver, password_from())) == {"alice": sha("alice-agent-pass")}
+    assert users_of(hook(password_from(), resolver=resolver)) == {"alice": sha("alice-agent-pass")}
     resolver.close()
 
 
@@ -434,11 +417,11 @@ def test_an_expired_kubernetes_token_means_a_new_login(vault: VaultStandIn, tmp_
         kubernetes_jwt_file=write(tmp_path, "sa-token", "sa-jwt-abc"),
         settings=ResolverSettings(cache_ttl=0.05, max_stale=0),
     )
-    assert admitted(hook(resolver, password_from())) == {"alice": sha("alice-k8s-pass")}
+    assert users_of(hook(password_from(), resolver=resolver)) == {"alice": sha("alice-k8s-pass")}
     time.sleep(1.2)  # the login's token has expired in Vault
-    result = hook(resolver, password_from())
+    result = hook(password_from(), resolver=resolver)
     assert result.errors == ()
-    assert admitted(result) == {"alice": sha("alice-k8s-pass")}
+    assert users_of(result) == {"alice": sha("alice-k8s-pass")}
     assert vault.count("auth/kubernetes/login") == 2
 
 
@@ -462,14 +445,14 @@ def test_a_revoked_login_token_means_a_new_login_on_the_403(
     resolver = gateway(
         vault, tmp_path, auth=method, settings=ResolverSettings(cache_ttl=0.05, max_stale=0), **auth
     )
-    assert admitted(hook(resolver, password_from())) == {"alice": sha("alice-login-pass")}
+    assert users_of(hook(password_from(), resolver=resolver)) == {"alice": sha("alice-login-pass")}
     for token in vault.tokens():
-        if token != ROOT:
+        if token != ROOT_TOKEN:
             vault.revoke_token(token)  # revoked mid-run, long before its TTL
     time.sleep(0.1)
-    result = hook(resolver, password_from())
+    result = hook(password_from(), resolver=resolver)
     assert result.errors == ()
-    assert admitted(result) == {"alice": sha("alice-login-pass")}
+    assert users_of(result) == {"alice": sha("alice-login-pass")}
     assert vault.count(f"auth/{method}/login") == 2
 
 
@@ -503,7 +486,7 @@ def test_a_vault_failure_denies_that_policys_users_only(
 ) -> None:
     set_up, problem = FAULTS[fault]
     set_up(vault)
-    token = "narrow-token" if fault.startswith("403") else ROOT
+    token = "narrow-token" if fault.startswith("403") else ROOT_TOKEN
     resolver = gateway(
         vault,
         tmp_path,
@@ -511,11 +494,11 @@ def test_a_vault_failure_denies_that_policys_users_only(
         timeout=0.3,
         settings=ResolverSettings(timeout=0.3),
     )
-    result = hook(resolver, password_from(), PLAIN)
+    result = hook(password_from(), PLAIN, resolver=resolver)
     error = denied(result)
     assert problem in error.problem
     assert "alice-" not in str(error)
-    assert admitted(result) == {"bob": sha("bob-password")}
+    assert users_of(result) == {"bob": sha("bob-password")}
 
 
 # --- The cache: stale-if-error, rotation, single flight ---------------------------------
@@ -526,22 +509,22 @@ def test_the_last_good_value_serves_while_vault_is_sealed_until_max_stale(
 ) -> None:
     vault.put_v2(SECRET, {"password": "alice-stale-pass"})
     resolver = gateway(vault, tmp_path, settings=ResolverSettings(cache_ttl=0.5, max_stale=0.8))
-    assert admitted(hook(resolver, password_from())) == {"alice": sha("alice-stale-pass")}
+    assert users_of(hook(password_from(), resolver=resolver)) == {"alice": sha("alice-stale-pass")}
 
     time.sleep(0.55)  # past the TTL
     vault.sealed = True
     before = stale_serves()
     reads = vault.count(f"/v1/{KV2_PATH}")
-    result = hook(resolver, password_from())
-    assert admitted(result) == {"alice": sha("alice-stale-pass")}
+    result = hook(password_from(), resolver=resolver)
+    assert users_of(result) == {"alice": sha("alice-stale-pass")}
     assert result.errors == ()
     assert stale_serves() > before
     assert vault.count(f"/v1/{KV2_PATH}") > reads  # Vault was asked, and failed
 
     time.sleep(0.8)  # past TTL + max-stale
-    result = hook(resolver, password_from(), PLAIN)
+    result = hook(password_from(), PLAIN, resolver=resolver)
     assert "sealed" in denied(result).problem
-    assert admitted(result) == {"bob": sha("bob-password")}
+    assert users_of(result) == {"bob": sha("bob-password")}
 
 
 def test_a_rotated_password_is_used_after_the_ttl_without_restart(
@@ -549,14 +532,20 @@ def test_a_rotated_password_is_used_after_the_ttl_without_restart(
 ) -> None:
     vault.put_v2(SECRET, {"password": "alice-before-rotation"})
     resolver = gateway(vault, tmp_path, settings=ResolverSettings(cache_ttl=0.3))
-    assert admitted(hook(resolver, password_from())) == {"alice": sha("alice-before-rotation")}
+    assert users_of(hook(password_from(), resolver=resolver)) == {
+        "alice": sha("alice-before-rotation")
+    }
 
     vault.put_v2(SECRET, {"password": "alice-after-rotation"})
-    assert admitted(hook(resolver, password_from())) == {"alice": sha("alice-before-rotation")}
+    assert users_of(hook(password_from(), resolver=resolver)) == {
+        "alice": sha("alice-before-rotation")
+    }
     assert vault.count(f"/v1/{KV2_PATH}") == 1  # within the TTL: from the cache
 
     time.sleep(0.35)
-    assert admitted(hook(resolver, password_from())) == {"alice": sha("alice-after-rotation")}
+    assert users_of(hook(password_from(), resolver=resolver)) == {
+        "alice": sha("alice-after-rotation")
+    }
     assert vault.count(f"/v1/{KV2_PATH}") == 2
 
 
@@ -573,7 +562,7 @@ def test_fifty_concurrent_calls_on_a_cold_cache_read_vault_once(
     def call() -> None:
         start.wait()
         try:
-            results.append(hook(resolver, password_from()))
+            results.append(hook(password_from(), resolver=resolver))
         except BaseException as error:
             failures.append(error)
 
@@ -584,7 +573,7 @@ def test_fifty_concurrent_calls_on_a_cold_cache_read_vault_once(
         thread.join(timeout=10)
     assert failures == []
     assert len(results) == 50
-    assert all(admitted(r) == {"alice": sha("alice-flight-pass")} for r in results)
+    assert all(users_of(r) == {"alice": sha("alice-flight-pass")} for r in results)
     assert vault.count(f"/v1/{KV2_PATH}") == 1
 
 
@@ -592,11 +581,11 @@ def test_two_keys_of_one_secret_are_one_read(vault: VaultStandIn, tmp_path: Path
     vault.put_v2(SECRET, {"alice-password": "alice-shared-pass", "carol-password": "carol-pass"})
     resolver = gateway(vault, tmp_path)
     result = hook(
-        resolver,
         password_from("alice", "alice", key="alice-password"),
         password_from("carol", "carol", key="carol-password"),
+        resolver=resolver,
     )
-    assert admitted(result) == {"alice": sha("alice-shared-pass"), "carol": sha("carol-pass")}
+    assert users_of(result) == {"alice": sha("alice-shared-pass"), "carol": sha("carol-pass")}
     assert vault.count(f"/v1/{KV2_PATH}") == 1
 
 
@@ -623,9 +612,9 @@ def test_a_policy_cannot_read_another_namespaces_secret(
         if source == "passwordFrom"
         else users_from("sneaky", "team-a", path=path)
     )
-    result = hook(gateway(vault, tmp_path), resource, PLAIN)
+    result = hook(resource, PLAIN, resolver=gateway(vault, tmp_path))
     denied(result, "sneaky", TenancyError, f"spec.{source}.vault.path")
-    assert admitted(result) == {"bob": sha("bob-password")}
+    assert users_of(result) == {"bob": sha("bob-password")}
     assert vault.count() == 0  # not even a token lookup
 
 
@@ -655,7 +644,7 @@ def test_vault_settings_come_from_vault_addr_and_vault_namespace(
     assert settings.vault.auth == "token"
 
     resolver = CredentialResolver(settings.resolver, {"vault": VaultStore(settings.vault)})
-    assert admitted(hook(resolver, password_from())) == {"alice": sha("alice-cli-pass")}
+    assert users_of(hook(password_from(), resolver=resolver)) == {"alice": sha("alice-cli-pass")}
 
     flags = serve_settings("--vault-addr", "http://vault.flag:8200", "--vault-namespace", "ops")
     assert flags.vault is not None

@@ -32,10 +32,11 @@ from compiler.errors import (
 from compiler.memo import BoundedMemo
 from compiler.model import AwsSecretRef, CredentialKind, PasswordFrom, UsersFrom, VaultRef
 from compiler.parse import parse_resource
-from compiler.pipeline import compile_listener, load_policies
+from compiler.pipeline import load_policies
 from compiler.schemes import scheme_of
 from compiler.users import Resolved, compile_users, each
-from tests.builders import http_listener, managers, our_filter, policy
+from tests.support.builders import policy
+from tests.support.compile import hook, users_of
 from tests.support.secrets import sha
 
 VAULT = {"vault": {"path": "secret/data/gateways/default/eg", "key": "password"}}
@@ -267,44 +268,37 @@ class RecordingStore:
         pass
 
 
-def hook(resolver: CredentialResolver, *resources: bytes) -> tuple[dict[str, str], list[Any]]:
-    from compiler.htpasswd import parse_like_envoy  # noqa: PLC0415
-
-    # a chain named after no Gateway: every namespace's policy applies there
-    result = compile_listener(
-        http_listener(name="any-namespace"), load_policies(resources, resolver)
-    )
-    return parse_like_envoy(our_filter(managers(result.listener)[0]).users.inline_string), list(
-        result.errors
-    )
-
-
 def test_a_reference_outside_the_namespace_is_refused_before_any_request() -> None:
     store = RecordingStore("vault", {"password": "pw-stolen"})
     resolver = CredentialResolver(stores={"vault": store})
     outside = {"vault": {"path": "secret/data/gateways/team-b/eg", "key": "password"}}
-    users, errors = hook(
-        resolver, policy("thief", "mallory", None, "team-a", passwordFrom=outside), policy()
+    result = hook(
+        policy("thief", "mallory", None, "team-a", passwordFrom=outside),
+        policy(),
+        resolver=resolver,
     )
-    assert list(users) == ["user"]
-    assert isinstance(errors[0], TenancyError) and errors[0].field == "spec.passwordFrom.vault.path"
+    assert list(users_of(result)) == ["user"]
+    error = result.errors[0]
+    assert isinstance(error, TenancyError) and error.field == "spec.passwordFrom.vault.path"
     assert store.fetched == []
 
 
 def test_forbid_plaintext_denies_policies_with_a_password_in_them() -> None:
     store = RecordingStore("vault", {"password": "pw-from-vault"})
     resolver = CredentialResolver(ResolverSettings(forbid_plaintext=True), {"vault": store})
-    users, errors = hook(resolver, policy(), policy("vaulted", "alice", None, passwordFrom=VAULT))
+    result = hook(policy(), policy("vaulted", "alice", None, passwordFrom=VAULT), resolver=resolver)
+    users = users_of(result)
     assert list(users) == ["alice"]
     assert users["alice"] == sha("pw-from-vault")
-    assert isinstance(errors[0], PlaintextForbiddenError) and errors[0].field == "spec.password"
+    error = result.errors[0]
+    assert isinstance(error, PlaintextForbiddenError) and error.field == "spec.password"
 
 
 def test_a_store_nobody_configured_denies_its_users() -> None:
-    users, errors = hook(CredentialResolver(), policy("vaulted", "alice", None, passwordFrom=VAULT))
-    assert users == {}
-    assert isinstance(errors[0], UnresolvedCredentialError)
-    assert "no vault store is configured" in str(errors[0])
+    result = hook(policy("vaulted", "alice", None, passwordFrom=VAULT))
+    assert users_of(result) == {}
+    assert isinstance(result.errors[0], UnresolvedCredentialError)
+    assert "no vault store is configured" in str(result.errors[0])
 
 
 def test_an_unsupported_stored_hash_denies_that_user_and_names_the_scheme() -> None:
@@ -312,9 +306,9 @@ def test_an_unsupported_stored_hash_denies_that_user_and_names_the_scheme() -> N
     store = RecordingStore("vault", {"alice": bcrypt, "bob": sha("pw-bob")})
     resolver = CredentialResolver(stores={"vault": store})
     users_from = {"vault": {"path": "secret/data/gateways/default/users"}}
-    users, errors = hook(resolver, policy("team", None, None, usersFrom=users_from))
-    assert list(users) == ["bob"]
-    (error,) = errors
+    result = hook(policy("team", None, None, usersFrom=users_from), resolver=resolver)
+    assert list(users_of(result)) == ["bob"]
+    (error,) = result.errors
     assert isinstance(error, UnsupportedHashError)
     assert "'alice'" in str(error) and "bcrypt" in str(error) and "{SHA}" in str(error)
     assert bcrypt not in str(error)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench import capacity, report
 from bench.context import Context
-from tests.builders import http_listener, https_listener
+from tests.support.builders import http_listener, https_listener
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 

@@ -54,22 +54,35 @@ from server.demo.envoy import free_port
 from server.kube import LeaseElector, PolicyClient
 from server.settings import ENV_PREFIX, Duration
 from tests.support.certs import Authority, Pem
-from tests.support.charts import deep_merge, manifests
+from tests.support.charts import (
+    CHART_DIR,
+    KUBE_API_DIR,
+    KUBE_API_SOURCES,
+    NAMESPACE,
+    RELEASE,
+    allowing,
+    assert_each_allowed_and_each_grant_used,
+    attributes,
+    container,
+    deep_merge,
+    env_of,
+    grants,
+    manifests,
+    named,
+    one,
+    pod_spec,
+    render_objects,
+)
 from tests.support.commands import EXTENSION_SERVER
 from tests.support.kube import KubeStandIn
 from tests.support.secrets import remember
 
-CHART_DIR = Path(__file__).resolve().parent.parent / "charts" / "extension-server"
 CRD_FILE = CHART_DIR / "crds" / "listenercontextexamples.example.extensions.io.yaml"
-RELEASE = "extension-server"
-NAMESPACE = "envoy-gateway-system"
 # The newest Kubernetes whose schemas kubernetes-validate ships.
 KUBERNETES = kubernetes_validate.utils.latest_version()
 KUBE_VERSION = f"v{KUBERNETES}"
 
 IRSA_ROLE = "arn:aws:iam::123456789012:role/extension-server"
-# Where a pod's Kubernetes clients (lightkube among them) look for the API-server token.
-KUBE_API_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 ROTATION_LEASE = "eg-credentials-rotation"
 VAULT_TOKEN = "hvs.chart-test-vault-token"
 APPROLE_SECRET_ID = "chart-test-approle-secret-id"
@@ -190,30 +203,6 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
     return found
 
 
-def one(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    matches = [o for o in objs if o["kind"] == kind]
-    assert len(matches) == 1, f"expected one {kind}, got {len(matches)}"
-    found: dict[str, Any] = matches[0]
-    return found
-
-
-def pod_spec(objs: list[dict[str, Any]]) -> dict[str, Any]:
-    spec: dict[str, Any] = one(objs, "Deployment")["spec"]["template"]["spec"]
-    return spec
-
-
-def container(objs: list[dict[str, Any]]) -> dict[str, Any]:
-    (found,) = pod_spec(objs)["containers"]
-    result: dict[str, Any] = found
-    return result
-
-
-def named(objs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    (found,) = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
-    result: dict[str, Any] = found
-    return result
-
-
 def rotation_on(objs: list[dict[str, Any]]) -> bool:
     """Whether the chart turned the rotation watcher on (a non-zero interval)."""
     return env_of(objs)[ENV_PREFIX + "ROTATION_POLL_INTERVAL"] != "0"
@@ -229,14 +218,6 @@ def flags_of(objs: list[dict[str, Any]]) -> dict[str, str]:
     assert command == "serve"
     assert len(rest) % 2 == 0 and all(r.startswith("--") for r in rest[::2]), rest
     return dict(zip(rest[::2], rest[1::2], strict=True))
-
-
-def env_of(objs: list[dict[str, Any]]) -> dict[str, str]:
-    env = container(objs)["env"]
-    assert all(set(e) == {"name", "value"} for e in env), "env must be plain name/value pairs"
-    names = [e["name"] for e in env]
-    assert len(names) == len(set(names)), f"duplicate variables: {names}"
-    return {e["name"]: e["value"] for e in env}
 
 
 # --- 1. helm lint --------------------------------------------------------------------------
@@ -474,27 +455,6 @@ ROTATION = f"{RELEASE}-rotation"
 VAULT_TOKEN_VALUES: dict[str, Any] = {
     "vault": {"addr": "https://vault.example:8200", "token": {"secretName": "vault-token"}}
 }
-# The API-server credentials automountServiceAccountToken would give the pod.
-KUBE_API_SOURCES = [
-    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
-    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-    {
-        "downwardAPI": {
-            "items": [
-                {
-                    "path": "namespace",
-                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
-                }
-            ]
-        }
-    },
-]
-
-
-def render_objects(values: dict[str, Any]) -> list[dict[str, Any]]:
-    with helm.Chart.load(CHART_DIR) as chart:
-        files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-    return manifests(files)
 
 
 def rotation_objects(objs: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -646,80 +606,6 @@ def test_rotation_notes() -> None:
         assert "Rotation watcher: off (no store configured" in notes({})
         zero = {**VAULT_TOKEN_VALUES, "rotation": {"pollInterval": "0s"}}
         assert "Rotation watcher: off (rotation.pollInterval is 0s)" in notes(zero)
-
-
-# RBAC as the API server's authorizer applies it, for the requests the watcher sends.
-_API_PATH = re.compile(
-    r"/apis/(?P<group>[^/]+)/[^/]+(?:/namespaces/(?P<namespace>[^/]+))?/(?P<resource>[^/]+)"
-    r"(?:/(?P<name>[^/]+))?"
-)
-_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
-
-
-@dataclass(frozen=True)
-class Attributes:
-    """What the authorizer sees of a request: a create names no object (name ""), a list
-    of every namespace no namespace ("")."""
-
-    verb: str
-    group: str
-    resource: str
-    namespace: str
-    name: str
-
-
-def attributes(method: str, path: str) -> Attributes:
-    match = _API_PATH.fullmatch(path)
-    assert match, path
-    name = match["name"] or ""
-    verb = _VERBS.get(method) or ("get" if name else "list")
-    return Attributes(verb, match["group"], match["resource"], match["namespace"] or "", name)
-
-
-def grants(objs: list[dict[str, Any]], subject: dict[str, str]) -> list[tuple[Any, str | None]]:
-    """Every rule bound to `subject`, with the namespace it applies in (None: all)."""
-    roles = {
-        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
-        for o in objs
-        if o["kind"] in ("Role", "ClusterRole")
-    }
-    found: list[tuple[Any, str | None]] = []
-    for binding in objs:
-        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
-            continue
-        if subject not in binding["subjects"]:
-            continue
-        scope = binding["metadata"].get("namespace")  # None for a ClusterRoleBinding
-        ref = binding["roleRef"]
-        role = roles[(ref["kind"], scope if ref["kind"] == "Role" else None, ref["name"])]
-        found.extend((rule, scope) for rule in role["rules"])
-    return found
-
-
-def allowing(rules: list[tuple[Any, str | None]], request: Attributes) -> list[tuple[int, str]]:
-    """(rule index, verb) of each bound rule that allows `request`."""
-    return [
-        (i, request.verb)
-        for i, (rule, scope) in enumerate(rules)
-        if scope in (None, request.namespace)
-        and request.group in rule["apiGroups"]
-        and request.resource in rule["resources"]
-        and request.verb in rule["verbs"]
-        and ("resourceNames" not in rule or request.name in rule["resourceNames"])
-    ]
-
-
-def assert_each_allowed_and_each_grant_used(
-    rules: list[tuple[Any, str | None]], requests: list[Attributes]
-) -> None:
-    """Every request is allowed by a bound rule, and every verb a rule grants is used."""
-    used: set[tuple[int, str]] = set()
-    for request in requests:
-        allowed = allowing(rules, request)
-        assert allowed, f"the chart's RBAC refuses {request}"
-        used.update(allowed)
-    granted = {(i, verb) for i, (rule, _) in enumerate(rules) for verb in rule["verbs"]}
-    assert granted == used, f"granted but never used: {granted - used}"
 
 
 def test_rotation_rbac_allows_the_watchers_requests_and_nothing_unused(

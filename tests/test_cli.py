@@ -22,7 +22,7 @@ from server.demo.envoy import free_port
 from server.demo.story import SEED_POLICY
 from server.envoy_json import to_dict
 from server.manifests import dump_yaml
-from tests.builders import http_listener, https_listener
+from tests.support.builders import http_listener, https_listener
 from tests.support.commands import EXTENSION_SERVER
 
 SEED_HTPASSWD = "user:{SHA}V7KtmQRNM3GXwMOf04I1aP+B5Io=\n"

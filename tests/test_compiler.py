@@ -1,6 +1,6 @@
 """The compiler, as a user meets it: given these policies and this listener, Envoy gets this.
 
-No I/O here beyond the plaintext backend; every listener is built in code (tests/listeners.py).
+No I/O here beyond the plaintext backend; every listener is built in code (tests/support/builders.py).
 """
 
 from __future__ import annotations
@@ -36,16 +36,15 @@ from compiler.htpasswd import (
 )
 from compiler.listener import FILTER_NAME
 from compiler.model import (
-    CompileOptions,
     CredentialKind,
     Credentials,
     Secret,
     Secrets,
     UnprotectedMode,
 )
-from compiler.pipeline import ListenerCompiler, ListenerResult, compile_listener, load_policies
+from compiler.pipeline import ListenerCompiler, ListenerResult, load_policies
 from compiler.users import Resolved, compile_users
-from tests.builders import (
+from tests.support.builders import (
     eg_security_filters,
     filter_names,
     http_listener,
@@ -56,28 +55,17 @@ from tests.builders import (
     policy,
     tcp_proxy,
 )
+from tests.support.compile import hook, users_of
+from tests.support.hostile_names import HOSTILE_USERNAMES
 
 SEED_LINE = "user:{SHA}V7KtmQRNM3GXwMOf04I1aP+B5Io=\n"
-
-
-def hook(
-    listener: Any, *resources: bytes, mode: UnprotectedMode = UnprotectedMode.DENY
-) -> ListenerResult:
-    return compile_listener(
-        listener, load_policies(resources, CredentialResolver()), CompileOptions(unprotected=mode)
-    )
-
-
-def users_of(result: ListenerResult) -> dict[str, str]:
-    (hcm,) = managers(result.listener)
-    return parse_like_envoy(our_filter(hcm).users.inline_string)
 
 
 # --- The seed's story -----------------------------------------------------------------
 
 
 def test_no_policy_gives_a_filter_that_admits_nobody() -> None:
-    result = hook(http_listener())
+    result = hook()
     (hcm,) = managers(result.listener)
     config = our_filter(hcm)
     assert config.users.inline_string == DENY_ALL
@@ -87,7 +75,7 @@ def test_no_policy_gives_a_filter_that_admits_nobody() -> None:
 
 
 def test_seed_policy_admits_user_with_sha_hash_and_forwards_the_name() -> None:
-    result = hook(http_listener(), policy())
+    result = hook(policy())
     (hcm,) = managers(result.listener)
     config = our_filter(hcm)
     assert config.users.inline_string == SEED_LINE
@@ -97,61 +85,40 @@ def test_seed_policy_admits_user_with_sha_hash_and_forwards_the_name() -> None:
 
 
 def test_policy_may_choose_the_forwarded_header() -> None:
-    result = hook(http_listener(), policy(header="X-Authenticated-User"))
+    result = hook(policy(header="X-Authenticated-User"))
     (hcm,) = managers(result.listener)
     assert our_filter(hcm).forward_username_header == "X-Authenticated-User"
 
 
 def test_same_policies_in_any_order_give_identical_bytes() -> None:
     policies = [policy(f"p{i}", f"user{i}", f"pw{i}") for i in range(20)]
-    first = hook(http_listener(), *policies).listener.SerializeToString(deterministic=True)
-    second = hook(http_listener(), *reversed(policies)).listener.SerializeToString(
-        deterministic=True
-    )
+    first = hook(*policies).listener.SerializeToString(deterministic=True)
+    second = hook(*reversed(policies)).listener.SerializeToString(deterministic=True)
     assert first == second
-    lines = users_of(hook(http_listener(), *policies))
+    lines = users_of(hook(*policies))
     assert list(lines) == sorted(lines)
 
 
 def test_running_the_hook_on_its_own_output_changes_nothing() -> None:
     listener = http_listener(*eg_security_filters())
-    once = hook(listener, policy(), policy("other", "alice", "s3cret")).listener
-    twice = hook(once, policy(), policy("other", "alice", "s3cret")).listener
+    once = hook(policy(), policy("other", "alice", "s3cret"), listener=listener).listener
+    twice = hook(policy(), policy("other", "alice", "s3cret"), listener=once).listener
     assert once.SerializeToString(deterministic=True) == twice.SerializeToString(deterministic=True)
 
 
 def test_the_input_listener_is_not_modified() -> None:
     listener = http_listener()
     before = listener.SerializeToString(deterministic=True)
-    hook(listener, policy())
+    hook(policy(), listener=listener)
     assert listener.SerializeToString(deterministic=True) == before
 
 
 # --- Bad input: a clear error, and nothing else lost --------------------------------------
 
-HOSTILE_USERNAMES = {
-    "colon": "a:b",
-    "newline": "a\nb",
-    "carriage return": "a\rb",
-    "trailing carriage return": "user\r",
-    "NUL": "a\x00b",
-    "DEL": "a\x7fb",
-    "leading #": "#root",
-    "leading space": " user",
-    "trailing space": "user ",
-    "tab": "us\ter",
-    "empty": "",
-    "zero-width joiner": "us\u200der",
-    "right-to-left override": "\u202euser",
-    "not NFC": "ju\u0308rgen",
-    "lone surrogate": "\ud800",
-    "too long": "u" * 257,
-}
-
 
 @pytest.mark.parametrize("username", HOSTILE_USERNAMES.values(), ids=HOSTILE_USERNAMES.keys())
 def test_hostile_user_name_is_rejected_and_others_still_apply(username: str) -> None:
-    result = hook(http_listener(), policy("hostile", username, "pw"), policy())
+    result = hook(policy("hostile", username, "pw"), policy())
     assert users_of(result) == parse_like_envoy(SEED_LINE)
     (error,) = result.errors
     assert isinstance(error, InvalidUsernameError)
@@ -162,7 +129,7 @@ def test_hostile_user_name_is_rejected_and_others_still_apply(username: str) -> 
 
 @pytest.mark.parametrize("username", ["jürgen", "ユーザー", "user.name@example.com", "a b", "x#y"])
 def test_printable_unicode_user_names_are_accepted(username: str) -> None:
-    result = hook(http_listener(), policy(username=username))
+    result = hook(policy(username=username))
     assert list(users_of(result)) == [username]
     assert result.errors == ()
 
@@ -178,7 +145,7 @@ def test_printable_unicode_user_names_are_accepted(username: str) -> None:
     ids=["empty", "newline", "NUL", "too long"],
 )
 def test_unusable_password_is_rejected_without_quoting_it(password: str, problem: str) -> None:
-    result = hook(http_listener(), policy("weak", "bob", password), policy())
+    result = hook(policy("weak", "bob", password), policy())
     (error,) = result.errors
     assert isinstance(error, InvalidPasswordError)
     assert error.field == "spec.password"
@@ -279,7 +246,7 @@ def test_stored_sha_hashes_are_used_as_is_beside_plain_passwords() -> None:
 def test_malformed_policy_is_reported_by_field_and_the_listener_stays_protected(
     raw: bytes, field: str
 ) -> None:
-    result = hook(http_listener(), raw, policy("good", "alice", "pw"))
+    result = hook(raw, policy("good", "alice", "pw"))
     (error,) = result.errors
     assert isinstance(error, MalformedPolicyError | InvalidHeaderError)
     assert error.field == field
@@ -288,7 +255,7 @@ def test_malformed_policy_is_reported_by_field_and_the_listener_stays_protected(
 
 def test_wrong_version_of_our_kind_is_rejected() -> None:
     raw = policy().replace(b"v1alpha1", b"v2")
-    result = hook(http_listener(), raw)
+    result = hook(raw)
     (error,) = result.errors
     assert error.field == "apiVersion"
     assert users_of(result) == {}
@@ -298,13 +265,13 @@ def test_other_kinds_are_ignored_and_count_as_no_policy() -> None:
     config_map = json.dumps(
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
     ).encode()
-    result = hook(http_listener(), config_map, mode=UnprotectedMode.PASSTHROUGH)
+    result = hook(config_map, mode=UnprotectedMode.PASSTHROUGH)
     assert [str(ignored.ref) for ignored in result.policies.ignored] == ["default/x"]
     assert managers(result.listener)[0].http_filters[0].name == "envoy.filters.http.router"
 
 
 def test_only_broken_policies_still_protect_the_listener_in_passthrough_mode() -> None:
-    result = hook(http_listener(), b"{broken", mode=UnprotectedMode.PASSTHROUGH)
+    result = hook(b"{broken", mode=UnprotectedMode.PASSTHROUGH)
     (hcm,) = managers(result.listener)
     assert our_filter(hcm).users.inline_string == DENY_ALL
 
@@ -315,25 +282,23 @@ def test_only_broken_policies_still_protect_the_listener_in_passthrough_mode() -
 def test_same_user_in_two_policies_the_oldest_wins() -> None:
     older = policy("older", "user", "first-password", created="2024-01-01T00:00:00Z")
     newer = policy("a-newer", "user", "second-password", created="2024-06-01T00:00:00Z")
-    result = hook(http_listener(), newer, older)
+    result = hook(newer, older)
     (error,) = result.errors
     assert isinstance(error, ConflictError)
     assert error.policy.name == "a-newer" and "default/older" in str(error)
     (hcm,) = managers(result.listener)
     assert our_filter(hcm).users.inline_string.count("user:") == 1
     # the winner's password is the one Envoy checks
-    first = hook(http_listener(), older).listener
+    first = hook(older).listener
     assert our_filter(managers(first)[0]).users == our_filter(hcm).users
 
 
 def test_same_age_conflict_is_settled_by_namespace_then_name() -> None:
-    result = hook(http_listener(), policy("b", "user", "x"), policy("a", "user", "y"))
+    result = hook(policy("b", "user", "x"), policy("a", "user", "y"))
     (error,) = result.errors
     assert error.policy.name == "b"
-    result = hook(
-        http_listener(name="shared-by-every-namespace"),  # no Gateway's name: all apply
-        policy("a", "user", "y", namespace="team-b"),
-        policy("z", "user", "x", namespace="team-a"),
+    result = hook(  # on a chain named after no Gateway: every namespace's policy applies
+        policy("a", "user", "y", namespace="team-b"), policy("z", "user", "x", namespace="team-a")
     )
     (error,) = result.errors
     assert str(error.policy) == "team-b/a"
@@ -347,9 +312,9 @@ def test_merged_gateways_another_namespaces_policy_is_not_applied_on_a_shared_ch
     own = [{"kind": "Gateway", "name": "gateway-a"}]
     theirs = [{"kind": "Gateway", "name": "gateway-b"}]
     result = hook(
-        shared,
         policy("a", "alice", "alice-pw", namespace="team-a", targets=own),
         policy("b", "bob", "bob-pw", namespace="team-b", targets=theirs),
+        listener=shared,
     )
     assert list(users_of(result)) == ["alice"]
     assert [str(ref) for ref in result.other_namespace] == ["team-b/b"]
@@ -359,9 +324,7 @@ def test_merged_gateways_another_namespaces_policy_is_not_applied_on_a_shared_ch
 
 def test_policy_without_creation_time_ranks_after_one_with_it() -> None:
     result = hook(
-        http_listener(),
-        policy("a", "user", "x"),
-        policy("z", "user", "y", created="2030-01-01T00:00:00Z"),
+        policy("a", "user", "x"), policy("z", "user", "y", created="2030-01-01T00:00:00Z")
     )
     (error,) = result.errors
     assert error.policy.name == "a"
@@ -370,7 +333,7 @@ def test_policy_without_creation_time_ranks_after_one_with_it() -> None:
 def test_header_disagreement_keeps_the_older_header_and_both_users() -> None:
     older = policy("older", "alice", "x", header="X-User", created="2024-01-01T00:00:00Z")
     newer = policy("newer", "bob", "y", header="X-Other", created="2024-02-01T00:00:00Z")
-    result = hook(http_listener(), newer, older)
+    result = hook(newer, older)
     (error,) = result.errors
     assert isinstance(error, ConflictError) and error.field == "spec.forwardUsernameHeader"
     (hcm,) = managers(result.listener)
@@ -382,7 +345,7 @@ def test_header_disagreement_keeps_the_older_header_and_both_users() -> None:
 
 
 def test_filter_sits_at_envoy_gateways_basic_auth_rank() -> None:
-    result = hook(http_listener(*eg_security_filters()), policy())
+    result = hook(policy(), listener=http_listener(*eg_security_filters()))
     (hcm,) = managers(result.listener)
     assert filter_names(hcm) == [
         "envoy.filters.http.health_check",
@@ -402,7 +365,7 @@ def test_envoy_gateways_own_basic_auth_filters_are_left_exactly_as_they_were() -
     before = {
         f.name: f.SerializeToString(deterministic=True) for f in managers(listener)[0].http_filters
     }
-    (hcm,) = managers(hook(listener, policy()).listener)
+    (hcm,) = managers(hook(policy(), listener=listener).listener)
     after = {f.name: f.SerializeToString(deterministic=True) for f in hcm.http_filters}
     del after[FILTER_NAME]
     assert after == before
@@ -412,7 +375,7 @@ def test_filters_of_unknown_type_pass_through_byte_for_byte() -> None:
     unknown = hcm_pb2.HttpFilter(name="vendor.custom")
     unknown.typed_config.type_url = "type.googleapis.com/vendor.v9.NotInThisBuild"
     unknown.typed_config.value = b"\x0a\x03abc\x98\x01\x07"
-    (hcm,) = managers(hook(http_listener(unknown), policy()).listener)
+    (hcm,) = managers(hook(policy(), listener=http_listener(unknown)).listener)
     assert filter_names(hcm) == ["vendor.custom", FILTER_NAME, "envoy.filters.http.router"]
     assert hcm.http_filters[0].SerializeToString() == unknown.SerializeToString()
 
@@ -420,7 +383,7 @@ def test_filters_of_unknown_type_pass_through_byte_for_byte() -> None:
 def test_manager_is_found_by_type_whatever_its_name() -> None:
     listener = listener_pb2.Listener(name="renamed")
     listener.default_filter_chain.filters.append(manager(name="my-own-hcm-name"))
-    (hcm,) = managers(hook(listener, policy()).listener)
+    (hcm,) = managers(hook(policy(), listener=listener).listener)
     assert our_filter(hcm).users.inline_string == SEED_LINE
 
 
@@ -430,7 +393,7 @@ def test_every_chain_with_a_manager_is_protected_and_tcp_chains_are_untouched() 
     tcp_chain.filters.append(tcp_proxy())
     listener.default_filter_chain.filters.append(manager())
     before_tcp = tcp_chain.SerializeToString(deterministic=True)
-    result = hook(listener, policy())
+    result = hook(policy(), listener=listener)
     assert len(managers(result.listener)) == 3
     for hcm in managers(result.listener):
         our_filter(hcm)
@@ -442,13 +405,13 @@ def test_http3_quic_listener_is_protected() -> None:
     listener = https_listener("https")
     listener.udp_listener_config.quic_options.SetInParent()
     listener.address.socket_address.protocol = listener.address.socket_address.UDP
-    (hcm,) = managers(hook(listener, policy()).listener)
+    (hcm,) = managers(hook(policy(), listener=listener).listener)
     assert our_filter(hcm).users.inline_string == SEED_LINE
 
 
 def test_listener_without_filter_chains_comes_back_unchanged() -> None:
     listener = listener_pb2.Listener(name="empty")
-    assert hook(listener, policy()).listener == listener
+    assert hook(policy(), listener=listener).listener == listener
 
 
 def test_websocket_upgrade_with_its_own_filters_authenticates_too() -> None:
@@ -457,7 +420,7 @@ def test_websocket_upgrade_with_its_own_filters_authenticates_too() -> None:
     upgrade = hcm.upgrade_configs.add(upgrade_type="websocket")
     upgrade.filters.append(hcm.http_filters[0])
     listener.default_filter_chain.filters[0].typed_config.Pack(hcm)
-    (out,) = managers(hook(listener, policy()).listener)
+    (out,) = managers(hook(policy(), listener=listener).listener)
     assert [f.name for f in out.upgrade_configs[0].filters] == [
         FILTER_NAME,
         "envoy.filters.http.router",
@@ -467,7 +430,7 @@ def test_websocket_upgrade_with_its_own_filters_authenticates_too() -> None:
 def test_undecodable_manager_is_left_alone_and_reported() -> None:
     listener = http_listener()
     listener.default_filter_chain.filters[0].typed_config.value = b"\xff\xff\xff"
-    result = hook(listener, policy())
+    result = hook(policy(), listener=listener)
     assert result.listener == listener
     assert result.report.undecodable == ["default/eg/http"]
 
@@ -481,7 +444,7 @@ def test_section_policy_applies_to_its_own_https_chain_only() -> None:
         "admin", "root", "x", targets=[{"kind": "Gateway", "name": "eg", "sectionName": "admin"}]
     )
     whole_gateway = policy("all", "alice", "y")
-    result = hook(listener, admin_only, whole_gateway)
+    result = hook(admin_only, whole_gateway, listener=listener)
     admin, public = managers(result.listener)
     assert sorted(parse_like_envoy(our_filter(admin).users.inline_string)) == ["alice", "root"]
     assert sorted(parse_like_envoy(our_filter(public).users.inline_string)) == ["alice"]
@@ -489,7 +452,7 @@ def test_section_policy_applies_to_its_own_https_chain_only() -> None:
 
 def test_chain_of_a_gateway_no_policy_targets_admits_nobody() -> None:
     listener = https_listener("https", gateway="default/other")
-    (hcm,) = managers(hook(listener, policy()).listener)
+    (hcm,) = managers(hook(policy(), listener=listener).listener)
     assert our_filter(hcm).users.inline_string == DENY_ALL
 
 
@@ -500,15 +463,15 @@ def test_plain_http_sections_share_the_default_chain_so_all_policies_apply() -> 
     other = policy(
         "b", "alice", "x", targets=[{"kind": "Gateway", "name": "eg", "sectionName": "http-2"}]
     )
-    assert sorted(users_of(hook(http_listener(), section, other))) == ["alice", "root"]
+    assert sorted(users_of(hook(section, other))) == ["alice", "root"]
 
 
 def test_passthrough_leaves_unprotected_listeners_unchanged_and_still_protects_the_others() -> None:
     listener = http_listener()
-    assert hook(listener, mode=UnprotectedMode.PASSTHROUGH).listener == listener
-    assert users_of(hook(listener, policy(), mode=UnprotectedMode.PASSTHROUGH)) == parse_like_envoy(
-        SEED_LINE
-    )
+    assert hook(listener=listener, mode=UnprotectedMode.PASSTHROUGH).listener == listener
+    assert users_of(
+        hook(policy(), listener=listener, mode=UnprotectedMode.PASSTHROUGH)
+    ) == parse_like_envoy(SEED_LINE)
 
 
 # --- Envoy's htpasswd rules, as the compiler checks them --------------------------------
@@ -591,33 +554,33 @@ def test_a_policy_whose_target_matches_no_chain_is_reported_as_applying_to_nothi
     listener = https_listener("https", gateway="envoy-gateway/gateway-1")
     own = [{"kind": "Gateway", "name": "gateway-1"}]
     mine = policy("mine", "alice", "alice-pw", namespace="envoy-gateway", targets=own)
-    result = hook(listener, policy(), mine)
+    result = hook(policy(), mine, listener=listener)
     assert [str(ref) for ref in result.applies_to_nothing] == ["default/listeneruser"]
     assert result.errors == ()  # the call still succeeds; the finding changes nothing
 
 
 def test_a_section_the_listener_does_not_carry_is_reported() -> None:
     admin = [{"kind": "Gateway", "name": "eg", "sectionName": "admin"}]
-    result = hook(https_listener("public"), policy("admin", "root", "x", targets=admin))
+    result = hook(policy("admin", "root", "x", targets=admin), listener=https_listener("public"))
     assert [str(ref) for ref in result.applies_to_nothing] == ["default/admin"]
 
 
 def test_policies_that_apply_somewhere_are_not_reported() -> None:
-    assert hook(http_listener(), policy()).applies_to_nothing == ()
-    assert hook(https_listener("admin", "public"), policy()).applies_to_nothing == ()
+    assert hook(policy()).applies_to_nothing == ()
+    assert hook(policy(), listener=https_listener("admin", "public")).applies_to_nothing == ()
 
 
 def test_a_listener_without_http_managers_reports_nothing() -> None:
     # A Gateway's TCP listener gets the Gateway's policies too: nothing there to protect.
     listener = listener_pb2.Listener(name="default/eg/tcp")
     listener.filter_chains.add(name="default/eg/tcp").filters.append(tcp_proxy())
-    assert hook(listener, policy()).applies_to_nothing == ()
+    assert hook(policy(), listener=listener).applies_to_nothing == ()
 
 
 def test_a_malformed_policy_is_reported_as_rejected_only() -> None:
     other_gateway = [{"kind": "Gateway", "name": "other"}]
     bad = policy("bad", targets=other_gateway, typo="x")
-    result = hook(https_listener("https"), bad)
+    result = hook(bad, listener=https_listener("https"))
     assert [type(error) for error in result.errors] == [MalformedPolicyError]
     assert result.applies_to_nothing == ()
 
@@ -638,7 +601,9 @@ def custom_order_filters(first: str) -> list[Any]:
 
 
 def test_with_a_custom_order_our_filter_goes_just_before_envoy_gateways_basic_auth() -> None:
-    (hcm,) = managers(hook(http_listener(*custom_order_filters("basic_auth")), policy()).listener)
+    (hcm,) = managers(
+        hook(policy(), listener=http_listener(*custom_order_filters("basic_auth"))).listener
+    )
     assert filter_names(hcm) == [
         FILTER_NAME,
         "envoy.filters.http.basic_auth/securitypolicy/default/sp",
@@ -650,7 +615,9 @@ def test_with_a_custom_order_our_filter_goes_just_before_envoy_gateways_basic_au
 
 
 def test_with_a_custom_order_a_later_ranked_filter_moved_up_takes_ours_with_it() -> None:
-    (hcm,) = managers(hook(http_listener(*custom_order_filters("jwt_authn")), policy()).listener)
+    (hcm,) = managers(
+        hook(policy(), listener=http_listener(*custom_order_filters("jwt_authn"))).listener
+    )
     assert filter_names(hcm)[:2] == [FILTER_NAME, "envoy.filters.http.jwt_authn"]
 
 
@@ -661,7 +628,7 @@ def test_the_corpus_custom_filter_order_listener_gets_ours_before_envoy_gateways
 
     path = require_corpus() / "xds-ir--custom-filter-order.yaml"
     (data,) = read_listeners(path)
-    (hcm,) = managers(hook(listener_from_dict(data), policy()).listener)
+    (hcm,) = managers(hook(policy(), listener=listener_from_dict(data)).listener)
     names = filter_names(hcm)
     assert names[:3] == [
         FILTER_NAME,

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from envoy.extensions.filters.http.basic_auth.v3 import basic_auth_pb2
 
 from backends import CredentialResolver
 from compiler.listener import FILTER_NAME
 from compiler.pipeline import compile_listener, load_policies
 from server.demo.gateway import ExtensionServerProcess, GatewayStandIn
 from server.demo.story import seed_policy
-from tests.builders import managers
+from tests.support.builders import managers, our_filter_configs
 from tests.support.corpus import require_corpus
 from tests.support.envoys import EnvoyRelease, every_envoy, validate_with
 from tests.support.secrets import remember, sha
@@ -270,18 +269,6 @@ def test_the_hook_applied_to_its_own_output_changes_nothing(corpus: Corpus) -> N
         assert once.SerializeToString(deterministic=True) == twice.SerializeToString(
             deterministic=True
         ), ident
-
-
-def our_filter_configs(listener: Listener) -> list[Any]:
-    """The BasicAuth config of our filter in each HTTP connection manager of `listener`."""
-    configs = []
-    for manager in managers(listener):
-        for http_filter in manager.http_filters:
-            if http_filter.name == FILTER_NAME:
-                config = basic_auth_pb2.BasicAuth()
-                assert http_filter.typed_config.Unpack(config)
-                configs.append(config)
-    return configs
 
 
 def _json(policy: dict[str, Any]) -> bytes:

@@ -13,9 +13,9 @@ from pathlib import Path
 from backends import CredentialResolver
 from compiler.listener import ChainAuth, apply
 from compiler.pipeline import compile_listener, load_policies
-from tests.builders import eg_security_filters, http_listener, https_listener, policy
+from tests.support.builders import eg_security_filters, http_listener, https_listener, policy
 from tests.support.envoys import EnvoyRelease, every_envoy, validate_with
-from tests.test_compiler import HOSTILE_USERNAMES
+from tests.support.hostile_names import HOSTILE_USERNAMES
 
 HOSTILE_PASSWORDS = ["", "pass\nword", "\x00", "p" * 4097, "ünïcödé", "a:b", "#x", " spaced "]
 

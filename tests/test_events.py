@@ -55,11 +55,11 @@ from server.outcomes import (
     Source,
 )
 from server.settings import server_settings
-from tests.builders import http_listener, policy, router
+from tests.support.builders import http_listener, policy, router
 from tests.support.describe import describe, events_of
 from tests.support.kube import KubeStandIn
+from tests.support.logged import events as logged
 from tests.support.secrets import leaks, remember
-from tests.test_rotation import events as logged
 
 EVENTS = "/apis/events.k8s.io/v1/namespaces/"
 LISTENER = "default/eg/https"

@@ -23,8 +23,7 @@ from server.demo.envoy import free_port
 from server.events import EventRecorder, EventWriter
 from server.outcomes import Admission, ListenerOutcome, PolicyIdentity, Rejection
 from server.settings import ENV_PREFIX
-from tests.support.kube import KubeStandIn
-from tests.test_chart_render import (
+from tests.support.charts import (
     CHART_DIR,
     KUBE_API_DIR,
     KUBE_API_SOURCES,
@@ -41,6 +40,7 @@ from tests.test_chart_render import (
     pod_spec,
     render_objects,
 )
+from tests.support.kube import KubeStandIn
 
 EVENTS_ROLE = "extension-server-events"
 

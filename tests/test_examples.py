@@ -23,14 +23,13 @@ from backends import CredentialResolver
 from compiler.pipeline import compile_listener, load_policies
 from server.envoy_json import listener_from_dict
 from server.manifests import read_listeners, read_policies
-from tests.builders import managers, our_filter
 from tests.support.aws import MotoServer, dummy_aws_environment
+from tests.support.builders import managers, our_filter, our_filter_configs
 from tests.support.commands import EXTENSION_SERVER
 from tests.support.envoys import EnvoyRelease, every_envoy, validate_with
 from tests.support.secrets import remember, sha
+from tests.support.stores import both_stores
 from tests.support.vault import VaultStandIn
-from tests.test_conformance import our_filter_configs
-from tests.test_store_isolation import TOKEN, both_stores
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 LISTENER = EXAMPLES / "listener.yaml"
@@ -90,7 +89,9 @@ def test_every_envoy_accepts_the_example_listener_before_and_after_the_hook(
 
 
 @pytest.fixture
-def stores(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[CredentialResolver]:
+def stores(
+    vault: VaultStandIn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[CredentialResolver]:
     """Vault and AWS holding the secrets the examples' comments tell the user to store."""
     for name in [*os.environ]:
         if name.startswith("VAULT_"):
@@ -98,9 +99,8 @@ def stores(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Credenti
     dummy_aws_environment(monkeypatch, tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))  # hvac reads ~/.vault-token
     remember(*PASSWORDS.values())
-    with VaultStandIn() as vault, MotoServer() as moto:
+    with MotoServer() as moto:
         moto.reset()  # moto keeps its state per process, not per server
-        vault.add_token(TOKEN)
         vault.put_v2("gateways/default/ops", {"password": PASSWORDS["ops"]})
         vault.put_v2(
             "gateways/default/team", {"alice": PASSWORDS["alice"], "bob": READY_HASHES["bob"]}

@@ -1,7 +1,7 @@
 """What `make fuzz` (reliability/fuzz.py) found, kept as tests so it stays fixed.
 
 Each test starts from the input the fuzzer shrank a crash to, written out readably.
-The same inputs run end to end, over gRPC and through Envoy, in tests/hostile_cases.py.
+The same inputs run end to end, over gRPC and through Envoy, in tests/support/hostile_cases.py.
 """
 
 from __future__ import annotations
@@ -14,22 +14,17 @@ from google.protobuf import json_format
 from udpa.type.v1 import typed_struct_pb2 as udpa_typed_struct_pb2
 from xds.type.v3 import typed_struct_pb2
 
-from backends import CredentialResolver
 from compiler.errors import MalformedPolicyError
 from compiler.htpasswd import parse_like_envoy
 from compiler.listener import FILTER_NAME, HCM_TYPE
 from compiler.parse import parse_resources
-from compiler.pipeline import ListenerResult, compile_listener, load_policies
-from tests.builders import http_listener, managers, our_filter, policy
-from tests.hostile_cases import manager_of_single_objects
+from tests.support.builders import http_listener, managers, policy
+from tests.support.compile import hook, users_of
+from tests.support.hostile_cases import manager_of_single_objects
 from tests.support.secrets import sha
 
 HCM_URL = f"type.googleapis.com/{HCM_TYPE}"
 ALICE = policy("alice-policy", "alice", "alice-fuzz-pw")
-
-
-def hook(listener: Any, *resources: bytes) -> ListenerResult:
-    return compile_listener(listener, load_policies(resources, CredentialResolver()))
 
 
 # --- policy-json: RecursionError escaped the parser ----------------------------------------
@@ -44,9 +39,8 @@ def test_json_nested_deeper_than_python_recurses_is_one_bad_policy_not_a_failed_
     (error,) = parse_resources([shrunk])
     assert isinstance(error, MalformedPolicyError)
     assert error.field == "unstructured_bytes" and "too deeply" in error.problem
-    result = hook(http_listener(), shrunk, ALICE)
-    (hcm,) = managers(result.listener)
-    assert parse_like_envoy(our_filter(hcm).users.inline_string) == {"alice": sha("alice-fuzz-pw")}
+    result = hook(shrunk, ALICE)
+    assert users_of(result) == {"alice": sha("alice-fuzz-pw")}
     assert [str(e.policy) for e in result.errors] == ["<unknown>/extension_resources[0]"]
 
 
@@ -81,7 +75,7 @@ def test_a_manager_written_as_a_typed_struct_gets_our_filter_before_the_router(
 ) -> None:
     """Envoy accepts a TypedStruct for any extension: the hook left such a manager without
     authentication, and Envoy served it."""
-    result = hook(struct_manager(message, camel=camel, upgrade=True), ALICE)
+    result = hook(ALICE, listener=struct_manager(message, camel=camel, upgrade=True))
     config = struct_config(result.listener)
     filters = config["httpFilters" if camel else "http_filters"]
     assert [f["name"] for f in filters] == [FILTER_NAME, "envoy.filters.http.router"]
@@ -90,7 +84,7 @@ def test_a_manager_written_as_a_typed_struct_gets_our_filter_before_the_router(
     (upgrade,) = config["upgradeConfigs" if camel else "upgrade_configs"]
     assert [f["name"] for f in upgrade["filters"]] == [FILTER_NAME, "envoy.filters.http.router"]
     assert result.report.managers_protected == 1
-    again = hook(result.listener, ALICE).listener
+    again = hook(ALICE, listener=result.listener).listener
     assert again.SerializeToString(deterministic=True) == result.listener.SerializeToString(
         deterministic=True
     )
@@ -103,9 +97,9 @@ def test_a_typed_struct_manager_without_any_config_gets_a_filter_list_of_ours() 
     listener.default_filter_chain.filters.add().typed_config.Pack(
         typed_struct_pb2.TypedStruct(type_url=HCM_URL)
     )
-    result = hook(listener, ALICE)
+    result = hook(ALICE, listener=listener)
     assert [f["name"] for f in struct_config(result.listener)["http_filters"]] == [FILTER_NAME]
-    assert hook(result.listener, ALICE).listener == result.listener
+    assert hook(ALICE, listener=result.listener).listener == result.listener
 
 
 def test_a_typed_struct_manager_whose_filters_are_no_list_is_left_unchanged_and_reported() -> None:
@@ -114,7 +108,7 @@ def test_a_typed_struct_manager_whose_filters_are_no_list_is_left_unchanged_and_
     typed_struct = typed_struct_pb2.TypedStruct(type_url=HCM_URL)
     typed_struct.value.update({"http_filters": "router", "stat_prefix": "x"})
     listener.default_filter_chain.filters[0].typed_config.Pack(typed_struct)
-    result = hook(listener, ALICE)
+    result = hook(ALICE, listener=listener)
     assert result.listener == listener
     assert result.report.undecodable == ["default/eg/http"]
 
@@ -127,7 +121,7 @@ def test_a_manager_whose_type_url_has_no_slash_is_left_unchanged_and_reported() 
     name: Envoy rejects this listener ("Unable to unpack"), so reporting it is right."""
     listener = http_listener()
     listener.default_filter_chain.filters[0].typed_config.type_url = HCM_TYPE
-    result = hook(listener, ALICE)
+    result = hook(ALICE, listener=listener)
     assert result.listener == listener
     assert result.report.undecodable == ["default/eg/http"]
 
@@ -145,7 +139,7 @@ def test_a_null_beside_the_other_spelling_does_not_hide_a_filter_list(field: str
     typed_struct = typed_struct_pb2.TypedStruct(type_url=HCM_URL)
     typed_struct.value.update(config)
     listener.default_filter_chain.filters[0].typed_config.Pack(typed_struct)
-    result = hook(listener, ALICE)
+    result = hook(ALICE, listener=listener)
     out = struct_config(result.listener)
     assert out[field] is None
     assert [f["name"] for f in out["httpFilters"]] == [FILTER_NAME, "envoy.filters.http.router"]
@@ -157,10 +151,10 @@ def test_a_single_object_where_a_filter_list_belongs_is_a_list_of_one() -> None:
     """Envoy's JSON reader takes `http_filters: {...}` as a list of one filter and runs it;
     the hook took it for something Envoy rejects and left the manager unprotected. Found
     by asking Envoy how it reads the shapes the fuzzer makes."""
-    result = hook(manager_of_single_objects(), ALICE)
+    result = hook(ALICE, listener=manager_of_single_objects())
     out = struct_config(result.listener)
     expected = [FILTER_NAME, "envoy.filters.http.router"]
     assert [f["name"] for f in out["http_filters"]] == expected
     (upgrade,) = out["upgrade_configs"]
     assert [f["name"] for f in upgrade["filters"]] == expected
-    assert hook(result.listener, ALICE).listener == result.listener
+    assert hook(ALICE, listener=result.listener).listener == result.listener

@@ -31,8 +31,8 @@ from backends.aws import AwsSettings
 from backends.vault import VaultSettings
 from server.app import ServerSettings
 from server.service import CallLimits
-from tests.builders import https_listener, policy
 from tests.support.aws import REGION, MotoServer, dummy_aws_environment
+from tests.support.builders import https_listener, policy
 from tests.support.hook import Answered, HookServer, hook_server
 from tests.support.poison import AWS_STRINGS, VAULT_DOCUMENTS, VAULT_VALUES, policy_objects
 from tests.support.secrets import remember, sha

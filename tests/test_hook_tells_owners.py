@@ -23,7 +23,7 @@ import pytest
 from server.app import ServerSettings
 from server.audit import AuditSettings
 from server.events import EventSettings
-from tests.builders import https_listener, policy
+from tests.support.builders import https_listener, policy
 from tests.support.hook import HookServer, hook_server
 from tests.support.kube import KubeStandIn
 from tests.support.secrets import remember

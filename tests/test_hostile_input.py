@@ -1,4 +1,4 @@
-"""Hostile input, end to end: every case of tests/hostile_cases.py over real gRPC.
+"""Hostile input, end to end: every case of tests/support/hostile_cases.py over real gRPC.
 
 A security team's question is not "does a good policy work" but "what can a bad one do".
 Each case is one PostHTTPListenerModify call to an in-process server over a socket, and
@@ -43,14 +43,14 @@ from google.protobuf.message import DecodeError
 
 from compiler import errors
 from compiler.htpasswd import parse_like_envoy
-from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.app import ExtensionServer, ServerSettings
 from server.envoy_json import register_envoy_types
 from server.report import ENTRIES_NAMED
-from tests.builders import our_filter
-from tests.hostile_cases import CASES, HostileCase, Listener
-from tests.hostile_checks import check_protected, manager_shape, network_filters
+from tests.support.builders import our_filter
+from tests.support.hook import listener_request
+from tests.support.hostile_cases import CASES, HostileCase, Listener
+from tests.support.hostile_checks import check_protected, manager_shape, network_filters
 from tests.support.secrets import sha
 from tests.support.validate import envoy_validate, validate_listeners, validation_bootstrap
 
@@ -116,14 +116,7 @@ def send(stub: api_grpc.EnvoyGatewayExtensionStub, case: HostileCase) -> Outcome
     sent = listener_pb2.Listener()
     sent.CopyFrom(case.listener)
     sent.name = f"hostile/{case.id}"  # the server's log lines name it
-    request = api.PostHTTPListenerModifyRequest(
-        listener=sent,
-        post_listener_context=api.PostHTTPListenerExtensionContext(
-            extension_resources=[
-                api.ExtensionResource(unstructured_bytes=r) for r in case.resources
-            ]
-        ),
-    )
+    request = listener_request(*case.resources, listener=sent)
     started = time.perf_counter()
     try:
         response = stub.PostHTTPListenerModify(request, timeout=60)
@@ -225,7 +218,9 @@ def test_hostile_call_succeeds_reports_each_bad_policy_and_the_listener_stays_pr
     assert len(managers) == len(decoded_managers(sent))
     for hcm in managers:
         assert parse_like_envoy(our_filter(hcm).users.inline_string) == table
-    check_protected(sent, answer)  # placed by rank, nothing else changed (tests/hostile_checks.py)
+    check_protected(
+        sent, answer
+    )  # placed by rank, nothing else changed (tests/support/hostile_checks.py)
     if case.check is not None:
         case.check(answer)
     if case.unchanged is not None:

@@ -20,35 +20,17 @@ import pytest
 from backends import CredentialResolver, ResolverSettings
 from backends.vault import VaultSettings
 from compiler.pipeline import compile_listener, load_policies
-from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.app import ExtensionServer, ServerSettings
 from server.service import CallLimits
-from tests.builders import http_listener, https_listener, managers, our_filter, policy
+from tests.support.builders import https_listener, managers, policy
+from tests.support.compile import admitted, tables
+from tests.support.hook import listener_request
 from tests.support.secrets import remember
-from tests.support.vault import VaultStandIn
+from tests.support.vault import ROOT_TOKEN, VaultStandIn
 
-TOKEN = "hvs.limits-test-token"
 SECRET = "gateways/default/slow"
 SLOW_STORE = 1.0  # seconds the Vault stand-in waits before each answer
-
-
-def call(listener: Any, *policies: bytes) -> api.PostHTTPListenerModifyRequest:
-    return api.PostHTTPListenerModifyRequest(
-        listener=listener,
-        post_listener_context=api.PostHTTPListenerExtensionContext(
-            extension_resources=[api.ExtensionResource(unstructured_bytes=p) for p in policies]
-        ),
-    )
-
-
-def admitted(answer: api.PostHTTPListenerModifyResponse) -> list[str]:
-    return [
-        line.partition(":")[0]
-        for hcm in managers(answer.listener)
-        for line in our_filter(hcm).users.inline_string.splitlines()
-        if not line.startswith("#")
-    ]
 
 
 class Start:
@@ -64,40 +46,38 @@ class Start:
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Start]:
+def start(vault: VaultStandIn, tmp_path: Path) -> Iterator[Start]:
     """An in-process server with these limits (and Vault behind a slow stand-in)."""
     servers: list[ExtensionServer] = []
     channels: list[grpc.Channel] = []
-    remember(TOKEN, "slow-store-password")
+    remember("slow-store-password")
     token_file = tmp_path / "token"
-    token_file.write_text(TOKEN)
-    with VaultStandIn() as vault:
-        vault.add_token(TOKEN)
-        vault.put_v2(SECRET, {"password": "slow-store-password"})
-        vault.delay = SLOW_STORE
+    token_file.write_text(ROOT_TOKEN)
+    vault.put_v2(SECRET, {"password": "slow-store-password"})
+    vault.delay = SLOW_STORE
 
-        def start_server(limits: CallLimits, **settings: Any) -> api_grpc.EnvoyGatewayExtensionStub:
-            server = ExtensionServer(
-                ServerSettings(
-                    **{"host": "127.0.0.1", "port": 0, "shutdown_grace": 1.0, **settings},
-                    vault=VaultSettings(addr=vault.url, token_file=str(token_file), timeout=5.0),
-                    resolver=ResolverSettings(timeout=5.0),
-                    limits=limits,
-                )
+    def start_server(limits: CallLimits, **settings: Any) -> api_grpc.EnvoyGatewayExtensionStub:
+        server = ExtensionServer(
+            ServerSettings(
+                **{"host": "127.0.0.1", "port": 0, "shutdown_grace": 1.0, **settings},
+                vault=VaultSettings(addr=vault.url, token_file=str(token_file), timeout=5.0),
+                resolver=ResolverSettings(timeout=5.0),
+                limits=limits,
             )
-            server.start()
-            servers.append(server)
-            channel = grpc.insecure_channel(
-                server.address if server.address.startswith("unix:") else f"127.0.0.1:{server.port}"
-            )
-            channels.append(channel)
-            return api_grpc.EnvoyGatewayExtensionStub(channel)
+        )
+        server.start()
+        servers.append(server)
+        channel = grpc.insecure_channel(
+            server.address if server.address.startswith("unix:") else f"127.0.0.1:{server.port}"
+        )
+        channels.append(channel)
+        return api_grpc.EnvoyGatewayExtensionStub(channel)
 
-        yield Start(start_server, vault)
-        for channel in channels:
-            channel.close()
-        for server in servers:
-            server.stop()
+    yield Start(start_server, vault)
+    for channel in channels:
+        channel.close()
+    for server in servers:
+        server.stop()
 
 
 def usersfrom_policy(vault: VaultStandIn, name: str, users: dict[str, str]) -> bytes:
@@ -116,11 +96,11 @@ def test_a_request_over_the_message_size_is_refused_and_the_next_one_is_answered
     start: Start,
 ) -> None:
     hooks = start(CallLimits(max_message_size=64 * 1024))
-    too_big = call(http_listener(), policy(), policy("huge", "x" * 100_000, "pw"))
+    too_big = listener_request(policy(), policy("huge", "x" * 100_000, "pw"))
     with pytest.raises(grpc.RpcError) as refused:
         hooks.PostHTTPListenerModify(too_big, timeout=10)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert admitted(hooks.PostHTTPListenerModify(call(http_listener(), policy()))) == ["user"]
+    assert admitted(hooks.PostHTTPListenerModify(listener_request(policy()))) == {"user"}
 
 
 def test_an_answer_over_the_message_size_leaves_out_the_largest_policy_and_says_why(
@@ -133,7 +113,7 @@ def test_an_answer_over_the_message_size_leaves_out_the_largest_policy_and_says_
         start.vault, "bulk", {f"bulk-user-{i:04d}": "bulk-password" for i in range(400)}
     )
     listener = https_listener(*(f"section-{i}" for i in range(4)))
-    request = call(listener, *small, bulk)
+    request = listener_request(*small, bulk, listener=listener)
     whole = compile_listener(listener, load_policies([*small], CredentialResolver())).listener
     limit = whole.ByteSize() + 2_000  # room for the small policies, not for 400 users x 4
     hooks = start(CallLimits(max_message_size=max(limit, request.ByteSize())))
@@ -142,7 +122,7 @@ def test_an_answer_over_the_message_size_leaves_out_the_largest_policy_and_says_
 
     assert answer.ByteSize() <= max(limit, request.ByteSize())
     assert len(managers(answer.listener)) == 4  # every manager still protected
-    assert sorted(set(admitted(answer))) == [f"user-{i:03d}" for i in range(5)]
+    assert [sorted(table) for table in tables(answer)] == [[f"user-{i:03d}" for i in range(5)]] * 4
 
 
 def test_a_listener_too_large_to_answer_even_without_users_is_refused_with_what_to_raise(
@@ -150,7 +130,7 @@ def test_a_listener_too_large_to_answer_even_without_users_is_refused_with_what_
 ) -> None:
     """The listener itself, not a policy: the one size that may still fail the call."""
     listener = https_listener(*(f"section-{i}" for i in range(60)))
-    request = call(listener, policy())
+    request = listener_request(policy(), listener=listener)
     hooks = start(CallLimits(max_message_size=request.ByteSize() + 10))
     with pytest.raises(grpc.RpcError) as refused:
         hooks.PostHTTPListenerModify(request, timeout=10)
@@ -158,12 +138,12 @@ def test_a_listener_too_large_to_answer_even_without_users_is_refused_with_what_
     assert "without any user" in str(refused.value.details())
     assert "--max-message-size" in str(refused.value.details())
     assert "maxMessageSize" in str(refused.value.details())
-    assert admitted(hooks.PostHTTPListenerModify(call(http_listener(), policy()))) == ["user"]
+    assert admitted(hooks.PostHTTPListenerModify(listener_request(policy()))) == {"user"}
 
 
 def test_calls_beyond_the_concurrency_limit_are_refused_at_once(start: Start) -> None:
     hooks = start(CallLimits(max_concurrent_calls=2), workers=8)
-    request = call(http_listener(), slow_policy())  # the first calls wait for the store
+    request = listener_request(slow_policy())  # the first calls wait for the store
     codes: list[grpc.StatusCode] = []
     barrier = threading.Barrier(4)
 
@@ -181,24 +161,24 @@ def test_calls_beyond_the_concurrency_limit_are_refused_at_once(start: Start) ->
     for thread in threads:
         thread.join(timeout=30)
     assert sorted(code.name for code in codes) == ["OK"] * 2 + ["RESOURCE_EXHAUSTED"] * 2
-    assert admitted(hooks.PostHTTPListenerModify(request, timeout=20)) == ["sam"]
+    assert admitted(hooks.PostHTTPListenerModify(request, timeout=20)) == {"sam"}
 
 
 def test_a_call_past_its_deadline_fails_and_its_answer_is_ready_for_the_next(
     start: Start,
 ) -> None:
     hooks = start(CallLimits(call_timeout=0.3))
-    request = call(http_listener(), slow_policy())
+    request = listener_request(slow_policy())
     with pytest.raises(grpc.RpcError) as late:
         hooks.PostHTTPListenerModify(request, timeout=20)
     assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     # Meanwhile other calls are served, and once the store has answered, so is this one.
-    assert admitted(hooks.PostHTTPListenerModify(call(http_listener(), policy()))) == ["user"]
+    assert admitted(hooks.PostHTTPListenerModify(listener_request(policy()))) == {"user"}
     time.sleep(SLOW_STORE + 0.5)
-    assert admitted(hooks.PostHTTPListenerModify(request, timeout=20)) == ["sam"]
+    assert admitted(hooks.PostHTTPListenerModify(request, timeout=20)) == {"sam"}
 
 
 def test_the_hook_is_served_on_a_unix_domain_socket(start: Start, tmp_path: Path) -> None:
     hooks = start(CallLimits(), unix_socket=str(tmp_path / "extension-server.sock"))
     assert (tmp_path / "extension-server.sock").is_socket()
-    assert admitted(hooks.PostHTTPListenerModify(call(http_listener(), policy()))) == ["user"]
+    assert admitted(hooks.PostHTTPListenerModify(listener_request(policy()))) == {"user"}

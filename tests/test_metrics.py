@@ -20,7 +20,7 @@ from compiler import errors
 from server.app import ExtensionServer, ServerSettings
 from server.demo.gateway import GatewayStandIn
 from server.demo.story import seed_policy
-from tests.builders import http_listener
+from tests.support.builders import http_listener
 from tests.support.secrets import remember
 from tests.support.vault import VaultStandIn
 

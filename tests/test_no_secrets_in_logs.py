@@ -22,7 +22,8 @@ import pytest
 from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.demo.envoy import free_port
-from tests.builders import http_listener, policy
+from tests.support.builders import http_listener, policy
+from tests.support.hook import listener_request
 
 SERVICE = "envoygateway.extension.EnvoyGatewayExtension"
 
@@ -89,14 +90,8 @@ def send_every_kind_of_mistake(target: str) -> None:
         hooks = api_grpc.EnvoyGatewayExtensionStub(channel)
         # Chains named after no Gateway: the policies of both namespaces apply there.
         for listener_name, policies in (("shared-http", POLICIES), ("shared-open", [])):
-            resources = [api.ExtensionResource(unstructured_bytes=p) for p in policies]
             answer = hooks.PostHTTPListenerModify(
-                api.PostHTTPListenerModifyRequest(
-                    listener=http_listener(name=listener_name),
-                    post_listener_context=api.PostHTTPListenerExtensionContext(
-                        extension_resources=resources
-                    ),
-                ),
+                listener_request(*policies, listener=http_listener(name=listener_name)),
                 timeout=10,
             )
             assert answer.listener.name == listener_name

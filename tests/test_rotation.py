@@ -36,26 +36,17 @@ from compiler.pipeline import load_policies
 from compiler.users import Resolved
 from server.kube import LeaseElector, PolicyClient
 from server.rotation import RotationWatcher
-from tests.builders import policy
 from tests.support.aws import MotoServer
+from tests.support.builders import policy
 from tests.support.kube import KubeStandIn, KubeStandInError
+from tests.support.logged import events
 from tests.support.secrets import remember
-from tests.support.vault import VaultStandIn
-
-TOKEN = "hvs.rotation-token"
-
-
-@pytest.fixture
-def vault() -> Iterator[VaultStandIn]:
-    remember(TOKEN)
-    with VaultStandIn() as standin:
-        standin.add_token(TOKEN)
-        yield standin
+from tests.support.vault import ROOT_TOKEN, VaultStandIn
 
 
 @pytest.fixture
 def vault_store(vault: VaultStandIn, monkeypatch: pytest.MonkeyPatch) -> VaultStore:
-    monkeypatch.setenv("VAULT_TOKEN", TOKEN)
+    monkeypatch.setenv("VAULT_TOKEN", ROOT_TOKEN)
     return VaultStore(VaultSettings(addr=vault.url))
 
 
@@ -415,15 +406,6 @@ def denied(resolver: CredentialResolver, raw: bytes) -> bool:
     return resolved.error is not None
 
 
-def events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
-    """The structured lines logged as `name` (structlog hands its event dict to logging)."""
-    return [
-        record.msg
-        for record in caplog.records
-        if isinstance(record.msg, dict) and record.msg.get("event") == name
-    ]
-
-
 def test_a_refused_patch_leaves_that_policy_pending_and_the_others_are_patched(
     vault: VaultStandIn, vault_store: VaultStore, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -518,7 +500,7 @@ def test_a_soft_deleted_vault_secret_reaches_envoy_and_so_does_its_return(
     resolver, watcher = watcher_for(vault_store, recorder)
     served(resolver, recorder, vaulted("one", "a"), vaulted("other", "a"))
     watcher.poll_once()
-    client = hvac.Client(url=vault.url, token=TOKEN)
+    client = hvac.Client(url=vault.url, token=ROOT_TOKEN)
     client.secrets.kv.v2.delete_latest_version_of_secret("gateways/default/a")  # DELETE data/
 
     report = watcher.poll_once()
@@ -543,7 +525,7 @@ def test_a_vault_secret_deleted_destroyed_or_removed_is_absent(
     resolver, watcher = watcher_for(vault_store, recorder)
     served(resolver, recorder, vaulted("one", "a"))
     watcher.poll_once()
-    kv = hvac.Client(url=vault.url, token=TOKEN).secrets.kv.v2
+    kv = hvac.Client(url=vault.url, token=ROOT_TOKEN).secrets.kv.v2
     if how == "delete":
         kv.delete_secret_versions("gateways/default/a", versions=[number])  # POST delete/
     elif how == "destroy":
@@ -568,7 +550,7 @@ def test_a_deleted_kv1_secret_is_absent(vault: VaultStandIn, vault_store: VaultS
     watcher = RotationWatcher(resolver, recorder, recorder, interval=30)
     assert not served(resolver, recorder, raw)[0].error
     watcher.poll_once()
-    hvac.Client(url=vault.url, token=TOKEN).secrets.kv.v1.delete_secret(
+    hvac.Client(url=vault.url, token=ROOT_TOKEN).secrets.kv.v1.delete_secret(
         "gateways/default/a", mount_point="kv"
     )
     assert len(watcher.poll_once().changed) == 1
@@ -685,7 +667,7 @@ def test_version_checks_run_side_by_side_at_most_eight_at_a_time(
     vault: VaultStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nine secrets, a store that hangs: eight checks wait together, the ninth waits its turn."""
-    monkeypatch.setenv("VAULT_TOKEN", TOKEN)
+    monkeypatch.setenv("VAULT_TOKEN", ROOT_TOKEN)
     store = VaultStore(VaultSettings(addr=vault.url, timeout=30))
     recorder = Recorder()
     resolver, watcher = watcher_for(store, recorder)
@@ -931,7 +913,7 @@ def test_a_stopped_watcher_ends_a_poll_that_waits_on_a_store_and_releases_in_tim
 ) -> None:
     """A poll hangs on a store that does not answer; `stop` with a deadline returns by it,
     and the Lease is given up all the same."""
-    monkeypatch.setenv("VAULT_TOKEN", TOKEN)
+    monkeypatch.setenv("VAULT_TOKEN", ROOT_TOKEN)
     store = VaultStore(VaultSettings(addr=vault.url, timeout=30))
     recorder = Recorder()
     resolver, watcher = watcher_for(store, recorder)

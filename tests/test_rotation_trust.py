@@ -22,7 +22,7 @@ import pytest
 
 from server.demo.envoy import free_port
 from server.demo.gateway import GatewayStandIn
-from tests.builders import http_listener
+from tests.support.builders import http_listener
 from tests.support.kube import KubeStandIn
 from tests.support.secrets import remember
 from tests.support.vault import VaultStandIn

@@ -35,9 +35,11 @@ from server.api import extension_pb2_grpc as api_grpc
 from server.app import ExtensionServer, ServerSettings, StartupError
 from server.demo.envoy import free_port
 from server.tls import TlsSettings
-from tests.builders import http_listener, managers, policy
-from tests.builders import our_filter as our_basic_auth
+from tests.support.builders import http_listener, managers, policy
+from tests.support.builders import our_filter as our_basic_auth
 from tests.support.certs import Authority
+from tests.support.compile import htpasswd
+from tests.support.hook import listener_request
 
 SERVICE = "envoygateway.extension.EnvoyGatewayExtension"
 SEED_HTPASSWD = "user:{SHA}V7KtmQRNM3GXwMOf04I1aP+B5Io=\n"
@@ -58,21 +60,8 @@ def hooks(channel: grpc.Channel) -> api_grpc.EnvoyGatewayExtensionStub:
     return api_grpc.EnvoyGatewayExtensionStub(channel)
 
 
-def listener_call(listener: Any, *policies: bytes) -> api.PostHTTPListenerModifyRequest:
-    resources = [api.ExtensionResource(unstructured_bytes=p) for p in policies]
-    return api.PostHTTPListenerModifyRequest(
-        listener=listener,
-        post_listener_context=api.PostHTTPListenerExtensionContext(extension_resources=resources),
-    )
-
-
-def users_of(listener: Any) -> str:
-    (manager,) = managers(listener)
-    return str(our_basic_auth(manager).users.inline_string)
-
-
-def user_lines(htpasswd: str) -> list[str]:
-    return [line for line in htpasswd.split("\n") if line and not line.startswith("#")]
+def user_lines(text: str) -> list[str]:
+    return [line for line in text.split("\n") if line and not line.startswith("#")]
 
 
 # --- The hooks Envoy Gateway may enable -------------------------------------------------------
@@ -215,7 +204,7 @@ def test_the_seed_policy_adds_one_basic_auth_filter_before_the_router(
     hooks: api_grpc.EnvoyGatewayExtensionStub,
 ) -> None:
     sent = http_listener()
-    answer = hooks.PostHTTPListenerModify(listener_call(sent, SEED_POLICY), timeout=10)
+    answer = hooks.PostHTTPListenerModify(listener_request(SEED_POLICY, listener=sent), timeout=10)
 
     (manager,) = managers(answer.listener)
     names = [f.name for f in manager.http_filters]
@@ -235,10 +224,10 @@ def test_the_seed_policy_adds_one_basic_auth_filter_before_the_router(
 def test_without_a_policy_the_listener_admits_nobody(
     hooks: api_grpc.EnvoyGatewayExtensionStub,
 ) -> None:
-    answer = hooks.PostHTTPListenerModify(listener_call(http_listener()), timeout=10)
-    htpasswd = users_of(answer.listener)
-    assert htpasswd  # Envoy rejects an empty DataSource
-    assert user_lines(htpasswd) == []
+    answer = hooks.PostHTTPListenerModify(listener_request(), timeout=10)
+    text = htpasswd(answer)
+    assert text  # Envoy rejects an empty DataSource
+    assert user_lines(text) == []
 
 
 def test_a_broken_policy_and_a_configmap_do_not_stop_a_valid_policy(
@@ -254,9 +243,9 @@ def test_a_broken_policy_and_a_configmap_do_not_stop_a_valid_policy(
         }
     ).encode()
     answer = hooks.PostHTTPListenerModify(
-        listener_call(http_listener(), broken, SEED_POLICY, configmap), timeout=10
+        listener_request(broken, SEED_POLICY, configmap), timeout=10
     )
-    assert user_lines(users_of(answer.listener)) == [SEED_HTPASSWD.rstrip("\n")]
+    assert user_lines(htpasswd(answer)) == [SEED_HTPASSWD.rstrip("\n")]
 
 
 # --- The process: signals and configuration ---------------------------------------------------
@@ -281,7 +270,7 @@ def busy_listener_call() -> api.PostHTTPListenerModifyRequest:
     server weighs every policy for every section: a call of over a second.
     """
     policies = [policy(f"team-{i}", "admin", f"pw-{i}") for i in range(5000)]
-    return listener_call(https_listener(100), *policies)
+    return listener_request(*policies, listener=https_listener(100))
 
 
 def big_listener_call(sections: int = 300, users: int = 300) -> api.PostHTTPListenerModifyRequest:
@@ -295,7 +284,7 @@ def big_listener_call(sections: int = 300, users: int = 300) -> api.PostHTTPList
     for k in range(sections):
         own = [{**target, "sectionName": f"s{k}"}]
         policies.append(policy(f"own-{k}", f"own-{k}", f"pw-own-{k}", targets=own))
-    return listener_call(https_listener(sections), *policies)
+    return listener_request(*policies, listener=https_listener(sections))
 
 
 def sigterm_during(
@@ -428,9 +417,9 @@ def test_a_flag_wins_over_its_environment_variable(served: Any) -> None:
     )
     with grpc.insecure_channel(f"127.0.0.1:{flag_port}") as chan:
         answer = api_grpc.EnvoyGatewayExtensionStub(chan).PostHTTPListenerModify(
-            listener_call(http_listener()), timeout=10
+            listener_request(), timeout=10
         )
-    assert user_lines(users_of(answer.listener)) == []  # deny, not passthrough
+    assert user_lines(htpasswd(answer)) == []  # deny, not passthrough
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", env_port)):
         pass
 
@@ -439,8 +428,8 @@ def test_calls_are_answered_concurrently(hooks: api_grpc.EnvoyGatewayExtensionSt
     answers: list[str] = []
 
     def call() -> None:
-        answer = hooks.PostHTTPListenerModify(listener_call(http_listener(), SEED_POLICY))
-        answers.append(users_of(answer.listener))
+        answer = hooks.PostHTTPListenerModify(listener_request(SEED_POLICY))
+        answers.append(htpasswd(answer))
 
     threads = [threading.Thread(target=call) for _ in range(8)]
     for thread in threads:
@@ -475,7 +464,7 @@ def test_while_draining_probes_hear_not_serving_and_new_hook_calls_unavailable()
         )
         with pytest.raises(grpc.RpcError) as refused:
             api_grpc.EnvoyGatewayExtensionStub(channel).PostHTTPListenerModify(
-                listener_call(http_listener()), timeout=5
+                listener_request(), timeout=5
             )
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert managers(slow.result().listener)  # the call in flight still got its answer
@@ -656,8 +645,10 @@ def test_a_policy_that_applies_to_nothing_is_logged_once_not_at_every_call(serve
     server = served(["--host", "127.0.0.1", "--port", str(port)], port=port)
     admin = [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}]
     admin[0]["sectionName"] = "admin"  # https_listener(1) has the section s0 only
-    request = listener_call(
-        https_listener(1), SEED_POLICY, policy("admin-only", "root", "root-pw-1", targets=admin)
+    request = listener_request(
+        SEED_POLICY,
+        policy("admin-only", "root", "root-pw-1", targets=admin),
+        listener=https_listener(1),
     )
     with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
         stub = api_grpc.EnvoyGatewayExtensionStub(chan)

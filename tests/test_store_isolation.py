@@ -16,18 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from backends import CredentialResolver, ResolverSettings
-from backends.aws import AwsSecretsManagerStore, AwsSettings
-from backends.vault import VaultSettings, VaultStore
+from backends import CredentialResolver
 from compiler.errors import UnresolvedCredentialError
-from compiler.htpasswd import parse_like_envoy
-from compiler.pipeline import ListenerResult, compile_listener, load_policies
-from tests.builders import http_listener, managers, our_filter, policy
-from tests.support.aws import REGION, MotoServer, dummy_aws_environment
+from tests.support.aws import MotoServer, dummy_aws_environment
+from tests.support.builders import policy
+from tests.support.compile import admitted, hook
 from tests.support.secrets import remember
+from tests.support.stores import both_stores
 from tests.support.vault import VaultStandIn
 
-TOKEN = "hvs.isolation-token"
 HUNG = 600.0  # the Vault stand-in's delay: it answers when the test stops it, not before
 GIVE_UP_AFTER = 60.0  # a bound on waiting for a call, not a performance assertion
 
@@ -51,36 +48,12 @@ def moto(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[MotoServer
 
 
 @pytest.fixture
-def vault() -> Iterator[VaultStandIn]:
-    with VaultStandIn() as standin:
-        standin.add_token(TOKEN)
-        yield standin  # stopping it answers (drops) every request it still holds
-
-
-@pytest.fixture
 def resolvers(vault: VaultStandIn) -> Iterator[list[CredentialResolver]]:
     made: list[CredentialResolver] = []
     yield made
     vault.stop()  # the requests it holds fail at once
     for resolver in made:
         resolver.close()  # and the fetch threads are done before the test is
-
-
-def both_stores(
-    vault: VaultStandIn, moto: MotoServer, tmp_path: Path, timeout: float
-) -> CredentialResolver:
-    token_file = tmp_path / "vault-token"
-    token_file.write_text(TOKEN)
-    remember(TOKEN)
-    stores = {
-        "vault": VaultStore(
-            VaultSettings(addr=vault.url, token_file=str(token_file), timeout=timeout)
-        ),
-        "aws": AwsSecretsManagerStore(
-            AwsSettings(region=REGION, endpoint_url=moto.endpoint_url, timeout=timeout)
-        ),
-    }
-    return CredentialResolver(ResolverSettings(timeout=timeout), stores)
 
 
 @pytest.fixture
@@ -116,15 +89,6 @@ def from_aws(user: str) -> bytes:
     )
 
 
-def hook(resolver: CredentialResolver, *policies: bytes) -> ListenerResult:
-    return compile_listener(http_listener(), load_policies(policies, resolver))
-
-
-def admitted(result: ListenerResult) -> set[str]:
-    (hcm,) = managers(result.listener)
-    return set(parse_like_envoy(our_filter(hcm).users.inline_string))
-
-
 def vault_reads(vault: VaultStandIn) -> int:
     return vault.count("/v1/secret/data/gateways/default/")
 
@@ -141,7 +105,7 @@ def test_a_call_waits_for_its_store_lookups_together_not_one_after_another(
     vault.delay = HUNG
     resolver = stores(3.0)
 
-    result = hook(resolver, *(from_vault(n) for n in range(48)), from_aws("alice"))
+    result = hook(*(from_vault(n) for n in range(48)), from_aws("alice"), resolver=resolver)
 
     assert admitted(result) == {"alice"}
     assert len(result.errors) == 48
@@ -157,7 +121,10 @@ def test_calls_held_up_by_a_hung_vault_never_hold_up_a_call_that_reads_only_aws(
     resolver = stores(HUNG / 2)
     stuck = [
         threading.Thread(
-            target=hook, args=(resolver, *(from_vault(16 * c + n) for n in range(16))), daemon=True
+            target=hook,
+            args=tuple(from_vault(16 * c + n) for n in range(16)),
+            kwargs={"resolver": resolver},
+            daemon=True,
         )
         for c in range(4)
     ]
@@ -170,7 +137,9 @@ def test_calls_held_up_by_a_hung_vault_never_hold_up_a_call_that_reads_only_aws(
 
     answers: list[set[str]] = []
     aws_only = threading.Thread(
-        target=lambda: answers.append(admitted(hook(resolver, from_aws("alice"), from_aws("bob"))))
+        target=lambda: answers.append(
+            admitted(hook(from_aws("alice"), from_aws("bob"), resolver=resolver))
+        )
     )
     aws_only.start()
     aws_only.join(GIVE_UP_AFTER)

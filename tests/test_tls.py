@@ -15,7 +15,7 @@ from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.app import ExtensionServer, ServerSettings
 from server.tls import TlsSettings
-from tests.builders import http_listener
+from tests.support.builders import http_listener
 from tests.support.certs import Authority, Pem
 
 

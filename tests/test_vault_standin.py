@@ -8,7 +8,6 @@ checked against what hvac turns into results and exceptions.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import hvac
@@ -16,21 +15,12 @@ import hvac.exceptions
 import pytest
 import requests
 
-from tests.support.vault import KV_V1_DEFAULT_LEASE, VaultStandIn
-
-ROOT = "root-token"
-
-
-@pytest.fixture
-def vault() -> Iterator[VaultStandIn]:
-    with VaultStandIn() as standin:
-        standin.add_token(ROOT)
-        yield standin
+from tests.support.vault import KV_V1_DEFAULT_LEASE, ROOT_TOKEN, VaultStandIn
 
 
 def client(
     vault: VaultStandIn,
-    token: str | None = ROOT,
+    token: str | None = ROOT_TOKEN,
     namespace: str | None = None,
     timeout: float = 2.0,
 ) -> hvac.Client:

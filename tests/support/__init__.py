@@ -1,1 +1,1 @@
-"""Helpers shared by the tests: validating listeners with a real Envoy, loading the corpus."""
+"""Helpers shared by the tests: builders, stand-ins, readers; tests/conftest.py maps them."""

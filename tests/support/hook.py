@@ -3,7 +3,8 @@
 For stories of the form "given these policies and these stored values, the call answers OK,
 these users get in, these policies are reported for this reason": `HookServer.call` sends one
 PostHTTPListenerModify with a listener named for the story, and returns the answer with the
-log events the server wrote about that listener.
+log events the server wrote about that listener. `listener_request` builds such a request for
+tests that call a server of their own; tests/support/compile.py reads the answers.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any
 
 import grpc
 
-from compiler.htpasswd import parse_like_envoy
 from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.app import ExtensionServer, ServerSettings
-from tests.builders import http_listener, managers, our_filter
+from tests.support.builders import http_listener
+from tests.support.compile import admitted, tables
 
 Listener = Any  # envoy.config.listener.v3.Listener
 
@@ -54,16 +55,13 @@ class Answered:
     def tables(self) -> list[dict[str, str]]:
         """The users (name -> hash) of each HTTP connection manager, read as Envoy reads them."""
         assert self.listener is not None
-        return [
-            parse_like_envoy(our_filter(hcm).users.inline_string) for hcm in managers(self.listener)
-        ]
+        return tables(self.listener)
 
     @property
     def admitted(self) -> set[str]:
         """Users every HTTP connection manager admits (asserts each has our filter)."""
-        tables = self.tables
-        assert tables, "no HTTP connection manager in the answer"
-        return set.intersection(*(set(table) for table in tables))
+        assert self.listener is not None
+        return admitted(self.listener)
 
     def named(self, event: str) -> list[dict[str, Any]]:
         return [line for line in self.events if line.get("event") == event]
@@ -75,6 +73,19 @@ class Answered:
         for line in self.named("policy.entries_rejected"):
             found[line["policy"]] = line["reasons"]
         return found
+
+
+def listener_request(
+    *resources: bytes, listener: Listener | None = None
+) -> api.PostHTTPListenerModifyRequest:
+    """PostHTTPListenerModify as Envoy Gateway sends it: a listener (plain HTTP by default)
+    and the extension resources attached to it."""
+    return api.PostHTTPListenerModifyRequest(
+        listener=http_listener() if listener is None else listener,
+        post_listener_context=api.PostHTTPListenerExtensionContext(
+            extension_resources=[api.ExtensionResource(unstructured_bytes=r) for r in resources]
+        ),
+    )
 
 
 class HookServer:
@@ -90,12 +101,7 @@ class HookServer:
     ) -> Answered:
         sent = listener if listener is not None else http_listener()
         sent.name = story  # the log lines about this call name it
-        request = api.PostHTTPListenerModifyRequest(
-            listener=sent,
-            post_listener_context=api.PostHTTPListenerExtensionContext(
-                extension_resources=[api.ExtensionResource(unstructured_bytes=r) for r in resources]
-            ),
-        )
+        request = listener_request(*resources, listener=sent)
         try:
             answer = self._stub.PostHTTPListenerModify(request, timeout=timeout)
         except grpc.RpcError as error:

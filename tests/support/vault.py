@@ -68,6 +68,8 @@ from tests.support.standin import HttpStandIn, StandInServer
 
 KV_V1_DEFAULT_LEASE = 2764800  # Vault's default lease TTL: 768h
 DEFAULT_LOGIN_TTL = 2764800.0
+# The token the suite's `vault` fixture (tests/conftest.py) makes valid, with every policy.
+ROOT_TOKEN = "hvs.test-root-token"
 PERMISSION_DENIED = "permission denied"
 ACL_DENIED = "1 error occurred:\n\t* permission denied\n\n"
 SEALED = "Vault is sealed"

@@ -123,6 +123,19 @@ def our_filter(hcm: Any) -> Any:
     return config
 
 
+def our_filter_configs(listener: Any) -> list[Any]:
+    """The BasicAuth config of our filter in each HTTP connection manager of `listener`, as
+    many as there are (none, or several, where something is wrong)."""
+    configs = []
+    for hcm in managers(listener):
+        for http_filter in hcm.http_filters:
+            if http_filter.name == FILTER_NAME:
+                config = basic_auth_pb2.BasicAuth()
+                assert http_filter.typed_config.Unpack(config)
+                configs.append(config)
+    return configs
+
+
 def filter_names(hcm: Any) -> list[str]:
     return [f.name for f in hcm.http_filters]
 

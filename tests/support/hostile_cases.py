@@ -27,7 +27,7 @@ from udpa.type.v1 import typed_struct_pb2 as udpa_typed_struct_pb2
 from xds.type.v3 import typed_struct_pb2
 
 from compiler.listener import FILTER_NAME
-from tests.builders import (
+from tests.support.builders import (
     as_http3,
     eg_security_filters,
     http_filter,
