@@ -69,9 +69,9 @@ def events_about(kube: KubeStandIn, name: str) -> list[dict[str, Any]]:
 def test_a_rejected_and_an_accepted_policy_each_hear_what_became_of_them(
     hook: HookServer, kube: KubeStandIn, tmp_path: Path
 ) -> None:
-    remember("web-password", "bad-password")
+    remember("web-password", "colon-user-secret-pw")
     good = policy("web", "webuser", "web-password", namespace=NAMESPACE, targets=GATEWAY)
-    bad = policy("colon", "a:b", "bad-password", namespace=NAMESPACE, targets=GATEWAY)
+    bad = policy("colon", "a:b", "colon-user-secret-pw", namespace=NAMESPACE, targets=GATEWAY)
     for copy in range(100):  # every translation asks again, for every listener
         listener = https_listener("https", gateway=f"{NAMESPACE}/eg")
         answered = hook.call(f"{NAMESPACE}/eg/https-{copy % 4}", good, bad, listener=listener)

@@ -129,7 +129,14 @@ def test_debug_logs_are_structured_name_policies_and_never_hold_a_secret(
         assert marker not in output, f"the {name} password is in the server's output"
         assert sha_hash(password) not in output, f"the hash of the {name} password is logged"
 
-    events = [parse_line(line, fmt) for line in server.log_lines]
+    # The log is stderr; stdout holds the audit trail, JSON whatever the log format.
+    logged = server.stderr_path.read_text().splitlines()
+    events = [parse_line(line, fmt) for line in logged if line.strip()]
+    audit = [json.loads(line) for line in server.stdout_path.read_text().splitlines()]
+    assert {line["logger"] for line in audit} == {"audit"}
+    assert {(line["policy"], tuple(line["added"])) for line in audit} >= {
+        ("default/listeneruser", ("user",))
+    }
     hooks = {e["listener"]: e for e in events if e["event"] == "hook.listener"}
     assert hooks.keys() == {"shared-http", "shared-open"}
     assert "default/listeneruser" in hooks["shared-http"]["policies"]
