@@ -178,10 +178,14 @@ class EnvoyProcess:
         log_level: str = "warn",
         timeout: float = 15.0,
         private: bool = False,
+        binary: Path | None = None,
     ) -> None:
         """`private`: create `workdir` (it must not exist) owner-only, and every file in it
-        new and owner-only (server/demo/files.py), for a work directory others can write to."""
+        new and owner-only (server/demo/files.py), for a work directory others can write to.
+        `binary`: the Envoy to run (default: `find_envoy()`), so tests can run another Envoy
+        release than the installed one."""
         self.private = private
+        self.binary = binary
         self.workdir = Path(workdir).absolute() if private else Path(workdir).resolve()
         self.cluster = cluster
         self.cluster_port = cluster_port
@@ -261,7 +265,7 @@ class EnvoyProcess:
         """Write the bootstrap and an empty listener set, start Envoy, wait until it is live."""
         if self._process is not None:
             return self
-        binary = find_envoy()
+        binary = self.binary if self.binary is not None else find_envoy()
         bootstrap = yaml.safe_dump(self.bootstrap(), sort_keys=False)
         if self.private:
             new_directory(self.workdir)
