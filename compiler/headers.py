@@ -48,6 +48,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2,
 )
 
+from compiler.filters import detached
 from compiler.listener import FILTER_NAME
 from compiler.matching import any_of, header_is, negate, skip_when
 from compiler.virtual_hosts import GatewayListener, on_virtual_host_of
@@ -91,7 +92,7 @@ def place_companions(filters: Any, *, guard: Any | None = None, hide: Any | None
     Without our basic_auth filter in the list, both are removed: neither means anything
     alone.
     """
-    kept = [_copy(f) for f in filters if f.name not in COMPANION_NAMES]
+    kept = [detached(f) for f in filters if f.name not in COMPANION_NAMES]
     names = [f.name for f in kept]
     if FILTER_NAME in names:
         at = names.index(FILTER_NAME)
@@ -106,9 +107,3 @@ def _removing(name: str, header: str) -> Any:
     http_filter = http_connection_manager_pb2.HttpFilter(name=name)
     http_filter.typed_config.Pack(config, deterministic=True)
     return http_filter
-
-
-def _copy(message: Any) -> Any:
-    clone = type(message)()
-    clone.CopyFrom(message)
-    return clone

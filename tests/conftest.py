@@ -15,13 +15,20 @@ missing here.
 
 compiler/errors.py         test_compiler.py (each family's policy, field and message),
                            test_no_secrets_in_logs.py (no message quotes a password)
+compiler/exemptions.py     test_exemptions.py (the parser's checks, the CRD schema, the
+                           predicate; hypothesis: an exempt request is inside an
+                           exemption), test_request_control_envoy.py (the real Envoy)
 compiler/filters.py        test_compiler.py ("Where the filter goes", custom filter order)
+compiler/headers.py        test_request_headers.py, test_request_control_envoy.py (what the
+                           backend receives)
 compiler/htpasswd.py       test_compiler.py ("Envoy's htpasswd rules", libpass's bytes),
                            test_envoy_accepts.py (the real Envoy reads every table)
 compiler/listener.py       test_compiler.py (managers, chains, upgrades, undecodable),
                            test_fuzz_regressions.py (TypedStruct managers),
                            test_hostile_input.py, test_conformance.py (Envoy Gateway's
                            listeners, every Envoy)
+compiler/matching.py       test_exemptions.py, test_request_control_envoy.py (every Envoy
+                           takes the wrapper, and refuses a broken matcher)
 compiler/memo.py           test_compiler.py (reuse by value), test_backends.py (what a
                            superseded key built is let go)
 compiler/model.py          values only; ValueKey in test_compiler.py and test_backends.py
@@ -30,11 +37,15 @@ compiler/parse.py          test_compiler.py (malformed policies, by field), test
                            CRD), test_fuzz_regressions.py (JSON nested too deep)
 compiler/pipeline.py       test_compiler.py, test_properties.py, test_limits.py (the policy
                            that makes an answer too large is left out)
+compiler/routes.py         test_routes.py, test_request_control_envoy.py (merged Gateways),
+                           test_route_corpus.py (Envoy Gateway's routes, every Envoy)
 compiler/schemes.py        test_backends.py ("What a stored value may be")
 compiler/scope.py          test_compiler.py ("Which policies apply where")
 compiler/users.py          test_compiler.py (conflicts, stored columns), test_backends.py
                            (stored values), test_properties.py (the column fast path and
                            the per-user checks agree)
+compiler/virtual_hosts.py  test_routes.py, test_exemptions.py (per Gateway),
+                           test_route_corpus.py (the metadata as Envoy Gateway writes it)
 
 backends/aws.py            test_backend_aws.py
 backends/cache.py          test_backends.py ("The cache"), test_backend_vault.py and
@@ -137,6 +148,8 @@ support/compile.py         one hook call in this process (`hook`), and what each
                            `users_of`, `admitted`, `htpasswd`)
 support/corpus.py          Envoy Gateway's listeners in ../shared/ (skip, or fail in CI)
 support/envoys.py          every Envoy a supported Envoy Gateway runs (`every_envoy`)
+support/exemption_strategies.py  exemption sets and the request paths that try to get
+                           past them (hypothesis strategies)
 support/hook.py            one server in this process called over gRPC (`HookServer`,
                            `Answered`, `listener_request`)
 support/hostile_cases.py   the hostile-input corpus: hook calls and what must come back
@@ -144,7 +157,11 @@ support/hostile_checks.py  what a protected answer is (`check_protected`)
 support/hostile_names.py   user names Envoy or RFC 7617 cannot take
 support/kube.py            the Kubernetes API server (stand-in, for lightkube)
 support/logged.py          the structured lines pytest's caplog holds (`events`)
+support/matcher_model.py   how Envoy evaluates the matchers we emit (`skips`), and what an
+                           exemption means (`admits`, `canonical`, `promise_holds`)
 support/poison.py          what one team can write where the server reads (strategies)
+support/request_control.py  Envoy Gateway's listener with routes inline, protected as the
+                           hook will (`protect`), and raw HTTP requests (`send`)
 support/secrets.py         every secret handed to the product, for the log check
 support/standin.py         what the HTTP stand-ins share
 support/stores.py          the server's stores over the stand-ins (`both_stores`)

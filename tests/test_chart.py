@@ -17,9 +17,7 @@ from typing import Any
 
 import celpy  # type: ignore[import-untyped]
 import helm_python as helm
-import jsonschema
 import pytest
-import re2  # type: ignore[import-untyped]
 import yaml
 
 from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE, tenancy_problem
@@ -27,6 +25,7 @@ from compiler.errors import MalformedPolicyError, PolicyError
 from compiler.htpasswd import password_problem, username_problem
 from compiler.model import PasswordFrom, PlainCredentials, Policy, PolicyRef, UsersFrom, VaultRef
 from compiler.parse import _RESERVED_HEADER_PREFIXES, _RESERVED_HEADERS, parse_object
+from tests.support.charts import python_validator
 
 CHART_DIR = Path(__file__).resolve().parent.parent / "charts" / "extension-server"
 CRD_FILE = CHART_DIR / "crds" / "listenercontextexamples.example.extensions.io.yaml"
@@ -130,17 +129,6 @@ def go_validator(
     )
     with helm.Chart.load(probe) as loaded:
         yield loaded
-
-
-def python_validator(schema: dict[str, Any]) -> Any:
-    """jsonschema's Draft 7 validator, with `pattern` read by google-re2 (RE2 syntax, as the
-    API server's Go regexp reads it) instead of Python's `re`, which has no `\\p{..}`."""
-
-    def pattern(validator: Any, regex: str, instance: Any, _: Any) -> Iterator[Any]:
-        if validator.is_type(instance, "string") and not re2.search(regex, instance):
-            yield jsonschema.ValidationError(f"{instance!r} does not match {regex!r}")
-
-    return jsonschema.validators.extend(jsonschema.Draft7Validator, {"pattern": pattern})(schema)
 
 
 def with_spec(**changes: Any) -> dict[str, Any]:

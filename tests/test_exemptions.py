@@ -35,8 +35,15 @@ from compiler.exemptions import (
 from compiler.listener import ChainAuth, basic_auth_filter
 from compiler.matching import skip_when, unwrap
 from compiler.virtual_hosts import GatewayListener
-from tests.support.matcher_model import Request, admits, canonical, skips
-from tests.test_chart import python_validator
+from tests.support.charts import python_validator
+from tests.support.exemption_strategies import (
+    METHOD_SAMPLE,
+    exemption_sets,
+    gateways,
+    requests_near,
+    values,
+)
+from tests.support.matcher_model import Request, promise_holds, skips
 
 EXAMPLES = settings(
     max_examples=400,
@@ -226,53 +233,6 @@ def test_each_gateways_exemptions_apply_on_its_own_virtual_hosts_only() -> None:
 
 # --- the promise, over generated exemptions and requests ---------------------------------------
 
-SEGMENT_CHARS = "abz09-._~!$&'()*+,=:@"
-segments = st.text(alphabet=SEGMENT_CHARS, min_size=1, max_size=5).filter(
-    lambda s: s not in (".", "..")
-)
-values = st.lists(segments, max_size=3).map(lambda parts: "/" + "/".join(parts)) | st.lists(
-    segments, min_size=1, max_size=3
-).map(lambda parts: "/" + "/".join(parts) + "/")
-exemption_sets = st.lists(
-    st.builds(
-        Exemption,
-        st.sampled_from(["Exact", "PathPrefix"]),
-        values,
-        st.lists(st.sampled_from(METHODS), max_size=2, unique=True).map(tuple),
-    ),
-    min_size=1,
-    max_size=4,
-)
-TRICKS = ["", "/", "x", "/x", "/../admin", "/./x", "//x", "/.", "/..", "%2e", "/%2e%2e/x",
-          "%2F..%2Fx", "\\..\\x", ";x", ";/../x", "?q=1", "?q=/../x", "#x", "/x?y#z", "/x%00",
-          "/é", "/x/..", "/...", "/ x"]  # fmt: skip
-METHOD_SAMPLE = st.sampled_from([*METHODS, "get", "PROPFIND"])
-
-
-def requests_near(exemptions: list[Exemption]) -> st.SearchStrategy[str]:
-    """Paths close to an exemption (its value with a trick before, inside or after it), and
-    random text."""
-    anchors = st.sampled_from([e.value for e in exemptions])
-    tricks = st.sampled_from(TRICKS)
-    return st.one_of(
-        st.builds(lambda a, t, u: a + t + u, anchors, tricks, tricks),
-        st.builds(lambda t, a: t + a, tricks, anchors),
-        st.builds(lambda a, t, n: a[:n] + t + a[n:], anchors, tricks, st.integers(0, 12)),
-        st.text(alphabet="/.a%2eF;?#\\é", max_size=14),
-        st.text(max_size=14),
-    )
-
-
-def promise_holds(exemptions: list[Exemption], path: str, method: str) -> bool:
-    """The path before any query is its own canonical form, has no '%', and one exemption
-    admits it with this method."""
-    plain = path.partition("?")[0]
-    return (
-        "%" not in plain
-        and canonical(plain) == plain
-        and any(admits(e, plain, method) for e in exemptions)
-    )
-
 
 @EXAMPLES
 @given(st.data())
@@ -294,14 +254,6 @@ def test_every_plain_request_inside_an_exemption_is_exempt(data: st.DataObject) 
     path += data.draw(st.sampled_from(["", "?", "?a=b&c=/../d"]))
     method = data.draw(st.sampled_from(chosen.methods or METHODS))
     assert exempt(exemptions, path, method)
-
-
-gateways = st.builds(
-    GatewayListener,
-    st.sampled_from(["team-a", "team-b"]),
-    st.sampled_from(["gw", "other"]),
-    st.sampled_from([None, "http", "https"]),
-)
 
 
 @EXAMPLES

@@ -24,7 +24,7 @@ from compiler.headers import (
 from compiler.listener import FILTER_NAME, ChainAuth, basic_auth_filter
 from compiler.matching import skip_when, unwrap
 from compiler.virtual_hosts import GatewayListener
-from tests.builders import eg_security_filters, http_filter, router
+from tests.support.builders import eg_security_filters, http_filter, router
 from tests.support.matcher_model import Request, skips
 
 BASIC = {"authorization": "Basic dXNlcjpwQHNzdzByZA=="}

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
+import jsonschema
+import re2  # type: ignore[import-untyped]
 import yaml
 
 CHART_DIR = Path(__file__).resolve().parents[2] / "charts" / "extension-server"
@@ -38,6 +41,17 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def python_validator(schema: dict[str, Any]) -> Any:
+    """jsonschema's Draft 7 validator, with `pattern` read by google-re2 (RE2 syntax, as the
+    API server's Go regexp reads it) instead of Python's `re`, which has no `\\p{..}`."""
+
+    def pattern(validator: Any, regex: str, instance: Any, _: Any) -> Iterator[Any]:
+        if validator.is_type(instance, "string") and not re2.search(regex, instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {regex!r}")
+
+    return jsonschema.validators.extend(jsonschema.Draft7Validator, {"pattern": pattern})(schema)
 
 
 def one(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import posixpath
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,3 +162,14 @@ def canonical(path: str) -> str:
     if merged.endswith(("/", "/.", "/..")) and resolved != "/":
         resolved += "/"
     return resolved
+
+
+def promise_holds(exemptions: Sequence[Exemption], path: str, method: str) -> bool:
+    """What an exempt request must be: its path before any query is its own canonical form,
+    holds no '%', and one exemption admits it with this method."""
+    plain = path.partition("?")[0]
+    return (
+        "%" not in plain
+        and canonical(plain) == plain
+        and any(admits(e, plain, method) for e in exemptions)
+    )

@@ -41,7 +41,7 @@ ROUTER_PATH_HEADER = "x-router-path"
 USER_HEADER = "X-Example-Ext"
 
 # The connection manager's path settings. "eg": what Envoy Gateway emits by default (300 of
-# the corpus' 339 HTTP managers; tests/test_request_control_envoy.py checks it);
+# the corpus' 339 HTTP managers; tests/test_route_corpus.py checks it);
 # "eg-forward": a ClientTrafficPolicy's `path: {escapedSlashesAction: UnescapeAndForward,
 # disableMergeSlashes: true}` (the corpus' xds-ir--path-settings); "none": Envoy's own
 # defaults, nothing normalised.
