@@ -47,13 +47,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from compiler.matching import all_of, any_of, header_is
-from compiler.virtual_hosts import GatewayListener, on_virtual_host_of
+from compiler.model import PATH_TYPES, Exemption, GatewayListener
+from compiler.virtual_hosts import on_virtual_host_of
 
-PathType = Literal["Exact", "PathPrefix"]
-PATH_TYPES: tuple[PathType, ...] = ("Exact", "PathPrefix")
 # Gateway API's HTTPMethod values, the only spelling accepted (upper case).
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 MAX_EXEMPTIONS = 16
@@ -104,16 +103,6 @@ CRD_SCHEMA: dict[str, Any] = {
         },
     },
 }
-
-
-@dataclass(frozen=True, order=True)
-class Exemption:
-    """Requests whose path matches (`Exact` or `PathPrefix`, Gateway API's meaning) and
-    whose method is one of `methods` (every method when empty) need no credentials."""
-
-    path_type: PathType
-    value: str
-    methods: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,9 @@ FILTER_ORDER = (
     "router",
 )
 _RANK = {kind: rank for rank, kind in enumerate(FILTER_ORDER)}
+# Our filter's name: Envoy Gateway's basic_auth prefix (so its ordering knows the type)
+# followed by a suffix no SecurityPolicy filter can have.
+FILTER_NAME = "envoy.filters.http.basic_auth/extension-server"
 BASIC_AUTH_RANK = _RANK["basic_auth"]
 
 _TYPE_PREFIX = "envoy.extensions.filters.http."

@@ -48,10 +48,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2,
 )
 
-from compiler.filters import detached
-from compiler.listener import FILTER_NAME
+from compiler.filters import FILTER_NAME, detached
 from compiler.matching import any_of, header_is, negate, skip_when
-from compiler.virtual_hosts import GatewayListener, on_virtual_host_of
+from compiler.model import GatewayListener
+from compiler.virtual_hosts import on_virtual_host_of
 
 _PREFIX = "envoy.filters.http.header_mutation/extension-server/"
 HIDE_FILTER_NAME = _PREFIX + "hide-credentials"

@@ -24,11 +24,12 @@ from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import DecodeError
 from xds.type.v3 import typed_struct_pb2
 
-from compiler.filters import detached, insertion_index, place_filter
+from compiler.exemptions import exempt_predicate, filters_see_the_forwarded_path
+from compiler.filters import FILTER_NAME, detached, insertion_index, place_filter
+from compiler.headers import hide_credentials_filter, place_companions, username_guard_filter
+from compiler.matching import skip_when
+from compiler.model import Exemption, GatewayListener
 
-# Our filter's name: Envoy Gateway's basic_auth prefix (so its ordering knows the type)
-# followed by a suffix no SecurityPolicy filter can have.
-FILTER_NAME = "envoy.filters.http.basic_auth/extension-server"
 HCM_TYPE = http_connection_manager_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 # Envoy accepts any extension's config as a TypedStruct (the type URL and the config as a
 # Struct, i.e. JSON) and runs it as the typed message: a manager written that way is a
@@ -40,10 +41,19 @@ TYPED_STRUCT_TYPES = frozenset(
 
 @dataclass(frozen=True)
 class ChainAuth:
-    """What one filter chain's HTTP managers get: the htpasswd text and the header."""
+    """What one filter chain's HTTP managers get: the htpasswd text and the header, the
+    requests that need no credentials, and whether credentials are hidden from backends."""
 
     htpasswd: str
     forward_username_header: str
+    # Requests that need no credentials on the whole chain (the union of its policies').
+    exemptions: tuple[Exemption, ...] = ()
+    # ... or only on the virtual hosts of one Gateway listener each (the Translation hook,
+    # where Gateways share the chain and their virtual hosts tell them apart).
+    per_gateway: tuple[tuple[GatewayListener, tuple[Exemption, ...]], ...] = ()
+    # Remove `Authorization: Basic` once checked: on the whole chain, or on these listeners'.
+    hide_credentials: bool = False
+    hide_on: tuple[GatewayListener, ...] = ()
 
 
 # chain name (or None for an unnamed chain), is-default -> what to apply, or None to skip
@@ -137,17 +147,43 @@ def _protect_manager(network_filter: Any, auth: ChainAuth) -> bool:
             return False
     except DecodeError:
         return False
-    new_filter = basic_auth_filter(auth)
-    place_filter(manager.http_filters, new_filter)
+    exempt = _exempt(auth, manager)
+    new_filter = skip_when(basic_auth_filter(auth), exempt)
+    guard = username_guard_filter(auth.forward_username_header) if exempt is not None else None
+    hide = _hider(auth, exempt)
     # An upgrade (WebSocket, CONNECT) with a filter list of its own skips http_filters:
     # it must authenticate too.
-    for upgrade in manager.upgrade_configs:
-        if len(upgrade.filters):
-            place_filter(upgrade.filters, new_filter)
+    lists = [manager.http_filters, *(u.filters for u in manager.upgrade_configs if len(u.filters))]
+    for filters in lists:
+        place_filter(filters, new_filter)
+        place_companions(filters, guard=guard, hide=hide)
     type_url = network_filter.typed_config.type_url
     network_filter.typed_config.Pack(manager, deterministic=True)
     network_filter.typed_config.type_url = type_url
     return True
+
+
+def _exempt(auth: ChainAuth, manager: Any) -> Any | None:
+    """The predicate of the requests that need no credentials here, or None.
+
+    None also where the manager normalises the path for its filters only: an exemption
+    could then be matched on a path the backend never receives, so everything needs
+    credentials there (fail closed; Envoy Gateway never configures that).
+    """
+    if not (auth.exemptions or auth.per_gateway):
+        return None
+    if not filters_see_the_forwarded_path(manager):
+        return None
+    return exempt_predicate(auth.exemptions, dict(auth.per_gateway))
+
+
+def _hider(auth: ChainAuth, exempt: Any | None) -> Any | None:
+    """The filter that hides `Authorization: Basic` from backends, where it is asked for."""
+    if auth.hide_credentials:
+        return hide_credentials_filter(exempt)
+    if auth.hide_on:
+        return hide_credentials_filter(exempt, only_on=auth.hide_on)
+    return None
 
 
 def _typed_struct(network_filter: Any) -> Any:
@@ -165,7 +201,9 @@ def _protect_struct_manager(network_filter: Any, auth: ChainAuth) -> bool:
     `http_filters` or `httpFilters` (Envoy joins the two lists), null stands for the
     field's default, and a single object where a list belongs is a list of one. Every
     list present gets the filter, upgrade configs with filters of their own too. A filter
-    list of anything else is left as it is (Envoy rejects it), and reported.
+    list of anything else is left as it is (Envoy rejects it), and reported. Exemptions
+    and hidden credentials are not applied in this form (Envoy Gateway never writes it):
+    every request needs credentials there, and they reach the backend.
     """
     typed_struct = _typed_struct(network_filter)
     if typed_struct is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 POLICY_GROUP = "example.extensions.io"
 POLICY_VERSION = "v1alpha1"
@@ -158,6 +158,42 @@ class UsersFrom:
 CredentialSpec = PlainCredentials | PasswordFrom | UsersFrom
 
 
+PathType = Literal["Exact", "PathPrefix"]
+PATH_TYPES: tuple[PathType, ...] = ("Exact", "PathPrefix")
+
+
+@dataclass(frozen=True, order=True)
+class Exemption:
+    """Requests whose path matches (`Exact` or `PathPrefix`, Gateway API's meaning) and
+    whose method is one of `methods` (every method when empty) need no credentials."""
+
+    path_type: PathType
+    value: str
+    methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GatewayListener:
+    """A Gateway (`namespace`/`name`) and one of its listeners (`section`), or all of them
+    when `section` is None."""
+
+    namespace: str
+    name: str
+    section: str | None = None
+
+    def __str__(self) -> str:
+        gateway = f"{self.namespace}/{self.name}"
+        return gateway if self.section is None else f"{gateway}/{self.section}"
+
+    def sort_key(self) -> tuple[str, str, bool, str]:
+        """Gateway-wide first, then by section: a fixed order for deterministic output."""
+        return (self.namespace, self.name, self.section is not None, self.section or "")
+
+    def gateway(self) -> GatewayListener:
+        """The whole Gateway this listener belongs to."""
+        return GatewayListener(self.namespace, self.name)
+
+
 @dataclass(frozen=True)
 class Policy:
     """A parsed ListenerContextExample, before its credentials are resolved."""
@@ -170,6 +206,10 @@ class Policy:
     # spec.credentialsRevision: written by the server's rotation watcher, read to know that
     # a stored secret has a newer version than the one in the cache.
     credentials_revision: str | None = None
+    # spec.exemptions: requests that need no credentials where the policy applies.
+    exemptions: tuple[Exemption, ...] = ()
+    # spec.hideCredentials: the backend does not get `Authorization: Basic` once checked.
+    hide_credentials: bool = False
     # metadata.uid, to name the object in Kubernetes Events. Not part of the policy's value:
     # a policy deleted and created again with the same spec compiles to the same table.
     uid: str | None = field(default=None, compare=False)
@@ -184,6 +224,8 @@ class Policy:
             self.credentials,
             self.forward_username_header,
             self.credentials_revision,
+            self.exemptions,
+            self.hide_credentials,
         )
         object.__setattr__(self, "_hash", hash(fields))
 
@@ -302,3 +344,6 @@ class UnprotectedMode(StrEnum):
 class CompileOptions:
     unprotected: UnprotectedMode = UnprotectedMode.DENY
     default_forward_username_header: str = DEFAULT_FORWARD_USERNAME_HEADER
+    # Exemptions and hidden credentials per Gateway listener, each on its own virtual hosts
+    # (the Translation hook, which sees them), instead of on the whole filter chain.
+    per_gateway: bool = False

@@ -20,12 +20,14 @@ from compiler.errors import (
     PolicyError,
     internal_error,
 )
+from compiler.exemptions import read_exemptions
 from compiler.model import (
     POLICY_GROUP,
     POLICY_KIND,
     POLICY_VERSION,
     AwsSecretRef,
     CredentialSpec,
+    Exemption,
     KvEngine,
     PasswordFrom,
     PlainCredentials,
@@ -100,6 +102,8 @@ _SPEC_FIELDS = frozenset(
         "usersFrom",
         "forwardUsernameHeader",
         "credentialsRevision",
+        "exemptions",
+        "hideCredentials",
     }
 )
 _SOURCES = ("password", "passwordFrom", "usersFrom")
@@ -240,8 +244,29 @@ def _parse_policy(obj: Mapping[str, Any], ref: PolicyRef) -> Policy:
         credentials=_parse_credentials(spec, ref),
         forward_username_header=_parse_header(spec.get("forwardUsernameHeader"), ref),
         credentials_revision=_parse_revision(spec.get("credentialsRevision"), ref),
+        exemptions=_parse_exemptions(spec.get("exemptions"), ref),
+        hide_credentials=_parse_flag(spec.get("hideCredentials"), ref, "spec.hideCredentials"),
         uid=_uid(metadata.get("uid")),
     )
+
+
+def _parse_exemptions(value: object, ref: PolicyRef) -> tuple[Exemption, ...]:
+    """spec.exemptions; any problem rejects the whole policy, as the CRD would: leaving out
+    only the bad entry would quietly ask for credentials where its author expected none."""
+    exemptions, problems = read_exemptions(value)
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise MalformedPolicyError(ref, first.field, first.problem + more, first.fix)
+    return exemptions
+
+
+def _parse_flag(value: object, ref: PolicyRef, field: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise MalformedPolicyError(ref, field, "is not true or false", f"set {field} to true")
+    return value
 
 
 def _uid(value: object) -> str | None:

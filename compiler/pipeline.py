@@ -18,6 +18,8 @@ from compiler.listener import ApplyReport, ChainAuth, apply, chains_with_manager
 from compiler.memo import BoundedMemo
 from compiler.model import (
     CompileOptions,
+    Exemption,
+    GatewayListener,
     Policy,
     PolicyRef,
     Source,
@@ -327,13 +329,49 @@ class ChainTable:
 
 def compile_chain(resolved: Sequence[Resolved], options: CompileOptions) -> ChainTable:
     table: UserTable = compile_users(resolved)
-    header, header_errors = choose_header(
-        [item.policy for item in resolved if item.error is None],
-        options.default_forward_username_header,
-    )
-    return ChainTable(
-        ChainAuth(table.htpasswd, header), table.errors + header_errors, table.users, table.owners
-    )
+    valid = [item.policy for item in resolved if item.error is None]
+    header, header_errors = choose_header(valid, options.default_forward_username_header)
+    auth = ChainAuth(table.htpasswd, header, **_request_control(valid, options.per_gateway))
+    return ChainTable(auth, table.errors + header_errors, table.users, table.owners)
+
+
+def _request_control(policies: Sequence[Policy], per_gateway: bool) -> dict[str, Any]:
+    """The exemptions and credential hiding of the valid policies on a chain.
+
+    On the whole chain, they are the union of the policies' (a policy that is rejected
+    exempts nothing). Per Gateway listener, each policy's apply on the virtual hosts of
+    the Gateway listeners it targets only.
+    """
+    if not per_gateway:
+        exemptions = sorted({exemption for policy in policies for exemption in policy.exemptions})
+        return {
+            "exemptions": tuple(exemptions),
+            "hide_credentials": any(policy.hide_credentials for policy in policies),
+        }
+    scoped: dict[GatewayListener, set[Exemption]] = {}
+    hidden: set[GatewayListener] = set()
+    for policy in policies:
+        for listener in targeted(policy):
+            scoped.setdefault(listener, set()).update(policy.exemptions)
+            if policy.hide_credentials:
+                hidden.add(listener)
+    return {
+        "per_gateway": tuple(
+            (listener, tuple(sorted(exemptions)))
+            for listener, exemptions in sorted(scoped.items(), key=lambda kv: kv[0].sort_key())
+            if exemptions
+        ),
+        "hide_on": tuple(sorted(hidden, key=GatewayListener.sort_key)),
+    }
+
+
+def targeted(policy: Policy) -> list[GatewayListener]:
+    """The Gateway listeners a policy targets (a section of None: the whole Gateway)."""
+    return [
+        GatewayListener(policy.ref.namespace, target.name, target.section_name)
+        for target in policy.targets
+        if target.kind == "Gateway"
+    ]
 
 
 # A table is known by the value keys of the policies it was compiled from, and the options.

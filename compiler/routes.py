@@ -34,8 +34,9 @@ from typing import Any
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.basic_auth.v3 import basic_auth_pb2
 
-from compiler.listener import FILTER_NAME
-from compiler.virtual_hosts import GatewayListener, gateway_of
+from compiler.filters import FILTER_NAME
+from compiler.model import GatewayListener
+from compiler.virtual_hosts import gateway_of
 
 # Non-empty (Envoy rejects an empty DataSource) and without a user line.
 NOBODY = "# no user: no policy applies to this virtual host's Gateway listener\n"

@@ -24,36 +24,14 @@ evaluate there, which matches nothing.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Any
 
 from compiler.matching import CelBuilder, any_of, cel
+from compiler.model import GatewayListener
 
 METADATA_NAMESPACE = "envoy-gateway"
 RESOURCES = "resources"
 GATEWAY_KIND = "Gateway"
-
-
-@dataclass(frozen=True)
-class GatewayListener:
-    """A Gateway (`namespace`/`name`) and one of its listeners (`section`), or all of them
-    when `section` is None."""
-
-    namespace: str
-    name: str
-    section: str | None = None
-
-    def __str__(self) -> str:
-        gateway = f"{self.namespace}/{self.name}"
-        return gateway if self.section is None else f"{gateway}/{self.section}"
-
-    def sort_key(self) -> tuple[str, str, bool, str]:
-        """Gateway-wide first, then by section: a fixed order for deterministic output."""
-        return (self.namespace, self.name, self.section is not None, self.section or "")
-
-    def gateway(self) -> GatewayListener:
-        """The whole Gateway this listener belongs to."""
-        return GatewayListener(self.namespace, self.name)
 
 
 def gateway_of(virtual_host: Any) -> GatewayListener | None:

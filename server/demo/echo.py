@@ -45,7 +45,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _echo
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = _echo
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay silent: request logs would drown test and demo output."""

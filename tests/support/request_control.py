@@ -1,8 +1,7 @@
 """Listeners with request-level control, built the way the hook will, and raw HTTP requests.
 
-`protect` stands in for the pipeline's wiring (which is not in place yet): it applies our
-basic_auth filter with compiler/listener.py `apply`, wraps it for the exemptions, and
-places the username guard and the credential remover next to it (compiler/headers.py).
+`protect` applies our filter with the product's compiler/listener.py `apply` and a
+`ChainAuth` carrying the exemptions and credential hiding, as the pipeline does.
 
 The listeners are Envoy Gateway's plain-HTTP listener (server/demo/listeners.py) with an
 inline route table instead of RDS, as Envoy Gateway would serve it, with any virtual hosts
@@ -30,10 +29,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import struct_pb2, wrappers_pb2
 
-from compiler.exemptions import Exemption, exempt_predicate
-from compiler.headers import hide_credentials_filter, place_companions, username_guard_filter
-from compiler.listener import FILTER_NAME, ChainAuth, apply
-from compiler.matching import skip_when
+from compiler.exemptions import Exemption
+from compiler.listener import ChainAuth, apply
 from compiler.virtual_hosts import GatewayListener
 from server.demo.listeners import eg_http_listener
 
@@ -142,27 +139,20 @@ def protect(
     hide: bool | Iterable[GatewayListener] = False,
     header: str = USER_HEADER,
 ) -> Any:
-    """The listener with our filter (table `users`) in every HTTP manager, skipped for the
-    exemptions, with the username guard where anything is exempt and the credential
-    remover when `hide` (True: the whole chain; Gateway listeners: only on theirs)."""
-    protected, _report = apply(listener, lambda _name, _default: ChainAuth(users, header))
-    exempt = exempt_predicate(exemptions, per_gateway)
-    hide_filter = None
-    if hide is True:
-        hide_filter = hide_credentials_filter(exempt)
-    elif hide:
-        hide_filter = hide_credentials_filter(exempt, only_on=list(hide))
-    guard = username_guard_filter(header) if exempt is not None else None
-
-    def wrap_and_place(manager: Any) -> None:
-        for filters in [manager.http_filters] + [u.filters for u in manager.upgrade_configs]:
-            for index, http_filter in enumerate(filters):
-                if http_filter.name == FILTER_NAME:
-                    filters[index].CopyFrom(skip_when(http_filter, exempt))
-            if len(filters):
-                place_companions(filters, guard=guard, hide=hide_filter)
-
-    return edit_managers(protected, wrap_and_place)
+    """The listener as the product's `apply` protects it: our filter (table `users`) in
+    every HTTP manager, skipped for the exemptions, with the username guard where anything
+    is exempt and the credential remover when `hide` (True: the whole chain; Gateway
+    listeners: only on theirs)."""
+    auth = ChainAuth(
+        users,
+        header,
+        exemptions=tuple(exemptions),
+        per_gateway=tuple((gl, tuple(found)) for gl, found in (per_gateway or {}).items()),
+        hide_credentials=hide is True,
+        hide_on=() if isinstance(hide, bool) else tuple(hide),
+    )
+    protected, _report = apply(listener, lambda _name, _default: auth)
+    return protected
 
 
 @dataclass(frozen=True)
