@@ -24,7 +24,12 @@ from backends.tenancy import DEFAULT_AWS_TEMPLATE, DEFAULT_VAULT_TEMPLATE, tenan
 from compiler.errors import MalformedPolicyError, PolicyError
 from compiler.htpasswd import password_problem, username_problem
 from compiler.model import PasswordFrom, PlainCredentials, Policy, PolicyRef, UsersFrom, VaultRef
-from compiler.parse import _RESERVED_HEADER_PREFIXES, _RESERVED_HEADERS, parse_object
+from compiler.parse import (
+    _RESERVED_HEADER_PREFIXES,
+    _RESERVED_HEADERS,
+    _SPEC_FIELDS,
+    parse_object,
+)
 from tests.support.charts import python_validator
 
 CHART_DIR = Path(__file__).resolve().parent.parent / "charts" / "extension-server"
@@ -522,15 +527,7 @@ def test_crd_status_is_gateway_apis_policy_status(
 def test_crd_spec_schema(object_schema: dict[str, Any]) -> None:
     spec = object_schema["properties"]["spec"]
     props = spec["properties"]
-    assert set(props) == {
-        "targetRefs",
-        "username",
-        "password",
-        "passwordFrom",
-        "usersFrom",
-        "forwardUsernameHeader",
-        "credentialsRevision",
-    }
+    assert set(props) == _SPEC_FIELDS  # the parser's fields, no more, no less
     # username and password are no longer required: CEL rules on spec decide (see below).
     assert spec["required"] == ["targetRefs"]
     refs = props["targetRefs"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import re2  # type: ignore[import-untyped]
+import yaml
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -35,7 +36,7 @@ from compiler.exemptions import (
 from compiler.listener import ChainAuth, basic_auth_filter
 from compiler.matching import skip_when, unwrap
 from compiler.virtual_hosts import GatewayListener
-from tests.support.charts import python_validator
+from tests.support.charts import CHART_DIR, python_validator
 from tests.support.exemption_strategies import (
     METHOD_SAMPLE,
     exemption_sets,
@@ -280,3 +281,24 @@ def test_a_manager_that_normalises_the_path_for_filters_only_gets_no_exemption()
     transformation = manager.path_normalization_options.http_filter_transformation
     transformation.operations.add().normalize_path_rfc_3986.SetInParent()
     assert not filters_see_the_forwarded_path(manager)
+
+
+CRD_FILE = "listenercontextexamples.example.extensions.io.yaml"
+
+
+def test_the_crd_states_the_parsers_rules_for_exemptions_and_hidden_credentials() -> None:
+    """The chart's CRD holds CRD_SCHEMA under spec.exemptions (descriptions aside), and
+    hideCredentials as a boolean: the API server refuses what the parser refuses."""
+    crd = yaml.safe_load((CHART_DIR / "crds" / CRD_FILE).read_text())
+    (version,) = crd["spec"]["versions"]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert without_descriptions(spec["exemptions"]) == CRD_SCHEMA
+    assert without_descriptions(spec["hideCredentials"]) == {"type": "boolean"}
+
+
+def without_descriptions(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: without_descriptions(v) for k, v in node.items() if k != "description"}
+    if isinstance(node, list):
+        return [without_descriptions(item) for item in node]
+    return node
