@@ -99,6 +99,12 @@ def chains_with_managers(listener: Any) -> list[tuple[str | None, bool]]:
     ]
 
 
+def http_managers(listener: Any) -> list[Any]:
+    """Every HTTP connection manager of the listener, as its network filter (typed or a
+    TypedStruct)."""
+    return [f for chain, _ in _chains(listener) for f in chain.filters if _is_http_manager(f)]
+
+
 def _chains(listener: Any) -> list[tuple[Any, bool]]:
     """Every filter chain of the listener, with whether it is the default one."""
     chains = [(chain, False) for chain in listener.filter_chains]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from compiler.errors import PolicyError, TooLargeError
 from compiler.htpasswd import SHA_LENGTH
@@ -29,6 +29,9 @@ from compiler.model import (
 from compiler.parse import IgnoredResource, ParsedResource, parse_resources
 from compiler.scope import applies_to_chain, of_another_namespace
 from compiler.users import Resolved, UserTable, choose_header, compile_users
+
+if TYPE_CHECKING:
+    from compiler.translation import TranslationResult
 
 
 class Resolver(Protocol):
@@ -204,7 +207,7 @@ def _largest(listener: Any, policies: PolicySet) -> Resolved | None:
     chains = chains_with_managers(listener)
     weights = [
         (
-            _table_bytes(item) * sum(applies_to_chain(item.policy, *chain) for chain in chains),
+            table_bytes(item) * sum(applies_to_chain(item.policy, *chain) for chain in chains),
             item.policy.precedence,
             item,
         )
@@ -217,7 +220,7 @@ def _largest(listener: Any, policies: PolicySet) -> Resolved | None:
     return max(weighed, key=lambda entry: entry[:2])[2]
 
 
-def _table_bytes(item: Resolved) -> int:
+def table_bytes(item: Resolved) -> int:
     """The bytes a policy's users take in a table: `name:{SHA}<28>\n` each."""
     names = item.credentials.usernames
     return sum(map(len, names)) + len(names) * (SHA_LENGTH + 2)
@@ -245,10 +248,16 @@ class _Compiled:
     chains: tuple[ChainResult, ...]
 
 
+def leaves_unprotected_open(policies: PolicySet, options: CompileOptions) -> bool:
+    """Whether what no policy applies to stays open: `passthrough`, and no policy so
+    malformed that where it applies is unknown (then everything fails closed)."""
+    return options.unprotected is UnprotectedMode.PASSTHROUGH and not policies.malformed
+
+
 def _compile(
     listener: Any, digest: bytes, policies: PolicySet, options: CompileOptions, memo: CompileMemo
 ) -> _Compiled:
-    passthrough = options.unprotected is UnprotectedMode.PASSTHROUGH and not policies.malformed
+    passthrough = leaves_unprotected_open(policies, options)
     tables: dict[tuple[int, ...], tuple[TableKey, ChainTable]] = {}
     plan: dict[tuple[str | None, bool], TableKey | None] = {}
     governing: set[int] = set()
@@ -260,12 +269,15 @@ def _compile(
             if applies_to_chain(item.policy, *chain)
         )
         governing.update(chosen)
-        foreign.update(
+        others = {
             index
             for index, item in enumerate(policies.resolved)
             if item.error is None and of_another_namespace(item.policy, *chain)
-        )
-        if not chosen and passthrough:
+        }
+        foreign.update(others)
+        # Per Gateway, another namespace's policy on a shared chain protects its own
+        # virtual hosts through our filter: the chain needs it even with no policy here.
+        if not chosen and passthrough and not (options.per_gateway and others):
             plan[chain] = None
             continue
         if chosen not in tables:
@@ -273,9 +285,18 @@ def _compile(
             tables[chosen] = memo.table(picked, options)
         plan[chain] = tables[chosen][0]
     auths = {key: table.auth for key, table in tables.values()}
+    parts = [part for key, _ in tables.values() for part in key[0]]
+    scoped: tuple[ValueKey, ...] = ()
+    if options.per_gateway:
+        # Each Gateway listener's exemptions and hiding, on its own virtual hosts, come
+        # from every policy served here, also those a chain's table leaves to the
+        # virtual hosts (another namespace's, on a shared chain).
+        control = _request_control(_valid(policies.resolved), True)
+        auths = {key: replace(auth, **control) for key, auth in auths.items()}
+        scoped = policies.keys
     result, report = memo.listener(
-        (digest, tuple(plan.items())),
-        [part for key, _ in tables.values() for part in key[0]],
+        (digest, tuple(plan.items()), scoped),
+        [*parts, *scoped],
         lambda: apply(listener, lambda name, default: _auth(auths, plan[(name, default)])),
     )
     unused = _applying_to_nothing(policies.resolved, governing | foreign) if plan else ()
@@ -328,11 +349,19 @@ class ChainTable:
 
 
 def compile_chain(resolved: Sequence[Resolved], options: CompileOptions) -> ChainTable:
+    """The table of one set of policies, and (but per Gateway, which the listener adds)
+    the union of their exemptions and hiding."""
     table: UserTable = compile_users(resolved)
-    valid = [item.policy for item in resolved if item.error is None]
+    valid = _valid(resolved)
     header, header_errors = choose_header(valid, options.default_forward_username_header)
-    auth = ChainAuth(table.htpasswd, header, **_request_control(valid, options.per_gateway))
+    control = {} if options.per_gateway else _request_control(valid, False)
+    auth = ChainAuth(table.htpasswd, header, **control)
     return ChainTable(auth, table.errors + header_errors, table.users, table.owners)
+
+
+def _valid(resolved: Sequence[Resolved]) -> list[Policy]:
+    """The policies that were not rejected: only they exempt or hide anything."""
+    return [item.policy for item in resolved if item.error is None]
 
 
 def _request_control(policies: Sequence[Policy], per_gateway: bool) -> dict[str, Any]:
@@ -475,3 +504,15 @@ class ListenerCompiler:
     def compile(self, listener: Any, policies: PolicySet, max_bytes: int | None) -> ListenerResult:
         """Steps 3 and 4."""
         return compile_listener(listener, policies, self.options, max_bytes, self._memo)
+
+    def translate(
+        self,
+        listeners: Sequence[Any],
+        routes: Sequence[Any],
+        policies: PolicySet,
+        max_bytes: int | None,
+    ) -> TranslationResult:
+        """Steps 3 and 4 for a whole translation (the Translation hook)."""
+        from compiler.translation import compile_translation  # noqa: PLC0415 (it imports us)
+
+        return compile_translation(listeners, routes, policies, self.options, max_bytes, self._memo)

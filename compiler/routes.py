@@ -12,9 +12,13 @@ and Envoy lets a virtual host override a filter's config: `with_gateway_users` s
   keeps the name, and its own per-route lookup under that name finds no
   ExtensionWithMatcherPerRoute there, so the listener-level matcher stays in force).
   Checked on Envoy 1.36 to 1.40 (tests/test_request_control_envoy.py).
-- A virtual host whose Gateway listener has no table (no metadata, no policy) gets a
-  table with no user line: it admits nobody. Envoy rejects an empty `users`, so that
-  table is a comment.
+- A virtual host whose Gateway listener has no policy gets a table with no user line:
+  it admits nobody (Envoy rejects an empty `users`, so that table is a comment), as a
+  chain with no policy does. With `unprotectedListeners: passthrough` (`open_unprotected`)
+  our filter is disabled there instead (`FilterConfig.disabled`, Envoy 1.27 and later),
+  as a chain with no policy is left unchanged.
+- A virtual host without Envoy Gateway's metadata cannot be told apart: it admits nobody,
+  in either mode (Envoy Gateway v1.6 and later write it on every virtual host).
 - A route's own `typed_per_filter_config` would win over the virtual host's; Envoy
   Gateway never writes our filter's name there, and routes are left as they are.
 - Everything else in the route configuration is kept as it was, unknown fields included;
@@ -31,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.basic_auth.v3 import basic_auth_pb2
 
 from compiler.filters import FILTER_NAME
@@ -45,17 +49,21 @@ NOBODY = "# no user: no policy applies to this virtual host's Gateway listener\n
 TableFor = Callable[[GatewayListener], str | None]
 
 
-def with_gateway_users(route_configuration: Any, table_for: TableFor) -> Any:
+def with_gateway_users(
+    route_configuration: Any, table_for: TableFor, open_unprotected: bool = False
+) -> Any:
     """A copy of `route_configuration` where each virtual host admits the users of its
-    own Gateway listener only."""
+    own Gateway listener only (and, with `open_unprotected`, everyone on the virtual
+    hosts of a Gateway listener no policy applies to)."""
     result = route_pb2.RouteConfiguration()
     result.CopyFrom(route_configuration)
     for virtual_host in result.virtual_hosts:
         listener = gateway_of(virtual_host)
         table = table_for(listener) if listener is not None else None
-        virtual_host.typed_per_filter_config[FILTER_NAME].Pack(
-            per_route_users(table or NOBODY), deterministic=True
-        )
+        config: Any = per_route_users(table or NOBODY)
+        if listener is not None and table is None and open_unprotected:
+            config = route_components_pb2.FilterConfig(disabled=True)
+        virtual_host.typed_per_filter_config[FILTER_NAME].Pack(config, deterministic=True)
     return result
 
 

@@ -22,8 +22,9 @@ from prometheus_client import Counter as PromCounter
 
 from compiler.errors import InternalPolicyError, PolicyError
 from compiler.model import PasswordFrom, Policy, PolicyRef, UsersFrom
-from compiler.pipeline import ListenerResult, PolicySet
+from compiler.pipeline import ChainTable, ListenerResult, PolicySet
 from compiler.scope import ChainName
+from compiler.translation import HostTable
 from compiler.users import Resolved
 from server.outcomes import Admission, ListenerOutcome, PolicyIdentity, Rejection, Source
 
@@ -228,20 +229,8 @@ def listener_outcome(listener: str, result: ListenerResult) -> ListenerOutcome:
             continue
         place = ChainName.parse(chain.name)
         gateway = f"{place.namespace}/{place.gateway}" if place else None
-        names: dict[PolicyRef, list[str]] = {}
-        for user, ref in chain.table.owners.items():
-            names.setdefault(ref, []).append(user)
-        admissions += [
-            Admission(
-                listener,
-                gateway,
-                place.section if place else None,
-                identity(resolved[ref].policy),
-                frozenset(users),
-                source_of(resolved[ref]),
-            )
-            for ref, users in sorted(names.items())
-        ]
+        section = place.section if place else None
+        admissions += _admissions(listener, gateway, section, chain.table, resolved)
     whole = whole_policy_errors(result.policies)
     seen = set(whole)
     uids = {ref: item.policy.uid for ref, item in resolved.items()}
@@ -256,6 +245,52 @@ def listener_outcome(listener: str, result: ListenerResult) -> ListenerOutcome:
         if not error.policy.namespace.startswith("<")  # no object to tell: unreadable bytes
     ]
     return ListenerOutcome(listener, tuple(admissions), tuple(rejections))
+
+
+def virtual_host_outcome(
+    routes: str, hosts: Sequence[HostTable], policies: PolicySet
+) -> ListenerOutcome:
+    """Who each policy admits on the virtual hosts of each Gateway listener of one route
+    configuration (the Translation hook). Its own ledger, named after the route
+    configuration: the listeners' outcomes (their chains' tables) stay what the
+    HTTPListener hook reports too, so the two hooks never undo each other's news."""
+    resolved = {item.policy.ref: item for item in policies.resolved}
+    admissions = [
+        admission
+        for host in hosts
+        for admission in _admissions(
+            routes,
+            f"{host.listener.namespace}/{host.listener.name}",
+            host.listener.section,
+            host.table,
+            resolved,
+        )
+    ]
+    return ListenerOutcome(routes, tuple(admissions), ())
+
+
+def _admissions(
+    listener: str,
+    gateway: str | None,
+    section: str | None,
+    table: ChainTable,
+    resolved: dict[PolicyRef, Resolved],
+) -> list[Admission]:
+    """Who each policy admits through one table, at one place."""
+    names: dict[PolicyRef, list[str]] = {}
+    for user, ref in table.owners.items():
+        names.setdefault(ref, []).append(user)
+    return [
+        Admission(
+            listener,
+            gateway,
+            section,
+            identity(resolved[ref].policy),
+            frozenset(users),
+            source_of(resolved[ref]),
+        )
+        for ref, users in sorted(names.items())
+    ]
 
 
 def identity(policy: Policy) -> PolicyIdentity:

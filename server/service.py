@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -23,14 +25,17 @@ from server.answers import Answer, Answers
 from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.logs import get_logger
-from server.outcomes import Observers
+from server.outcomes import ListenerOutcome, Observers
 from server.report import (
     REPEAT_INTERVAL,
+    LogEvent,
+    Rejections,
     RepeatFilter,
     answer_events,
     listener_outcome,
     rejections,
     summarize,
+    virtual_host_outcome,
 )
 
 log = get_logger("server.service")
@@ -41,7 +46,9 @@ HOOK_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 METHOD = "PostHTTPListenerModify"
+TRANSLATE = "PostTranslateModify"
 LISTENER_LATENCY = HOOK_LATENCY.labels(METHOD)
+TRANSLATION_LATENCY = HOOK_LATENCY.labels(TRANSLATE)
 HOOK_ERRORS = Counter(
     "extension_server_hook_errors",
     "Hook calls answered with an error status, by method and gRPC code. Each one makes Envoy "
@@ -112,7 +119,7 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             reused = kept is not None
             if kept is None:
                 kept = self._compile_in_time(request, policies, started, context)
-            self._report(kept)
+            self._report(kept.events, kept.rejections)
             self._check_size(kept)
         except Refused as refused:
             HOOK_ERRORS.labels(METHOD, refused.code.name).inc()
@@ -135,12 +142,12 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             log.log(level, "hook.listener", **summary)
         return kept.response
 
-    def _report(self, answer: Answer) -> None:
-        """The answer's lines (each once per interval) and its rejection counts (always)."""
-        for line in answer.events:
+    def _report(self, events: Sequence[LogEvent], counted: Rejections) -> None:
+        """An answer's lines (each once per interval) and its rejection counts (always)."""
+        for line in events:
             if self._repeats.allow(line.key):
                 getattr(log, line.level)(line.event, **dict(line.fields))
-        answer.rejections.count()
+        counted.count()
 
     def _compile_in_time(
         self,
@@ -238,14 +245,17 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
         )
 
     def _tell_observers(self, listener: str, result: ListenerResult) -> None:
-        """Hand the outcome to Kubernetes Events and the audit trail (they queue it and
+        self._observe(listener, lambda: listener_outcome(listener, result))
+
+    def _observe(self, listener: str, outcome: Callable[[], ListenerOutcome]) -> None:
+        """Hand an outcome to Kubernetes Events and the audit trail (they queue it and
         return at once); whatever goes wrong here is logged, never the call's."""
         try:
-            outcome = listener_outcome(listener, result)
+            made = outcome()
         except Exception:
             log.exception("observer.outcome_failed", listener=listener)
             return
-        self._observers.observe(outcome)
+        self._observers.observe(made)
 
     def PostRouteModify(
         self, request: api.PostRouteModifyRequest, context: grpc.ServicerContext
@@ -270,13 +280,91 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
     def PostTranslateModify(
         self, request: api.PostTranslateModifyRequest, context: grpc.ServicerContext
     ) -> api.PostTranslateModifyResponse:
-        # The response replaces Envoy Gateway's lists whole: hand every resource back.
-        return api.PostTranslateModifyResponse(
+        """The Translation hook: every listener protected as PostHTTPListenerModify does,
+        every virtual host holding its own Gateway's users (compiler/translation.py).
+
+        The response replaces Envoy Gateway's lists whole: every resource comes back, in
+        order. As for the listener hook, only a bug, or a translation too large without
+        any user, answers an error status.
+        """
+        started = time.perf_counter()
+        try:
+            response = self._translate(request)
+        except Refused as refused:
+            HOOK_ERRORS.labels(TRANSLATE, refused.code.name).inc()
+            context.abort(refused.code, refused.details)
+            raise  # pragma: no cover (abort raises)
+        except Exception:
+            log.exception("hook.failed", method=TRANSLATE)  # a bug: fail closed
+            HOOK_ERRORS.labels(TRANSLATE, grpc.StatusCode.INTERNAL.name).inc()
+            context.abort(grpc.StatusCode.INTERNAL, "extension server failed on the translation")
+            raise  # pragma: no cover (abort raises)
+        TRANSLATION_LATENCY.observe(time.perf_counter() - started)
+        return response
+
+    def _translate(
+        self, request: api.PostTranslateModifyRequest
+    ) -> api.PostTranslateModifyResponse:
+        sent = request.post_translate_context.extension_resources
+        policies = self._compiler.resolve(
+            self._compiler.parse([resource.unstructured_bytes for resource in sent])
+        )
+        limit = self._limits.max_message_size
+        kept = sum(_framed(item) for item in (*request.clusters, *request.secrets))
+        result = self._compiler.translate(
+            request.listeners, request.routes, policies, limit - kept - _slack(request)
+        )
+        response = api.PostTranslateModifyResponse(
             clusters=request.clusters,
             secrets=request.secrets,
-            listeners=request.listeners,
-            routes=request.routes,
+            listeners=[item.listener for item in result.listeners],
+            routes=result.routes,
         )
+        if response.ByteSize() > limit:
+            log.error("hook.answer_too_large", listener="-", size=response.ByteSize(), limit=limit)
+            raise Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the translation's answer is {response.ByteSize()} bytes without any user, "
+                f"over the {limit}-byte message limit: raise --max-message-size here and "
+                "maxMessageSize in Envoy Gateway's extension settings",
+            )
+        for item in result.listeners:
+            # Gateways merged on a chain each get their users on their virtual hosts here:
+            # that a listener-level table leaves them out is no finding in this mode.
+            scoped = replace(item, other_namespace=())
+            self._report(answer_events(item.listener.name, scoped), rejections(scoped))
+            if self._observers:
+                self._tell_observers(item.listener.name, scoped)
+        if self._observers:
+            for name in dict.fromkeys(route.name for route in result.routes):
+                hosts = [host for host in result.hosts if host.routes == name]
+                self._observe(name, partial(virtual_host_outcome, name, hosts, result.policies))
+        seen = (
+            TRANSLATE,
+            tuple(item.listener.name for item in result.listeners),
+            tuple(route.name for route in result.routes),
+            result.policies.keys,
+        )
+        log.log(
+            logging.INFO if self._repeats.allow(seen) else logging.DEBUG,
+            "hook.translation",
+            listeners=len(result.listeners),
+            routes=len(result.routes),
+            virtual_hosts=sum(len(route.virtual_hosts) for route in result.routes),
+            policies=summarize(result.policies.refs),
+            policy_count=len(result.policies.refs),
+        )
+        return response
+
+
+def _framed(message: Message) -> int:
+    """A repeated message field's bytes in the answer: its own, a tag and a length."""
+    return int(message.ByteSize()) + RESPONSE_FRAMING
+
+
+def _slack(request: api.PostTranslateModifyRequest) -> int:
+    """The framing of the listeners and routes of the answer."""
+    return RESPONSE_FRAMING * (len(request.listeners) + len(request.routes))
 
 
 def _sent(request: Message, field: str) -> dict[str, Message]:
@@ -299,17 +387,18 @@ def add_to_server(service: ExtensionService, server: grpc.Server) -> None:
                 request_deserializer=getattr(api, f"{method}Request").FromString,
                 response_serializer=getattr(api, f"{method}Response").SerializeToString,
             )
-            for method in PASS_THROUGH
+            for method in TYPED_HOOKS
         },
     }
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 SERVICE_NAME = api.DESCRIPTOR.services_by_name["EnvoyGatewayExtension"].full_name
-PASS_THROUGH = (
+# The hooks protobuf decodes for us: PostTranslateModify, and the pass-throughs.
+TYPED_HOOKS = (
+    "PostTranslateModify",
     "PostRouteModify",
     "PostVirtualHostModify",
     "PostClusterModify",
     "PostEndpointsModify",
-    "PostTranslateModify",
 )

@@ -41,6 +41,10 @@ compiler/routes.py         test_routes.py, test_request_control_envoy.py (merged
                            test_route_corpus.py (Envoy Gateway's routes, every Envoy)
 compiler/schemes.py        test_backends.py ("What a stored value may be")
 compiler/scope.py          test_compiler.py ("Which policies apply where")
+compiler/translation.py    test_routes.py (which policies where, both hooks, the size limit),
+                           test_request_control_envoy.py (through gRPC, every Envoy),
+                           test_route_corpus.py (Envoy Gateway's routes, every Envoy),
+                           test_server.py (every list handed back)
 compiler/users.py          test_compiler.py (conflicts, stored columns), test_backends.py
                            (stored values), test_properties.py (the column fast path and
                            the per-user checks agree)

@@ -19,6 +19,7 @@ import pytest
 from backends import ResolverSettings
 from backends.vault import VaultSettings
 from compiler.model import VaultRef
+from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.app import ExtensionServer, ServerSettings
 from server.demo.envoy import free_port
@@ -53,6 +54,34 @@ def test_a_repeated_request_gets_the_same_bytes_and_its_rejections_are_logged_on
     # compiled once (info), then answered from memory (debug: not news)
     assert ["level=info" in line and "reused=false" in line for line in calls] == [1, 0, 0]
     assert all("level=debug" in line and " reused " in line for line in calls[1:])  # a flag
+
+
+def test_a_repeated_translation_gets_the_same_bytes_and_is_logged_at_info_once(
+    served: object,
+) -> None:
+    """The Translation hook keeps no answer memo (its compile memo makes a repeat cheap),
+    but a translation whose listeners, routes and policy versions were just logged is not
+    news: debug, not info."""
+    port = free_port()
+    args = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "debug"]
+    server = served(args, port=port)  # type: ignore[operator]
+    sent = listener_request(policy(), policy("broken", "a:b", "pw"))
+    request = api.PostTranslateModifyRequest(
+        post_translate_context=api.PostTranslateExtensionContext(
+            extension_resources=sent.post_listener_context.extension_resources
+        ),
+        listeners=[sent.listener],
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        hook = api_grpc.EnvoyGatewayExtensionStub(channel).PostTranslateModify
+        answers = {hook(request, timeout=10).SerializeToString() for _ in range(3)}
+    assert server.stop() == 0
+    assert len(answers) == 1
+    lines = server.log_lines
+    broken = [line for line in lines if "default/broken" in line and "event=policy." in line]
+    assert len(broken) == 1 and "event=policy.entries_rejected" in broken[0], broken
+    calls = [line for line in lines if "event=hook.translation" in line]
+    assert ["level=info" in line for line in calls] == [1, 0, 0], calls
 
 
 @dataclass

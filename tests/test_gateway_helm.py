@@ -5,7 +5,9 @@ values (`config.envoyGateway`). A ConfigMap edited by hand loses what the chart 
 and loses `extensionManager` again at the next `helm upgrade` of Envoy Gateway. So the
 install path gives gateway-helm values instead: docs/examples/envoy-gateway-values.yaml
 (plaintext) and docs/examples/envoy-gateway-values-mtls.yaml (mTLS with the certificates
-the chart has cert-manager issue), used with `helm upgrade eg ... --reuse-values -f`.
+the chart has cert-manager issue), used with `helm upgrade eg ... --reuse-values -f`, and
+docs/examples/envoy-gateway-values-translation.yaml, which adds the Translation hook on top
+of either.
 
 These tests render Envoy Gateway's real chart (a copy of gateway-helm v1.9 in
 ../shared/envoy-gateway-chart, read in place) with Helm's own engine (helm-python-sdk),
@@ -39,6 +41,7 @@ CRD_FILE = CHART_DIR / "crds" / "listenercontextexamples.example.extensions.io.y
 EXAMPLES = REPO / "docs" / "examples"
 PLAIN = EXAMPLES / "envoy-gateway-values.yaml"
 MTLS = EXAMPLES / "envoy-gateway-values-mtls.yaml"
+TRANSLATION = EXAMPLES / "envoy-gateway-values-translation.yaml"
 GUIDE = REPO / "docs" / "guide.md"
 GATEWAY_HELM = CORPUS.parents[1] / "envoy-gateway-chart" / "gateway-helm"
 CONFIG_TEMPLATE = "gateway-helm/templates/envoy-gateway-config.yaml"
@@ -177,6 +180,32 @@ def test_example_calls_our_hook_at_our_service(example: Path) -> None:
     assert set(manager["service"]) == ({"fqdn", "tls"} if example == MTLS else {"fqdn"})
 
 
+@pytest.mark.parametrize("base", [PLAIN, MTLS], ids=lambda p: p.name)
+@pytest.mark.parametrize("earlier", [None, EARLIER_VALUES], ids=["fresh", "reused"])
+def test_translation_example_adds_the_hook_and_its_resources_on_top_of_either_example(
+    gateway_helm: helm.Chart, base: Path, earlier: dict[str, Any] | None
+) -> None:
+    """`helm upgrade --reuse-values -f envoy-gateway-values-translation.yaml` over a release
+    that has an example's values: the hooks become HTTPListener and Translation (the
+    listener hook stays, so listeners are protected even if the Translation hook receives
+    none), listeners and routes are sent to it, and nothing else in the rendered objects
+    or in `extensionManager` changes."""
+    overlay = load(TRANSLATION)
+    reused = deep_merge(earlier or {}, load(base))
+    before = render_gateway_helm(gateway_helm, reused)
+    after = render_gateway_helm(gateway_helm, deep_merge(reused, overlay))
+    assert sorted(path for path in before if before[path] != after[path]) == [CONFIG_TEMPLATE]
+    config_before, config_after = envoy_gateway_config(before), envoy_gateway_config(after)
+    manager = config_after["extensionManager"]
+    assert manager["hooks"] == {"xdsTranslator": {"post": ["HTTPListener", "Translation"]}}
+    assert manager.pop("translation") == {
+        "listener": {"includeAll": True},
+        "route": {"includeAll": True},
+    }
+    manager["hooks"] = config_before["extensionManager"]["hooks"]
+    assert config_after == config_before
+
+
 def test_mtls_example_names_what_the_chart_and_the_guide_create() -> None:
     """With the guide's cert-manager values, the chart issues Envoy Gateway's client
     certificate into the Secret the example names, in Envoy Gateway's namespace, and a server
@@ -297,7 +326,8 @@ def test_guide_configures_envoy_gateway_through_its_chart(gateway_helm: helm.Cha
     --reuse-values and one of the example files, at the chart's address and version; the
     guide hands no envoy-gateway-config ConfigMap to kubectl."""
     upgrades = [c for c in guide_commands() if c.chart == GATEWAY_HELM_ADDRESS]
-    assert [Path(c.value_of("-f") or "").name for c in upgrades] == [PLAIN.name, MTLS.name]
+    files = [Path(c.value_of("-f") or "").name for c in upgrades]
+    assert files == [PLAIN.name, MTLS.name, TRANSLATION.name]
     version = gateway_helm.metadata["version"]
     for command in upgrades:
         assert (command.verb, command.release) == ("upgrade", "eg")
@@ -305,6 +335,8 @@ def test_guide_configures_envoy_gateway_through_its_chart(gateway_helm: helm.Cha
         assert command.value_of("-n") == NAMESPACE
         assert command.value_of("--version") == version
         values = load(REPO / (command.value_of("-f") or ""))
+        if Path(command.value_of("-f") or "").name == TRANSLATION.name:
+            values = deep_merge(load(PLAIN), values)  # on top of the first step's values
         config = envoy_gateway_config(render_gateway_helm(gateway_helm, values))
         assert config["extensionManager"] == extension_manager(values)
     text = GUIDE.read_text()

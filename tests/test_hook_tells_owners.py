@@ -19,13 +19,17 @@ from typing import Any
 
 import grpc
 import pytest
+from envoy.config.route.v3 import route_pb2
 
+from compiler.virtual_hosts import GatewayListener
+from server.api import extension_pb2 as api
 from server.app import ServerSettings
 from server.audit import AuditSettings
 from server.events import EventSettings
-from tests.support.builders import https_listener, policy
+from tests.support.builders import http_listener, https_listener, policy
 from tests.support.hook import HookServer, hook_server
 from tests.support.kube import KubeStandIn
+from tests.support.request_control import virtual_host
 from tests.support.secrets import remember
 
 NAMESPACE = "team-a"
@@ -97,3 +101,60 @@ def test_a_rejected_and_an_accepted_policy_each_hear_what_became_of_them(
     assert all(line["added"] == ["webuser"] and line["users"] == 1 for line in web)
     assert all(line["gateway"] == f"{NAMESPACE}/eg" for line in web)
     assert not [line for line in lines if line["policy"] == f"{NAMESPACE}/colon"]
+
+
+def test_with_merged_gateways_the_translation_hook_tells_each_owner_of_its_virtual_hosts(
+    hook: HookServer, kube: KubeStandIn, tmp_path: Path
+) -> None:
+    """Both hooks on, two namespaces' Gateways merged on one plain-HTTP port: team-b's
+    policy is not applied on the chain named after team-a's Gateway, but the Translation
+    hook admits bob on team-b's virtual hosts. The audit trail and team-b's Event say so,
+    under the route configuration's name; the listener hook and the Translation hook,
+    repeated at every translation, never undo each other's news."""
+    alice = policy(
+        "alice", "alice", "alice-password", namespace="team-a",
+        targets=[{"kind": "Gateway", "name": "gw-a", "sectionName": "http"}],
+    )  # fmt: skip
+    bob = policy(
+        "bob", "bob", "bob-password", namespace="team-b",
+        targets=[{"kind": "Gateway", "name": "gw-b"}],
+    )  # fmt: skip
+    routes = route_pb2.RouteConfiguration(
+        name="default/eg/http",  # what the listener's manager reads by RDS
+        virtual_hosts=[
+            virtual_host("a", ["a.example"], "backend", GatewayListener("team-a", "gw-a", "http")),
+            virtual_host("b", ["b.example"], "backend", GatewayListener("team-b", "gw-b", "http")),
+        ],
+    )
+    translation = api.PostTranslateModifyRequest(
+        post_translate_context=api.PostTranslateExtensionContext(
+            extension_resources=[api.ExtensionResource(unstructured_bytes=p) for p in (alice, bob)]
+        ),
+        routes=[routes],
+    )
+    for _ in range(5):  # each translation: the listener hook, then the Translation hook
+        listener = http_listener(name="team-a/gw-a/http")
+        answered = hook.call("team-a/gw-a/http", alice, bob, listener=listener)
+        assert answered.code == grpc.StatusCode.OK
+        del translation.listeners[:]
+        translation.listeners.append(answered.listener)
+        hook.stub.PostTranslateModify(translation, timeout=30)
+
+    (told,) = wait_for(lambda: events_about(kube, "bob"), "team-b's Event")
+    assert told["type"] == "Normal" and told["reason"] == "UsersApplied"
+    assert "bob" in told["note"] and "team-b/gw-b" in told["note"]
+
+    def audit() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+
+    wait_for(lambda: [line for line in audit() if line["policy"] == "team-b/bob"], "bob's line")
+    time.sleep(0.5)  # an undoing would be written by now: there is none
+    seen = [
+        (line["policy"], line["listener"], line["gateway"], line["event"], line["added"])
+        for line in audit()
+    ]
+    assert sorted(seen) == [
+        ("team-a/alice", "default/eg/http", "team-a/gw-a", "access.snapshot", ["alice"]),
+        ("team-a/alice", "team-a/gw-a/http", "team-a/gw-a", "access.snapshot", ["alice"]),
+        ("team-b/bob", "default/eg/http", "team-b/gw-b", "access.snapshot", ["bob"]),
+    ]

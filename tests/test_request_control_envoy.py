@@ -18,12 +18,14 @@ published from a file as Envoy Gateway would push them (tests/support/request_co
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from envoy.config.core.v3 import config_source_pb2
 from envoy.config.route.v3 import route_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,12 +33,22 @@ from hypothesis import strategies as st
 from compiler.exemptions import Exemption, exempt_predicate
 from compiler.listener import FILTER_NAME, ChainAuth, basic_auth_filter
 from compiler.matching import header_is, skip_when
+from compiler.model import CompileOptions, UnprotectedMode
 from compiler.routes import with_gateway_users
 from compiler.virtual_hosts import GatewayListener
+from server.api import extension_pb2 as api
+from server.api import extension_pb2_grpc as api_grpc
+from server.app import ServerSettings
 from server.demo.echo import EchoBackend
 from server.demo.envoy import EnvoyProcess, free_port
 from server.demo.story import basic
-from tests.support.builders import as_http3, eg_security_filters, http_listener, https_listener
+from tests.support.builders import (
+    as_http3,
+    eg_security_filters,
+    http_listener,
+    https_listener,
+    policy,
+)
 from tests.support.envoys import (
     ENVOY_RELEASES,
     EnvoyRelease,
@@ -45,6 +57,7 @@ from tests.support.envoys import (
     validate_with,
 )
 from tests.support.exemption_strategies import exemption_sets, requests_near
+from tests.support.hook import hook_server
 from tests.support.matcher_model import Request, promise_holds, skips
 from tests.support.request_control import (
     NORMALISATION,
@@ -389,3 +402,123 @@ def test_envoy_exempts_exactly_what_the_model_says_and_only_inside_an_exemption(
 
     agree()
     assert min(outcomes.values()) >= 10 and len(outcomes) == 3, outcomes
+
+
+# --- the Translation hook, through the server --------------------------------------------------
+
+
+def team_policy(name: str, namespace: str, gateway: str, user: str, **spec: Any) -> bytes:
+    target = {"kind": "Gateway", "name": gateway, "sectionName": "http"}
+    return policy(name, user, USERS_OF[user], namespace=namespace, targets=[target], **spec)
+
+
+ALICE_POLICY = team_policy(
+    "alice", "team-a", "gw-a", "alice", exemptions=[{"path": {"type": "PathPrefix",
+    "value": "/healthz"}}], hideCredentials=True,
+)  # fmt: skip
+BOB_POLICY = team_policy(
+    "bob", "team-b", "gw-b", "bob",
+    exemptions=[{"path": {"type": "PathPrefix", "value": "/public"}}],
+)  # fmt: skip
+
+
+def test_the_translation_hook_gives_each_gateway_its_users_exemptions_and_hiding(
+    local: Local,
+) -> None:
+    """Envoy Gateway's PostTranslateModify, through gRPC to the real server: the merged
+    listener reads its routes by RDS; the answer's route configuration, served to Envoy as
+    Envoy Gateway serves it (here inlined), gives each Gateway's virtual hosts their own
+    users, exemptions and credential hiding (the same grid as the hand-built one above)."""
+    assert translated_grid(local, [ALICE_POLICY, BOB_POLICY], CompileOptions()) == MERGED_GRID
+
+
+# Only team-b has a policy, on the chain named after team-a's Gateway.
+ONLY_BOB = {
+    ("a.example", "/private"): (401, 401, 401),
+    ("b.example", "/private"): (401, 401, 200),
+    ("b.example", "/public"): (200, 200, 200),
+    ("c.example", "/private"): (401, 401, 401),
+}
+
+
+@pytest.mark.parametrize("mode", list(UnprotectedMode))
+def test_a_gateway_without_policy_stays_as_the_unprotected_mode_says_beside_one_with(
+    local: Local, mode: UnprotectedMode
+) -> None:
+    """With `passthrough`, team-a's Gateway (no policy) stays open on the shared chain
+    while team-b's virtual hosts ask for bob; with `deny` it admits nobody. A virtual host
+    without Envoy Gateway's metadata admits nobody in either mode."""
+    expected = dict(ONLY_BOB)
+    if mode is UnprotectedMode.PASSTHROUGH:
+        expected[("a.example", "/private")] = (200, 200, 200)
+    assert translated_grid(local, [BOB_POLICY], CompileOptions(unprotected=mode)) == expected
+
+
+def translated_grid(
+    local: Local, policies: list[bytes], options: CompileOptions
+) -> dict[tuple[str, str], tuple[int, ...]]:
+    """Translate the merged listener and its routes through the server (and once more,
+    to see its own output changes nothing), serve the answer in Envoy, and send the grid's
+    requests: (host, path) -> status for nobody, alice, bob. Credentials must be hidden
+    exactly where alice's policy, when given, says so."""
+    port = free_port()
+    hosts = [
+        virtual_host("team-a/gw-a/http/a_example", ["a.example"], "backend", TEAM_A),
+        virtual_host("team-b/gw-b/http/b_example", ["b.example"], "backend", TEAM_B),
+        virtual_host("other", ["c.example"], "backend"),
+    ]
+    routes = route_pb2.RouteConfiguration(name="team-a/gw-a/http", virtual_hosts=hosts)
+    listener = edit_managers(eg_listener("team-a/gw-a/http", port, "backend"), by_rds(routes))
+    sent = [api.ExtensionResource(unstructured_bytes=p) for p in policies]
+    request = api.PostTranslateModifyRequest(
+        post_translate_context=api.PostTranslateExtensionContext(extension_resources=sent),
+        listeners=[listener],
+        routes=[routes],
+    )
+    with hook_server(ServerSettings(options=options)) as server:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.server.port}")
+        with channel:
+            translate = api_grpc.EnvoyGatewayExtensionStub(channel).PostTranslateModify
+            answer = translate(request, timeout=30)
+            again = api.PostTranslateModifyRequest()
+            again.CopyFrom(request)
+            del again.listeners[:], again.routes[:]
+            again.listeners.extend(answer.listeners)
+            again.routes.extend(answer.routes)
+            assert translate(again, timeout=30) == answer  # its own output: no change
+    (served,) = answer.listeners
+    (served_routes,) = answer.routes
+    local.serve(edit_managers(served, inline(served_routes)))
+
+    hiding = {"a.example"} if ALICE_POLICY in policies else set()
+    seen = {}
+    for host, path in MERGED_GRID if len(policies) == 2 else ONLY_BOB:
+        statuses = [send(port, path, host=host).status]
+        for user, password in USERS_OF.items():
+            reply = send(port, path, host=host, headers=[basic_header(password, user)])
+            statuses.append(reply.status)
+            if reply.status == 200 and path == "/private" and host in {"a.example", "b.example"}:
+                hidden = reply.backend_header("Authorization") is None
+                assert hidden == (host in hiding), (host, user)
+        seen[(host, path)] = tuple(statuses)
+    return seen
+
+
+def by_rds(routes: Any) -> Callable[[Any], None]:
+    """Make a manager read `routes` by RDS, as Envoy Gateway's do."""
+
+    def change(manager: Any) -> None:
+        manager.rds.route_config_name = routes.name
+        manager.rds.config_source.ads.SetInParent()
+        manager.rds.config_source.resource_api_version = config_source_pb2.V3
+
+    return change
+
+
+def inline(routes: Any) -> Callable[[Any], None]:
+    """Serve `routes` inside the manager: what Envoy Gateway's RDS would send it."""
+
+    def change(manager: Any) -> None:
+        manager.route_config.CopyFrom(routes)
+
+    return change

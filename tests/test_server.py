@@ -108,23 +108,6 @@ PASSTHROUGH_HOOKS: dict[str, tuple[Callable[[], Any], Callable[[Any, Any], None]
         lambda: api.PostEndpointsModifyRequest(load_assignment=LOAD_ASSIGNMENT),
         lambda req, res: _same(res.load_assignment, req.load_assignment),
     ),
-    "PostTranslateModify": (
-        lambda: api.PostTranslateModifyRequest(
-            post_translate_context=api.PostTranslateExtensionContext(
-                extension_resources=[POLICY_RESOURCE]
-            ),
-            clusters=[CLUSTER, cluster_pb2.Cluster(name="second")],
-            secrets=[SECRET],
-            listeners=[http_listener(), http_listener(name="default/eg/https")],
-            routes=[ROUTE_CONFIG],
-        ),
-        lambda req, res: [
-            _same(list(res.clusters), list(req.clusters)),
-            _same(list(res.secrets), list(req.secrets)),
-            _same(list(res.listeners), list(req.listeners)),
-            _same(list(res.routes), list(req.routes)),
-        ],
-    ),
 }
 
 
@@ -142,8 +125,33 @@ def test_every_other_hook_hands_its_input_back_unchanged(
     check(request, getattr(hooks, method)(request, timeout=10))
 
 
+def test_the_translation_hook_hands_every_resource_back_in_order_with_listeners_protected(
+    hooks: api_grpc.EnvoyGatewayExtensionStub,
+) -> None:
+    """PostTranslateModify's answer replaces Envoy Gateway's four lists whole: clusters and
+    secrets come back as sent, listeners and routes in the same order, the listeners of
+    the policy's Gateway with our filter (tests/test_request_control_envoy.py runs it)."""
+    request = api.PostTranslateModifyRequest(
+        post_translate_context=api.PostTranslateExtensionContext(
+            extension_resources=[POLICY_RESOURCE]
+        ),
+        clusters=[CLUSTER, cluster_pb2.Cluster(name="second")],
+        secrets=[SECRET],
+        listeners=[http_listener(), http_listener(name="default/eg/https")],
+        routes=[ROUTE_CONFIG],
+    )
+    answer = hooks.PostTranslateModify(request, timeout=10)
+    _same(list(answer.clusters), list(request.clusters))
+    _same(list(answer.secrets), list(request.secrets))
+    assert [item.name for item in answer.listeners] == ["default/eg/http", "default/eg/https"]
+    for listener in answer.listeners:
+        assert htpasswd(listener) == SEED_HTPASSWD
+    assert [route.name for route in answer.routes] == [ROUTE_CONFIG.name]
+
+
 def test_no_hook_is_unimplemented_even_with_an_empty_request(channel: grpc.Channel) -> None:
-    for method in [*PASSTHROUGH_HOOKS, "PostHTTPListenerModify"]:
+    methods = [*PASSTHROUGH_HOOKS, "PostHTTPListenerModify", "PostTranslateModify"]
+    for method in methods:
         call = channel.unary_unary(f"/{SERVICE}/{method}")
         assert call(b"", timeout=10) is not None, method  # an error would raise RpcError
 

@@ -94,7 +94,7 @@ class HookServer:
     def __init__(self, server: ExtensionServer, events: LogEvents) -> None:
         self.server, self.events = server, events
         self._channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-        self._stub = api_grpc.EnvoyGatewayExtensionStub(self._channel)
+        self.stub = api_grpc.EnvoyGatewayExtensionStub(self._channel)
 
     def call(
         self, story: str, *resources: bytes, listener: Listener | None = None, timeout: float = 30
@@ -103,7 +103,7 @@ class HookServer:
         sent.name = story  # the log lines about this call name it
         request = listener_request(*resources, listener=sent)
         try:
-            answer = self._stub.PostHTTPListenerModify(request, timeout=timeout)
+            answer = self.stub.PostHTTPListenerModify(request, timeout=timeout)
         except grpc.RpcError as error:
             return Answered(error.code(), None, self.events.by_listener.get(story, []))
         return Answered(grpc.StatusCode.OK, answer.listener, self.events.by_listener.get(story, []))
