@@ -121,6 +121,7 @@ def test_no_label_holds_a_path_a_name_or_a_value(
         "not_configured",
         "error",
         "PostHTTPListenerModify",
+        "PostTranslateModify",
     } | REASONS | CODES | OBSERVER_WORDS | {
         value for value in values if re.fullmatch(r"[0-9.e+]+|\+Inf", value)
     }
