@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -101,6 +101,7 @@ class ListenerResult:
     # Each filter chain with an HTTP connection manager, and its table (None: left as it
     # was, in passthrough): who is admitted where, for Kubernetes Events and the audit trail.
     chains: tuple[ChainResult, ...] = ()
+    size: int = 0  # the listener's ByteSize
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ def compile_listener(
     left_out: list[TooLargeError] = []
     while True:
         compiled = _compile(listener, digest, policies, options, memo)
-        size = int(compiled.listener.ByteSize())
+        size = compiled.size
         if max_bytes is None or size <= max_bytes:
             break
         victim = _largest(listener, policies)
@@ -197,6 +198,7 @@ def compile_listener(
         compiled.applies_to_nothing,
         compiled.other_namespace,
         compiled.chains,
+        compiled.size,
     )
 
 
@@ -246,6 +248,17 @@ class _Compiled:
     applies_to_nothing: tuple[PolicyRef, ...]
     other_namespace: tuple[PolicyRef, ...]
     chains: tuple[ChainResult, ...]
+    size: int  # the listener's ByteSize, measured once when it was built
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A listener compiled, what applying did, and its size: a warm call reuses all three
+    (measuring a listener of 100,000 users costs more than the rest of the call)."""
+
+    listener: Any
+    report: ApplyReport
+    size: int
 
 
 def leaves_unprotected_open(policies: PolicySet, options: CompileOptions) -> bool:
@@ -294,7 +307,7 @@ def _compile(
         control = _request_control(_valid(policies.resolved), True)
         auths = {key: replace(auth, **control) for key, auth in auths.items()}
         scoped = policies.keys
-    result, report = memo.listener(
+    built = memo.listener(
         (digest, tuple(plan.items()), scoped),
         [*parts, *scoped],
         lambda: apply(listener, lambda name, default: _auth(auths, plan[(name, default)])),
@@ -307,7 +320,7 @@ def _compile(
         for (name, default), key in plan.items()
     )
     compiled = tuple(table for _, table in tables.values())
-    return _Compiled(result, report, compiled, unused, skipped, chains)
+    return _Compiled(built.listener, built.report, compiled, unused, skipped, chains, built.size)
 
 
 def _auth(auths: dict[TableKey, ChainAuth], key: TableKey | None) -> ChainAuth | None:
@@ -412,13 +425,13 @@ class CompileMemo:
     """Tables and listeners compiled before, by the value keys they were built from."""
 
     tables: BoundedMemo[TableKey, ChainTable] | None
-    listeners: BoundedMemo[Hashable, tuple[Any, ApplyReport]] | None
+    listeners: BoundedMemo[Hashable, _Built] | None
 
     @classmethod
     def bounded(cls, budget: int = MEMO_BUDGET) -> CompileMemo:
         return cls(
             BoundedMemo(budget, lambda table: len(table.auth.htpasswd)),
-            BoundedMemo(budget, lambda held: int(held[0].ByteSize())),
+            BoundedMemo(budget, lambda built: built.size),
         )
 
     @classmethod
@@ -438,11 +451,12 @@ class CompileMemo:
         return key, held
 
     def listener(
-        self, key: Hashable, parts: Sequence[ValueKey], make: Any
-    ) -> tuple[Any, ApplyReport]:
+        self, key: Hashable, parts: Sequence[ValueKey], make: Callable[[], tuple[Any, ApplyReport]]
+    ) -> _Built:
         held = self.listeners.get(key) if self.listeners is not None else None
         if held is None:
-            held = make()
+            listener, report = make()
+            held = _Built(listener, report, int(listener.ByteSize()))
             if self.listeners is not None:
                 self.listeners.put(key, held, set(parts))
         return held

@@ -70,7 +70,7 @@ class TranslationResult:
 
     @property
     def size(self) -> int:
-        return sum(int(r.listener.ByteSize()) for r in self.listeners) + sum(
+        return sum(result.size for result in self.listeners) + sum(
             int(route.ByteSize()) for route in self.routes
         )
 
