@@ -175,6 +175,7 @@ support/vault.py           HashiCorp Vault's HTTP API (stand-in, for hvac)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -189,6 +190,7 @@ import pytest
 
 from server import logs
 from tests.support.commands import EXTENSION_SERVER
+from tests.support.kube import KubeStandIn
 from tests.support.secrets import leaks, log_files, remember
 from tests.support.vault import ROOT_TOKEN, VaultStandIn
 
@@ -292,3 +294,14 @@ def vault() -> Iterator[VaultStandIn]:
     with VaultStandIn() as standin:
         standin.add_token(ROOT_TOKEN)
         yield standin
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[KubeStandIn]:
+    """The Kubernetes API stand-in. The Events written to it end up in a *.log of the test,
+    for the suite's secret scan, and are checked for secrets here too."""
+    with KubeStandIn() as standin:
+        yield standin
+        written = standin.items("Event")
+    (tmp_path / "kube-events.log").write_text("".join(json.dumps(e) + "\n" for e in written))
+    assert leaks([("events", json.dumps(written))]) == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -34,19 +35,25 @@ SECRET = "gateways/default/answers"
 BEFORE, AFTER = "answers-password-before", "answers-password-after"
 
 
-def test_a_repeated_request_gets_the_same_bytes_and_its_rejections_are_logged_once(
-    served: object,
-) -> None:
+def called_three_times(served: object, method: str, request: Any) -> list[str]:
+    """A server of its own (debug logs) called three times with `request`: each answer is
+    the same bytes; what it logged."""
     port = free_port()
     args = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "debug"]
     server = served(args, port=port)  # type: ignore[operator]
-    request = listener_request(policy(), policy("broken", "a:b", "pw"))
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        hook = api_grpc.EnvoyGatewayExtensionStub(channel).PostHTTPListenerModify
+        hook = getattr(api_grpc.EnvoyGatewayExtensionStub(channel), method)
         answers = {hook(request, timeout=10).SerializeToString() for _ in range(3)}
     assert server.stop() == 0
     assert len(answers) == 1
-    lines = server.log_lines
+    return list(server.log_lines)
+
+
+def test_a_repeated_request_gets_the_same_bytes_and_its_rejections_are_logged_once(
+    served: object,
+) -> None:
+    request = listener_request(policy(), policy("broken", "a:b", "pw"))
+    lines = called_three_times(served, "PostHTTPListenerModify", request)
     broken = [line for line in lines if "default/broken" in line and "event=policy." in line]
     assert len(broken) == 1 and "event=policy.entries_rejected" in broken[0], broken
     calls = [line for line in lines if "event=hook.listener" in line]
@@ -62,9 +69,6 @@ def test_a_repeated_translation_gets_the_same_bytes_and_is_logged_at_info_once(
     """The Translation hook keeps no answer memo (its compile memo makes a repeat cheap),
     but a translation whose listeners, routes and policy versions were just logged is not
     news: debug, not info."""
-    port = free_port()
-    args = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "debug"]
-    server = served(args, port=port)  # type: ignore[operator]
     sent = listener_request(policy(), policy("broken", "a:b", "pw"))
     request = api.PostTranslateModifyRequest(
         post_translate_context=api.PostTranslateExtensionContext(
@@ -72,12 +76,7 @@ def test_a_repeated_translation_gets_the_same_bytes_and_is_logged_at_info_once(
         ),
         listeners=[sent.listener],
     )
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        hook = api_grpc.EnvoyGatewayExtensionStub(channel).PostTranslateModify
-        answers = {hook(request, timeout=10).SerializeToString() for _ in range(3)}
-    assert server.stop() == 0
-    assert len(answers) == 1
-    lines = server.log_lines
+    lines = called_three_times(served, "PostTranslateModify", request)
     broken = [line for line in lines if "default/broken" in line and "event=policy." in line]
     assert len(broken) == 1 and "event=policy.entries_rejected" in broken[0], broken
     calls = [line for line in lines if "event=hook.translation" in line]

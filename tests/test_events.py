@@ -59,22 +59,12 @@ from tests.support.builders import http_listener, policy, router
 from tests.support.describe import describe, events_of
 from tests.support.kube import KubeStandIn
 from tests.support.logged import events as logged
-from tests.support.secrets import leaks, remember
+from tests.support.secrets import remember
 
 EVENTS = "/apis/events.k8s.io/v1/namespaces/"
 LISTENER = "default/eg/https"
 WEB = PolicyIdentity("team-a", "web", "2b0f6c1e-web")
 SHOP = PolicyIdentity("team-a", "shop", "9d41aa07-shop")
-
-
-@pytest.fixture
-def kube(tmp_path: Path) -> Iterator[KubeStandIn]:
-    """The API stand-in; its Events end up in a *.log for the suite's secret scan."""
-    with KubeStandIn() as standin:
-        yield standin
-        written = standin.items("Event")
-    (tmp_path / "kube-events.log").write_text("".join(json.dumps(e) + "\n" for e in written))
-    assert leaks([("events", json.dumps(written))]) == []
 
 
 Recorders = Callable[..., EventRecorder]

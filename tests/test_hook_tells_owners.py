@@ -46,14 +46,6 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 15.0) -> 
 
 
 @pytest.fixture
-def kube(tmp_path: Path) -> Iterator[KubeStandIn]:
-    with KubeStandIn() as standin:
-        yield standin
-        written = standin.items("Event")
-    (tmp_path / "kube-events.log").write_text("".join(json.dumps(e) + "\n" for e in written))
-
-
-@pytest.fixture
 def hook(
     kube: KubeStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[HookServer]:

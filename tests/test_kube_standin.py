@@ -39,12 +39,6 @@ LEASES = "/apis/coordination.k8s.io/v1/namespaces/apps/leases"
 
 
 @pytest.fixture
-def kube() -> Iterator[KubeStandIn]:
-    with KubeStandIn() as standin:
-        yield standin
-
-
-@pytest.fixture
 def client(kube: KubeStandIn) -> Iterator[Client]:
     with kube.client(namespace=NS) as c:
         yield c

@@ -9,7 +9,6 @@ import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,12 +19,6 @@ from lightkube.types import PatchType
 from tests.support.kube import KubeStandIn
 
 EVENTS = "/apis/events.k8s.io/v1/namespaces/team-a/events"
-
-
-@pytest.fixture
-def kube() -> Iterator[KubeStandIn]:
-    with KubeStandIn() as standin:
-        yield standin
 
 
 @pytest.fixture

@@ -100,13 +100,18 @@ def eg_security_filters() -> list[Any]:
     ]
 
 
+def chains(listener: Any) -> list[Any]:
+    """The listener's filter chains, its default chain last when it has one."""
+    found = [*listener.filter_chains]
+    if listener.HasField("default_filter_chain"):
+        found.append(listener.default_filter_chain)
+    return found
+
+
 def managers(listener: Any) -> list[Any]:
     """Every HTTP connection manager of the listener, decoded."""
     found = []
-    chains = [*listener.filter_chains]
-    if listener.HasField("default_filter_chain"):
-        chains.append(listener.default_filter_chain)
-    for chain in chains:
+    for chain in chains(listener):
         for network in chain.filters:
             hcm = hcm_pb2.HttpConnectionManager()
             if network.typed_config.Unpack(hcm):

@@ -33,6 +33,7 @@ from compiler.exemptions import Exemption
 from compiler.listener import ChainAuth, apply
 from compiler.virtual_hosts import GatewayListener
 from server.demo.listeners import eg_http_listener
+from tests.support.builders import chains
 
 ROUTER_PATH_HEADER = "x-router-path"
 USER_HEADER = "X-Example-Ext"
@@ -118,10 +119,7 @@ def eg_listener(
 
 def edit_managers(listener: Any, change: Callable[[Any], None]) -> Any:
     """Apply `change` to every HTTP connection manager of `listener` (in place); the listener."""
-    chains = [*listener.filter_chains]
-    if listener.HasField("default_filter_chain"):
-        chains.append(listener.default_filter_chain)
-    for chain in chains:
+    for chain in chains(listener):
         for network_filter in chain.filters:
             manager = hcm_pb2.HttpConnectionManager()
             if network_filter.typed_config.Unpack(manager):
