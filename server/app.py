@@ -18,7 +18,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha import reflection
 
 from backends import CredentialResolver, ResolverSettings
 from backends.aws import AwsSecretsManagerStore, AwsSettings
@@ -35,6 +34,7 @@ from server.health import add_to_server as add_health_to_server
 from server.logs import get_logger
 from server.metrics_http import MetricsServer
 from server.outcomes import Observer, Observers
+from server.reflection import add_reflection_to_server
 from server.report import REPEAT_INTERVAL
 from server.rotation import RotationWatcher
 from server.service import SERVICE_NAME, CallLimits, ExtensionService, add_to_server
@@ -224,9 +224,7 @@ class ExtensionServer:
         add_to_server(self._service, self._grpc)
         self._health = HealthService()
         add_health_to_server(self._health, self._grpc)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME), self._grpc
-        )
+        add_reflection_to_server((SERVICE_NAME, HEALTH_SERVICE), self._grpc, settings.workers)
         address = (
             f"unix:{settings.unix_socket}"
             if settings.unix_socket

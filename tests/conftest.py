@@ -86,6 +86,7 @@ server/logs.py             test_no_secrets_in_logs.py, test_backend_aws.py ("log
 server/manifests.py        test_cli.py, test_examples.py
 server/metrics_http.py     test_metrics_endpoint.py, test_metrics.py
 server/preflight.py        test_startup_errors.py, test_settings.py
+server/reflection.py       test_server.py (reflection streams never take the hook's threads)
 server/report.py           test_answers.py (logged once), test_server.py, test_hostile_input.py,
                            test_hook_tells_owners.py (what an answer tells the observers)
 server/rotation.py         test_rotation.py, test_rotation_trust.py,

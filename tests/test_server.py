@@ -10,12 +10,14 @@ import base64
 import contextlib
 import hashlib
 import json
+import queue
 import re
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from server.api import extension_pb2 as api
 from server.api import extension_pb2_grpc as api_grpc
 from server.app import ExtensionServer, ServerSettings, StartupError
 from server.demo.envoy import free_port
+from server.reflection import stream_limit
 from server.tls import TlsSettings
 from tests.support.builders import http_listener, managers, policy
 from tests.support.builders import our_filter as our_basic_auth
@@ -203,6 +206,76 @@ def test_reflection_lists_the_extension_service_health_and_reflection(
     assert any(
         p.package == "envoygateway.extension" and len(p.service[0].method) == 6 for p in protos
     )
+
+
+class HeldReflection:
+    """A reflection stream a client keeps open after its first answer, as long as it likes."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._more: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            self._requests(), timeout=30
+        )
+        self.first = next(self.call)  # raises the RpcError of a refused stream
+
+    def _requests(self) -> Iterator[Any]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        while (request := self._more.get()) is not None:
+            yield request
+
+    def close(self) -> None:
+        self._more.put(None)
+        list(self.call)
+
+
+def test_reflection_streams_held_open_never_take_the_hooks_threads() -> None:
+    """Each reflection stream holds a worker thread while it is open. Before the cap, 16 idle
+    streams (the default --workers) left every hook call waiting until its deadline: an
+    error answer for Envoy Gateway, a freeze of every Gateway."""
+    workers = ServerSettings().workers
+    server = ExtensionServer(ServerSettings(host="127.0.0.1", port=0, shutdown_grace=1.0))
+    server.start()
+    target = f"127.0.0.1:{server.port}"
+    channel = grpc.insecure_channel(target)
+    try:
+        held = [HeldReflection(channel) for _ in range(stream_limit(workers))]
+        with pytest.raises(grpc.RpcError) as refused:
+            HeldReflection(channel)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        hook = api_grpc.EnvoyGatewayExtensionStub(channel).PostHTTPListenerModify
+        with ThreadPoolExecutor(workers) as callers:
+            calls = [
+                callers.submit(hook, listener_request(SEED_POLICY), timeout=5)
+                for _ in range(workers)
+            ]
+            assert all(htpasswd(call.result().listener) == SEED_HTPASSWD for call in calls)
+
+        held.pop().close()  # a stream that ends gives its slot back
+        held.pop().call.cancel()  # and so does one its client cancels
+        deadline = time.monotonic() + 10
+        while not _reflection_served(channel):
+            assert time.monotonic() < deadline, "a slot was not given back"
+            time.sleep(0.05)
+        held += [HeldReflection(channel), HeldReflection(channel)]
+        assert all(stream.first.list_services_response.service for stream in held)
+    finally:
+        channel.close()
+        server.stop()
+
+
+def _reflection_served(channel: grpc.Channel) -> bool:
+    try:
+        HeldReflection(channel).close()
+    except grpc.RpcError:
+        return False
+    return True
+
+
+def test_reflection_needs_four_workers_and_takes_at_most_a_quarter_of_them() -> None:
+    assert [stream_limit(workers) for workers in (1, 3, 4, 8, 15, 16, 64, 256)] == [
+        0, 0, 1, 2, 3, 4, 4, 4,
+    ]  # fmt: skip
 
 
 # --- PostHTTPListenerModify: the seed's story --------------------------------------------------
