@@ -30,7 +30,7 @@ from compiler.parse import (
     _SPEC_FIELDS,
     parse_object,
 )
-from tests.support.charts import python_validator
+from tests.support.charts import container, manifests, one, python_validator
 
 CHART_DIR = Path(__file__).resolve().parent.parent / "charts" / "extension-server"
 CRD_FILE = CHART_DIR / "crds" / "listenercontextexamples.example.extensions.io.yaml"
@@ -75,26 +75,7 @@ def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> dict[str,
 
 def objects(chart: helm.Chart, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every Kubernetes object the chart's templates render (NOTES.txt excluded)."""
-    found: list[dict[str, Any]] = []
-    for path, text in render(chart, values).items():
-        if not path.endswith((".yaml", ".yml")):
-            continue
-        found.extend(doc for doc in yaml.safe_load_all(text) if doc)
-    return found
-
-
-def one(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    matches = [o for o in objs if o["kind"] == kind]
-    assert len(matches) == 1, f"expected one {kind}, got {len(matches)}"
-    found: dict[str, Any] = matches[0]
-    return found
-
-
-def container(objs: list[dict[str, Any]]) -> dict[str, Any]:
-    containers = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1
-    found: dict[str, Any] = containers[0]
-    return found
+    return manifests(render(chart, values))
 
 
 def lint_errors(values: dict[str, Any] | None = None, **opts: Any) -> list[Any]:

@@ -48,6 +48,19 @@ def serve(tmp_path: Path, server_pem: Pem, client_ca: bytes | None = None) -> Ex
     return server
 
 
+def serve_mtls(
+    tmp_path: Path, authority: Authority, stop_after: list[ExtensionServer]
+) -> tuple[Authority, str, grpc.ChannelCredentials]:
+    """A server requiring client certificates of a CA of their own: that CA, the server's
+    address, and the credentials of a client it issued (Envoy Gateway's)."""
+    clients = Authority("envoy-gateway-clients")
+    server = serve(tmp_path, authority.issue("extension-server", server=True), clients.pem)
+    stop_after.append(server)
+    client = clients.issue("envoy-gateway", server=False)
+    credentials = grpc.ssl_channel_credentials(authority.pem, client.key, client.cert)
+    return clients, f"127.0.0.1:{server.port}", credentials
+
+
 @pytest.fixture
 def stop_after() -> Iterator[list[ExtensionServer]]:
     servers: list[ExtensionServer] = []
@@ -73,15 +86,8 @@ def test_a_client_that_trusts_the_ca_gets_answers_over_tls(
 def test_with_a_client_ca_only_clients_with_its_certificates_are_served(
     tmp_path: Path, authority: Authority, stop_after: list[ExtensionServer]
 ) -> None:
-    clients = Authority("envoy-gateway-clients")
-    server = serve(tmp_path, authority.issue("extension-server", server=True), clients.pem)
-    stop_after.append(server)
-    address = f"127.0.0.1:{server.port}"
-    good = clients.issue("envoy-gateway", server=False)
-    assert (
-        health(address, grpc.ssl_channel_credentials(authority.pem, good.key, good.cert))
-        == health_pb2.HealthCheckResponse.SERVING
-    )
+    clients, address, credentials = serve_mtls(tmp_path, authority, stop_after)
+    assert health(address, credentials) == health_pb2.HealthCheckResponse.SERVING
     stranger = Authority("other").issue("mallory", server=False)
     expired = clients.issue("envoy-gateway", server=False, expired=True)
     for credentials in (
@@ -115,12 +121,7 @@ def test_certificates_renewed_under_load_lose_no_call(
     Callers open a new connection every few calls, so handshakes happen before, during and
     after each renewal; the files are rewritten in place, as the kubelet updates a volume.
     """
-    clients = Authority("envoy-gateway-clients")
-    server = serve(tmp_path, authority.issue("extension-server", server=True), clients.pem)
-    stop_after.append(server)
-    client = clients.issue("envoy-gateway", server=False)
-    credentials = grpc.ssl_channel_credentials(authority.pem, client.key, client.cert)
-    address = f"127.0.0.1:{server.port}"
+    _, address, credentials = serve_mtls(tmp_path, authority, stop_after)
     answered, failed = [0], []
     stop = threading.Event()
 
@@ -161,12 +162,7 @@ def test_unusable_files_written_in_place_keep_the_last_good_ones_until_fixed(
 ) -> None:
     """A rotation that leaves a file empty, half written or mismatched must not be swapped in:
     Envoy Gateway's handshakes would fail, which freezes every Gateway like a hook error."""
-    clients = Authority("envoy-gateway-clients")
-    server = serve(tmp_path, authority.issue("extension-server", server=True), clients.pem)
-    stop_after.append(server)
-    client = clients.issue("envoy-gateway", server=False)
-    credentials = grpc.ssl_channel_credentials(authority.pem, client.key, client.cert)
-    address = f"127.0.0.1:{server.port}"
+    clients, address, credentials = serve_mtls(tmp_path, authority, stop_after)
     if damage == "empty client CA":
         (tmp_path / "client-ca.crt").write_bytes(b"")
     elif damage == "half-written client CA":

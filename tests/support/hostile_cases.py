@@ -220,12 +220,27 @@ def manager_with_bare_type_url() -> Listener:
 def manager_as_typed_struct(message: Any) -> Listener:
     """The manager written as a TypedStruct: Envoy runs it exactly like the typed form."""
     listener = http_listener(*eg_security_filters())
+    config = json_format.MessageToDict(the_manager(listener), preserving_proto_field_name=True)
+    return with_struct_manager(listener, config, message)
+
+
+def with_struct_manager(
+    listener: Listener, config: dict[str, Any], message: Any = typed_struct_pb2.TypedStruct
+) -> Listener:
+    """`listener` with its default chain's manager replaced by `config` in a TypedStruct."""
     typed_struct = message(type_url=HCM_URL)
-    typed_struct.value.update(
-        json_format.MessageToDict(the_manager(listener), preserving_proto_field_name=True)
-    )
+    typed_struct.value.update(config)
     listener.default_filter_chain.filters[0].typed_config.Pack(typed_struct)
     return listener
+
+
+def struct_manager(listener: Listener) -> dict[str, Any]:
+    """The default chain's TypedStruct manager, as JSON."""
+    typed_struct = typed_struct_pb2.TypedStruct.FromString(
+        listener.default_filter_chain.filters[0].typed_config.value
+    )
+    config: dict[str, Any] = json_format.MessageToDict(typed_struct.value)
+    return config
 
 
 def manager_behind_a_null() -> Listener:
@@ -236,17 +251,11 @@ def manager_behind_a_null() -> Listener:
     config["http_filters"] = config["upgrade_configs"] = None
     router = config["httpFilters"][-1]
     config["upgradeConfigs"] = [{"upgradeType": "websocket", "filters": [router]}]
-    typed_struct = typed_struct_pb2.TypedStruct(type_url=HCM_URL)
-    typed_struct.value.update(config)
-    listener.default_filter_chain.filters[0].typed_config.Pack(typed_struct)
-    return listener
+    return with_struct_manager(listener, config)
 
 
 def behind_a_null_is_protected(listener: Listener) -> None:
-    typed_struct = typed_struct_pb2.TypedStruct.FromString(
-        listener.default_filter_chain.filters[0].typed_config.value
-    )
-    config = json_format.MessageToDict(typed_struct.value)
+    config = struct_manager(listener)
     assert config["http_filters"] is None and config["upgrade_configs"] is None
     names = [entry["name"] for entry in config["httpFilters"]]
     assert names.count(FILTER_NAME) == 1
@@ -266,17 +275,11 @@ def manager_of_single_objects() -> Listener:
     (router,) = config["http_filters"]
     config["http_filters"] = router
     config["upgrade_configs"] = {"upgrade_type": "websocket", "filters": router}
-    typed_struct = typed_struct_pb2.TypedStruct(type_url=HCM_URL)
-    typed_struct.value.update(config)
-    listener.default_filter_chain.filters[0].typed_config.Pack(typed_struct)
-    return listener
+    return with_struct_manager(listener, config)
 
 
 def single_objects_are_protected(listener: Listener) -> None:
-    typed_struct = typed_struct_pb2.TypedStruct.FromString(
-        listener.default_filter_chain.filters[0].typed_config.value
-    )
-    config = json_format.MessageToDict(typed_struct.value)
+    config = struct_manager(listener)
     expected = [FILTER_NAME, "envoy.filters.http.router"]
     assert [entry["name"] for entry in config["http_filters"]] == expected
     (upgrade,) = config["upgrade_configs"]
@@ -285,10 +288,7 @@ def single_objects_are_protected(listener: Listener) -> None:
 
 def struct_filter_names(listener: Listener) -> tuple[list[str], str]:
     """The filter names of a TypedStruct manager, and the users of our filter in it."""
-    typed_struct = typed_struct_pb2.TypedStruct.FromString(
-        listener.default_filter_chain.filters[0].typed_config.value
-    )
-    config = json_format.MessageToDict(typed_struct.value)
+    config = struct_manager(listener)
     names = [entry["name"] for entry in config["http_filters"]]
     (ours,) = [entry for entry in config["http_filters"] if entry["name"] == FILTER_NAME]
     return names, ours["typed_config"]["users"]["inline_string"]
