@@ -173,7 +173,7 @@ class CredentialResolver:
                     "move the password to a store and use passwordFrom",
                 )
             return self._remembered(policy, None)
-        source = "spec.passwordFrom" if isinstance(spec, PasswordFrom) else "spec.usersFrom"
+        source = _reference_field(spec)
         field = f"{source}.{spec.store.field}"
         store = self._store_for(policy, spec.store, field)
         # Only now: a policy the tenancy guard refused must not evict anyone's secret.
@@ -210,7 +210,7 @@ class CredentialResolver:
             password = Secrets((spec.password.reveal(),))
             return Credentials((spec.username,), password, "spec.username", "spec.password")
         assert stored is not None
-        source = "spec.passwordFrom" if isinstance(spec, PasswordFrom) else "spec.usersFrom"
+        source = _reference_field(spec)
         document = stored.content
         try:
             if isinstance(spec, UsersFrom):
@@ -312,3 +312,8 @@ def _stored_source(policy: Policy, stored: StoredSecret) -> Source:
     spec = policy.credentials
     assert not isinstance(spec, PlainCredentials)
     return (*(str(part) for part in spec.store.document), stored.version)
+
+
+def _reference_field(spec: PasswordFrom | UsersFrom) -> str:
+    """Where a policy names its store: the field its errors point at."""
+    return "spec.passwordFrom" if isinstance(spec, PasswordFrom) else "spec.usersFrom"

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 import grpc
@@ -182,16 +182,19 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
 
     def _check_size(self, answer: Answer) -> None:
         """Only a listener too large with no user at all can still be over the limit."""
+        if len(answer.response) > self._limits.max_message_size:
+            name = str(dict(answer.summary).get("listener", ""))
+            raise self._too_large(name, f"the answer for listener {name}", len(answer.response))
+
+    def _too_large(self, listener: str, what: str, size: int) -> Refused:
+        """Logged, and the refusal to answer: `what` is `size` bytes with no user in it."""
         limit = self._limits.max_message_size
-        if len(answer.response) <= limit:
-            return
-        name = dict(answer.summary).get("listener", "")
-        log.error("hook.answer_too_large", listener=name, size=len(answer.response), limit=limit)
-        raise Refused(
+        log.error("hook.answer_too_large", listener=listener, size=size, limit=limit)
+        return Refused(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"the answer for listener {name} is {len(answer.response)} bytes without any "
-            f"user, over the {limit}-byte message limit: raise --max-message-size here and "
-            "maxMessageSize in Envoy Gateway's extension settings",
+            f"{what} is {size} bytes without any user, over the {limit}-byte message limit: "
+            "raise --max-message-size here and maxMessageSize in Envoy Gateway's extension "
+            "settings",
         )
 
     def _compile(self, raw: bytes, policies: PolicySet | None) -> Answer:
@@ -320,21 +323,13 @@ class ExtensionService(api_grpc.EnvoyGatewayExtensionServicer):
             listeners=[item.listener for item in result.listeners],
             routes=result.routes,
         )
-        if response.ByteSize() > limit:
-            log.error("hook.answer_too_large", listener="-", size=response.ByteSize(), limit=limit)
-            raise Refused(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the translation's answer is {response.ByteSize()} bytes without any user, "
-                f"over the {limit}-byte message limit: raise --max-message-size here and "
-                "maxMessageSize in Envoy Gateway's extension settings",
-            )
+        size = int(response.ByteSize())
+        if size > limit:
+            raise self._too_large("-", "the translation's answer", size)
         for item in result.listeners:
-            # Gateways merged on a chain each get their users on their virtual hosts here:
-            # that a listener-level table leaves them out is no finding in this mode.
-            scoped = replace(item, other_namespace=())
-            self._report(answer_events(item.listener.name, scoped), rejections(scoped))
+            self._report(answer_events(item.listener.name, item), rejections(item))
             if self._observers:
-                self._tell_observers(item.listener.name, scoped)
+                self._tell_observers(item.listener.name, item)
         if self._observers:
             for name in dict.fromkeys(route.name for route in result.routes):
                 hosts = [host for host in result.hosts if host.routes == name]
