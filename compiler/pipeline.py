@@ -313,7 +313,12 @@ def _compile(
         lambda: apply(listener, lambda name, default: _auth(auths, plan[(name, default)])),
     )
     unused = _applying_to_nothing(policies.resolved, governing | foreign) if plan else ()
-    skipped = tuple(sorted({policies.resolved[index].policy.ref for index in foreign}))
+    # Per Gateway (the Translation hook), they reach their own virtual hosts: none skipped.
+    skipped = (
+        ()
+        if options.per_gateway
+        else tuple(sorted({policies.resolved[index].policy.ref for index in foreign}))
+    )
     by_key = dict(tables.values())
     chains = tuple(
         ChainResult(name, default, None if key is None else by_key[key])
